@@ -1,0 +1,30 @@
+//! Ferry's domain: ids, time, cron schedules, retry policy, the `Connector`
+//! trait and its registry. Pure logic only: this crate never does I/O, so
+//! every other crate can depend on it and tests can drive it with an
+//! injected clock.
+
+pub mod clock;
+pub mod connector;
+pub mod cron;
+pub mod error;
+pub mod metrics;
+pub mod model;
+pub mod retry;
+pub mod schedule;
+pub mod signing;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use connector::{
+    Connector, ConnectorError, InboundRequest, Intake, Manifest, Registry, Rejection, RunContext,
+    RunReport, SecretSpec, TriggerKind, WebhookContext, WebhookError,
+};
+pub use error::{Error, Result};
+pub use model::{RunStatus, Trigger};
+pub use retry::RetryPolicy;
+pub use schedule::{MisfirePolicy, OverlapPolicy, Schedule};
+
+/// A new time-ordered id (UUID v7). Ids sort by creation time as strings,
+/// which the stores use for cursor pagination.
+pub fn new_id() -> uuid::Uuid {
+    uuid::Uuid::now_v7()
+}

@@ -1,0 +1,432 @@
+//! Reading runs (live jobs and finished history, merged) and operating on
+//! dead letters: list by filter, show, replay one or many, discard.
+//! Replay never mutates the dead letter's evidence: it creates a new job
+//! (`replay_of`) and stamps the dead letter with when and which run.
+
+use ferry_core::{RunStatus, Trigger};
+use ferry_store::Error;
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::jobs::{opt_uuid_col, trigger_col, uuid_col, AttemptEntry, NewJob, Queue};
+use crate::Result;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunView {
+    pub id: Uuid,
+    pub integration_id: Uuid,
+    pub tenant: String,
+    pub connector: String,
+    pub connector_version: Option<String>,
+    pub revision: i64,
+    pub trigger: Trigger,
+    pub status: RunStatus,
+    pub attempts: i64,
+    pub scheduled_for: Option<i64>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub run_at: Option<i64>,
+    pub records_ok: i64,
+    pub records_rejected: i64,
+    pub error: Option<String>,
+    pub event_id: Option<Uuid>,
+    pub replay_of: Option<Uuid>,
+    pub attempt_log: Vec<AttemptEntry>,
+    pub rejections: Vec<ferry_core::Rejection>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub integration: Option<Uuid>,
+    pub tenant: Option<String>,
+    pub status: Option<RunStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    pub id: Uuid,
+    pub run_id: Uuid,
+    pub integration_id: Uuid,
+    pub tenant: String,
+    pub connector: String,
+    pub connector_version: Option<String>,
+    pub trigger: Trigger,
+    pub event_id: Option<Uuid>,
+    pub scheduled_for: Option<i64>,
+    /// The raw payload; JSON when it parses as JSON.
+    pub payload: Value,
+    pub attempts: i64,
+    pub errors: Vec<String>,
+    pub attempt_log: Vec<AttemptEntry>,
+    pub dead_at: i64,
+    pub replayed_at: Option<i64>,
+    pub replay_run_id: Option<Uuid>,
+    pub discarded_at: Option<i64>,
+    pub discarded_by: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetterFilter {
+    pub integration: Option<Uuid>,
+    pub tenant: Option<String>,
+    pub connector: Option<String>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    /// Case-insensitive substring of any attempt's error.
+    pub q: Option<String>,
+}
+
+const JOB_RUN_COLUMNS: &str = "id, integration_id, tenant, connector, revision, trigger, state, attempts, scheduled_for, \
+     created_at, started_at, run_at, last_error, event_id, replay_of, attempt_log";
+const RUN_COLUMNS: &str = "id, integration_id, tenant, connector, connector_version, revision, trigger, status, attempts, \
+     scheduled_for, created_at, started_at, finished_at, records_ok, records_rejected, error, rejections, attempt_log, event_id, replay_of";
+const DL_COLUMNS: &str = "id, run_id, integration_id, tenant, connector, connector_version, trigger, event_id, scheduled_for, \
+     payload, attempts, attempt_log, last_error, dead_at, replayed_at, replay_run_id, discarded_at, discarded_by";
+
+fn live_status(state: &str, attempts: i64) -> RunStatus {
+    match state {
+        "running" => RunStatus::Running,
+        "available" if attempts > 0 => RunStatus::Retrying,
+        _ => RunStatus::Queued,
+    }
+}
+
+fn run_from_job(row: &AnyRow) -> Result<RunView> {
+    let state: String = row.try_get("state")?;
+    let attempts: i64 = row.try_get("attempts")?;
+    Ok(RunView {
+        id: uuid_col(row, "id")?,
+        integration_id: uuid_col(row, "integration_id")?,
+        tenant: row.try_get("tenant")?,
+        connector: row.try_get("connector")?,
+        connector_version: None,
+        revision: row.try_get("revision")?,
+        trigger: trigger_col(row)?,
+        status: live_status(&state, attempts),
+        attempts,
+        scheduled_for: row.try_get("scheduled_for")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: None,
+        run_at: Some(row.try_get("run_at")?),
+        records_ok: 0,
+        records_rejected: 0,
+        error: row.try_get("last_error")?,
+        event_id: opt_uuid_col(row, "event_id")?,
+        replay_of: opt_uuid_col(row, "replay_of")?,
+        attempt_log: serde_json::from_str(&row.try_get::<String, _>("attempt_log")?)?,
+        rejections: Vec::new(),
+    })
+}
+
+fn run_from_history(row: &AnyRow) -> Result<RunView> {
+    let status: String = row.try_get("status")?;
+    Ok(RunView {
+        id: uuid_col(row, "id")?,
+        integration_id: uuid_col(row, "integration_id")?,
+        tenant: row.try_get("tenant")?,
+        connector: row.try_get("connector")?,
+        connector_version: row.try_get::<Option<String>, _>("connector_version")?.filter(|v| !v.is_empty()),
+        revision: row.try_get("revision")?,
+        trigger: trigger_col(row)?,
+        status: RunStatus::parse(&status).ok_or_else(|| Error::Corrupt(format!("status {status:?}")))?,
+        attempts: row.try_get("attempts")?,
+        scheduled_for: row.try_get("scheduled_for")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        run_at: None,
+        records_ok: row.try_get("records_ok")?,
+        records_rejected: row.try_get("records_rejected")?,
+        error: row.try_get("error")?,
+        event_id: opt_uuid_col(row, "event_id")?,
+        replay_of: opt_uuid_col(row, "replay_of")?,
+        attempt_log: serde_json::from_str(&row.try_get::<String, _>("attempt_log")?)?,
+        rejections: serde_json::from_str(&row.try_get::<String, _>("rejections")?)?,
+    })
+}
+
+fn dead_letter_from_row(row: &AnyRow) -> Result<DeadLetter> {
+    let payload: Option<String> = row.try_get("payload")?;
+    let log: Vec<AttemptEntry> = serde_json::from_str(&row.try_get::<String, _>("attempt_log")?)?;
+    Ok(DeadLetter {
+        id: uuid_col(row, "id")?,
+        run_id: uuid_col(row, "run_id")?,
+        integration_id: uuid_col(row, "integration_id")?,
+        tenant: row.try_get("tenant")?,
+        connector: row.try_get("connector")?,
+        connector_version: row.try_get::<Option<String>, _>("connector_version")?.filter(|v| !v.is_empty()),
+        trigger: trigger_col(row)?,
+        event_id: opt_uuid_col(row, "event_id")?,
+        scheduled_for: row.try_get("scheduled_for")?,
+        payload: match payload {
+            Some(p) => serde_json::from_str(&p).unwrap_or(Value::String(p)),
+            None => Value::Null,
+        },
+        attempts: row.try_get("attempts")?,
+        errors: log.iter().filter_map(|a| a.error.clone()).collect(),
+        attempt_log: log,
+        dead_at: row.try_get("dead_at")?,
+        replayed_at: row.try_get("replayed_at")?,
+        replay_run_id: opt_uuid_col(row, "replay_run_id")?,
+        discarded_at: row.try_get("discarded_at")?,
+        discarded_by: row.try_get("discarded_by")?,
+    })
+}
+
+/// The WHERE clause for a dead-letter filter, with its binds, parameters
+/// numbered from `$1`.
+fn dl_where(f: &DeadLetterFilter, pending_only: bool) -> (String, Vec<Option<String>>, Vec<Option<i64>>) {
+    let mut clauses = vec!["discarded_at IS NULL".to_string()];
+    if pending_only {
+        clauses.push("replayed_at IS NULL".into());
+    }
+    clauses.push("($1 IS NULL OR integration_id = $1)".into());
+    clauses.push("($2 IS NULL OR tenant = $2)".into());
+    clauses.push("($3 IS NULL OR connector = $3)".into());
+    clauses.push("($4 IS NULL OR LOWER(attempt_log) LIKE $4)".into());
+    clauses.push("($5 IS NULL OR dead_at >= $5)".into());
+    clauses.push("($6 IS NULL OR dead_at < $6)".into());
+    let like = f.q.as_ref().map(|q| {
+        let escaped: String = q.to_lowercase().chars().filter(|c| *c != '%' && *c != '_').collect();
+        format!("%{escaped}%")
+    });
+    (
+        clauses.join(" AND "),
+        vec![f.integration.map(|i| i.to_string()), f.tenant.clone(), f.connector.clone(), like],
+        vec![f.since, f.until],
+    )
+}
+
+impl Queue {
+    /// Runs newest first: live jobs and history merged.
+    pub async fn list_runs(&self, f: &RunFilter, limit: usize, cursor: Option<&str>) -> Result<(Vec<RunView>, Option<String>)> {
+        let want_live = !matches!(f.status, Some(RunStatus::Succeeded | RunStatus::Dead));
+        let want_done = matches!(f.status, None | Some(RunStatus::Succeeded | RunStatus::Dead));
+        let mut items = Vec::new();
+        let integration = f.integration.map(|i| i.to_string());
+        if want_live {
+            let state = match f.status {
+                Some(RunStatus::Running) => "state = 'running'",
+                Some(RunStatus::Retrying) => "state = 'available' AND attempts > 0",
+                Some(RunStatus::Queued) => "(state IN ('waiting', 'held') OR (state = 'available' AND attempts = 0))",
+                _ => "1 = 1",
+            };
+            let sql = format!(
+                "SELECT {JOB_RUN_COLUMNS} FROM jobs WHERE {state} AND ($1 IS NULL OR integration_id = $1) \
+                 AND ($2 IS NULL OR tenant = $2) AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
+            );
+            let rows = sqlx::query(&sql)
+                .bind(integration.clone())
+                .bind(f.tenant.clone())
+                .bind(cursor)
+                .bind(limit as i64 + 1)
+                .fetch_all(&self.db.pool)
+                .await?;
+            for r in &rows {
+                items.push(run_from_job(r)?);
+            }
+        }
+        if want_done {
+            let sql = format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR integration_id = $2) \
+                 AND ($3 IS NULL OR tenant = $3) AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT $5"
+            );
+            let rows = sqlx::query(&sql)
+                .bind(f.status.map(|s| s.as_str()))
+                .bind(integration)
+                .bind(f.tenant.clone())
+                .bind(cursor)
+                .bind(limit as i64 + 1)
+                .fetch_all(&self.db.pool)
+                .await?;
+            for r in &rows {
+                items.push(run_from_history(r)?);
+            }
+        }
+        items.sort_by(|a, b| b.id.cmp(&a.id));
+        items.dedup_by_key(|r| r.id);
+        Ok(ferry_store::paginate(items, limit, |r| r.id.to_string()))
+    }
+
+    pub async fn get_run(&self, id: Uuid) -> Result<RunView> {
+        let live = sqlx::query(&format!("SELECT {JOB_RUN_COLUMNS} FROM jobs WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.db.pool)
+            .await?;
+        if let Some(r) = live {
+            return run_from_job(&r);
+        }
+        let done = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.db.pool)
+            .await?
+            .ok_or(Error::NotFound)?;
+        run_from_history(&done)
+    }
+
+    pub async fn list_dead_letters(&self, f: &DeadLetterFilter, limit: usize, cursor: Option<&str>) -> Result<(Vec<DeadLetter>, Option<String>)> {
+        let (clause, texts, times) = dl_where(f, false);
+        let sql = format!("SELECT {DL_COLUMNS} FROM dead_letters WHERE {clause} AND ($7 IS NULL OR id < $7) ORDER BY id DESC LIMIT $8");
+        let mut q = sqlx::query(&sql);
+        for t in texts {
+            q = q.bind(t);
+        }
+        for t in times {
+            q = q.bind(t);
+        }
+        let rows = q.bind(cursor).bind(limit as i64 + 1).fetch_all(&self.db.pool).await?;
+        let items = rows.iter().map(dead_letter_from_row).collect::<Result<Vec<_>>>()?;
+        Ok(ferry_store::paginate(items, limit, |d| d.id.to_string()))
+    }
+
+    pub async fn get_dead_letter(&self, id: Uuid) -> Result<DeadLetter> {
+        let row = sqlx::query(&format!("SELECT {DL_COLUMNS} FROM dead_letters WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.db.pool)
+            .await?
+            .ok_or(Error::NotFound)?;
+        dead_letter_from_row(&row)
+    }
+
+    /// How many dead letters a bulk replay with this filter would replay.
+    pub async fn count_replayable(&self, f: &DeadLetterFilter) -> Result<i64> {
+        let (clause, texts, times) = dl_where(f, true);
+        let sql = format!("SELECT COUNT(*) FROM dead_letters WHERE {clause}");
+        let mut q = sqlx::query_scalar(&sql);
+        for t in texts {
+            q = q.bind(t);
+        }
+        for t in times {
+            q = q.bind(t);
+        }
+        Ok(q.fetch_one(&self.db.pool).await?)
+    }
+
+    /// Replays dead letters as new jobs on each integration's current
+    /// revision. Returns `(dead_letter_id, run_id)` for each replayed.
+    async fn replay_rows(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>, letters: &[DeadLetter], now: i64) -> Result<Vec<(Uuid, Uuid)>> {
+        let mut jobs = Vec::with_capacity(letters.len());
+        let mut pairs = Vec::with_capacity(letters.len());
+        for dl in letters {
+            let row = sqlx::query(
+                "SELECT i.revision, r.retry FROM integrations i JOIN integration_revisions r \
+                 ON r.integration_id = i.id AND r.revision = i.revision WHERE i.id = $1 AND i.deleted_at IS NULL",
+            )
+            .bind(dl.integration_id.to_string())
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or_else(|| Error::Conflict(format!("integration {} was deleted; its dead letters cannot be replayed", dl.integration_id)))?;
+            let retry: ferry_core::RetryPolicy = serde_json::from_str(&row.try_get::<String, _>("retry")?)?;
+            let run_id = ferry_core::new_id();
+            jobs.push(NewJob {
+                id: run_id,
+                integration_id: dl.integration_id,
+                tenant: dl.tenant.clone(),
+                connector: dl.connector.clone(),
+                revision: row.try_get("revision")?,
+                trigger: Trigger::Replay,
+                run_at: now,
+                max_attempts: retry.max_attempts as i64,
+                scheduled_for: dl.scheduled_for,
+                event_id: dl.event_id,
+                payload: match &dl.payload {
+                    Value::Null => None,
+                    Value::String(s) => Some(s.clone()),
+                    v => Some(v.to_string()),
+                },
+                idempotency_key: None,
+                overlap_key: None,
+                replay_of: Some(dl.id),
+                waiting: false,
+            });
+            pairs.push((dl.id, run_id));
+        }
+        self.enqueue_in(tx, &jobs, now).await?;
+        for (dl, run) in &pairs {
+            sqlx::query("UPDATE dead_letters SET replayed_at = $1, replay_run_id = $2 WHERE id = $3")
+                .bind(now)
+                .bind(run.to_string())
+                .bind(dl.to_string())
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(pairs)
+    }
+
+    /// Replays one dead letter; returns the new run's id.
+    pub async fn replay(&self, id: Uuid, actor: &str, now: i64) -> Result<Uuid> {
+        let dl = self.get_dead_letter(id).await?;
+        if dl.discarded_at.is_some() {
+            return Err(Error::Conflict("this dead letter was discarded".into()));
+        }
+        let mut tx = self.db.pool.begin().await?;
+        let pairs = self.replay_rows(&mut tx, std::slice::from_ref(&dl), now).await?;
+        let run = pairs[0].1;
+        ferry_store::audit::record(&mut *tx, actor, "dead_letter.replay", &id.to_string(), Some(&serde_json::json!({"run_id": run})), now).await?;
+        tx.commit().await?;
+        self.wake.notify_one();
+        Ok(run)
+    }
+
+    /// Replays every pending dead letter matching `f`, a page at a time;
+    /// `progress` is told the running total. Returns how many were replayed.
+    pub async fn replay_matching(&self, f: &DeadLetterFilter, actor: &str, now: i64, mut progress: impl FnMut(u64)) -> Result<u64> {
+        let mut total = 0u64;
+        loop {
+            let (clause, texts, times) = dl_where(f, true);
+            let sql = format!("SELECT {DL_COLUMNS} FROM dead_letters WHERE {clause} ORDER BY id LIMIT 500");
+            let mut q = sqlx::query(&sql);
+            for t in texts {
+                q = q.bind(t);
+            }
+            for t in times {
+                q = q.bind(t);
+            }
+            let mut tx = self.db.pool.begin().await?;
+            let rows = q.fetch_all(&mut *tx).await?;
+            if rows.is_empty() {
+                tx.rollback().await?;
+                break;
+            }
+            let letters = rows.iter().map(dead_letter_from_row).collect::<Result<Vec<_>>>()?;
+            let n = self.replay_rows(&mut tx, &letters, now).await?.len() as u64;
+            tx.commit().await?;
+            self.wake.notify_one();
+            total += n;
+            progress(total);
+        }
+        let detail = serde_json::json!({"replayed": total, "integration": f.integration, "tenant": f.tenant, "connector": f.connector, "q": f.q});
+        ferry_store::audit::record(&self.db.pool, actor, "dead_letter.replay_bulk", "dead_letters", Some(&detail), now).await?;
+        Ok(total)
+    }
+
+    /// Discards a dead letter: kept, marked, audited; never deleted silently.
+    pub async fn discard(&self, id: Uuid, actor: &str, now: i64) -> Result<()> {
+        let mut tx = self.db.pool.begin().await?;
+        let n = sqlx::query("UPDATE dead_letters SET discarded_at = $1, discarded_by = $2 WHERE id = $3 AND discarded_at IS NULL")
+            .bind(now)
+            .bind(actor)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(Error::NotFound);
+        }
+        ferry_store::audit::record(&mut *tx, actor, "dead_letter.discard", &id.to_string(), None, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn dead_letter_count(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM dead_letters WHERE discarded_at IS NULL AND replayed_at IS NULL")
+            .fetch_one(&self.db.pool)
+            .await?)
+    }
+}
+

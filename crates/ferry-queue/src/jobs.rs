@@ -1,0 +1,713 @@
+//! Enqueue, claim, heartbeat, complete, fail, release, rescue: the life of a
+//! job. The state machine is drawn in ARCHITECTURE.md; the `state` column
+//! takes exactly the values named there.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use ferry_core::{Rejection, Trigger};
+use ferry_store::{Db, Error};
+use serde::{Deserialize, Serialize};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::Result;
+
+/// Rows per multi-row statement: well under both engines' parameter limits.
+const CHUNK: usize = 400;
+
+/// One attempt in a run's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptEntry {
+    pub attempt: i64,
+    pub started_at: i64,
+    pub finished_at: i64,
+    /// `succeeded`, `failed`, `lease_expired`.
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The connector's error class (`transient`, `rate_limited`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: Uuid,
+    pub integration_id: Uuid,
+    pub tenant: String,
+    pub connector: String,
+    pub revision: i64,
+    pub trigger: Trigger,
+    pub run_at: i64,
+    pub max_attempts: i64,
+    pub scheduled_for: Option<i64>,
+    pub event_id: Option<Uuid>,
+    pub payload: Option<String>,
+    /// Deduplicates across the job's whole history, not just while live.
+    pub idempotency_key: Option<String>,
+    /// Set for scheduled runs whose overlap policy is not `allow`.
+    pub overlap_key: Option<String>,
+    pub replay_of: Option<Uuid>,
+    /// Enqueue as `waiting` (behind a running job with the same overlap key).
+    pub waiting: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    pub job_id: Uuid,
+    pub event_id: Option<Uuid>,
+    /// The idempotency key was seen before; the ids are the first job's.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    pub id: Uuid,
+    pub integration_id: Uuid,
+    pub tenant: String,
+    pub connector: String,
+    pub revision: i64,
+    pub trigger: Trigger,
+    /// This attempt's number, 1-based.
+    pub attempt: i64,
+    pub max_attempts: i64,
+    pub lease_token: String,
+    pub scheduled_for: Option<i64>,
+    pub event_id: Option<Uuid>,
+    pub payload: Option<String>,
+    pub overlap_key: Option<String>,
+    pub attempt_log: Vec<AttemptEntry>,
+    pub created_at: i64,
+}
+
+/// A successful attempt to record.
+#[derive(Debug, Clone)]
+pub struct Success {
+    pub id: Uuid,
+    pub integration_id: Uuid,
+    /// The job has an overlap key (its integration row is locked first).
+    pub overlap: bool,
+    pub lease_token: String,
+    pub connector_version: String,
+    pub records_ok: u64,
+    pub records_rejected: u64,
+    pub rejections: Vec<Rejection>,
+    pub attempt: AttemptEntry,
+    /// New integration state and the version it was read at.
+    pub state: Option<(i64, serde_json::Value)>,
+}
+
+/// A failed attempt: retry at `retry_at`, or dead-letter when `None`.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub id: Uuid,
+    pub integration_id: Uuid,
+    pub overlap: bool,
+    pub lease_token: String,
+    pub connector_version: String,
+    pub attempt: AttemptEntry,
+    pub retry_at: Option<i64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Queue {
+    pub db: Db,
+    /// Wakes this node's workers; fed by LISTEN on PostgreSQL.
+    pub wake: Arc<Notify>,
+}
+
+const JOB_COLUMNS: &str = "id, integration_id, tenant, connector, revision, trigger, attempts, max_attempts, lease_token, \
+     scheduled_for, event_id, payload, overlap_key, replay_of, attempt_log, created_at, started_at";
+
+pub(crate) fn uuid_col(row: &AnyRow, col: &str) -> Result<Uuid> {
+    let s: String = row.try_get(col)?;
+    Uuid::parse_str(&s).map_err(|_| Error::Corrupt(format!("{col} {s:?} is not a uuid")))
+}
+
+pub(crate) fn opt_uuid_col(row: &AnyRow, col: &str) -> Result<Option<Uuid>> {
+    let s: Option<String> = row.try_get(col)?;
+    s.map(|s| Uuid::parse_str(&s).map_err(|_| Error::Corrupt(format!("{col} {s:?} is not a uuid")))).transpose()
+}
+
+pub(crate) fn trigger_col(row: &AnyRow) -> Result<Trigger> {
+    let t: String = row.try_get("trigger")?;
+    Trigger::parse(&t).ok_or_else(|| Error::Corrupt(format!("trigger {t:?}")))
+}
+
+fn claimed_from_row(row: &AnyRow) -> Result<ClaimedJob> {
+    Ok(ClaimedJob {
+        id: uuid_col(row, "id")?,
+        integration_id: uuid_col(row, "integration_id")?,
+        tenant: row.try_get("tenant")?,
+        connector: row.try_get("connector")?,
+        revision: row.try_get("revision")?,
+        trigger: trigger_col(row)?,
+        attempt: row.try_get("attempts")?,
+        max_attempts: row.try_get("max_attempts")?,
+        lease_token: row.try_get::<Option<String>, _>("lease_token")?.unwrap_or_default(),
+        scheduled_for: row.try_get("scheduled_for")?,
+        event_id: opt_uuid_col(row, "event_id")?,
+        payload: row.try_get("payload")?,
+        overlap_key: row.try_get("overlap_key")?,
+        attempt_log: serde_json::from_str(&row.try_get::<String, _>("attempt_log")?)?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// A finished job on its way to history.
+struct Finished {
+    row: ClaimedJob,
+    started_at: Option<i64>,
+    replay_of: Option<Uuid>,
+}
+
+fn finished_from_row(row: &AnyRow) -> Result<Finished> {
+    Ok(Finished {
+        row: claimed_from_row(row)?,
+        started_at: row.try_get("started_at")?,
+        replay_of: opt_uuid_col(row, "replay_of")?,
+    })
+}
+
+type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
+
+impl Queue {
+    pub fn new(db: Db) -> Queue {
+        Queue { db, wake: Arc::new(Notify::new()) }
+    }
+
+    /// Enqueues jobs in one transaction. Jobs whose idempotency key was seen
+    /// before are not inserted; their first ids are returned instead.
+    pub async fn enqueue(&self, jobs: &[NewJob], now: i64) -> Result<Vec<Enqueued>> {
+        let mut tx = self.db.pool.begin().await?;
+        let out = self.enqueue_in(&mut tx, jobs, now).await?;
+        tx.commit().await?;
+        if out.iter().any(|e| !e.duplicate) {
+            self.wake.notify_one();
+        }
+        Ok(out)
+    }
+
+    /// As `enqueue`, inside the caller's transaction (the scheduler's).
+    pub async fn enqueue_in(&self, tx: &mut Tx<'_>, jobs: &[NewJob], now: i64) -> Result<Vec<Enqueued>> {
+        let mut existing: HashMap<String, (Uuid, Option<Uuid>)> = HashMap::new();
+        let keyed: Vec<&NewJob> = jobs.iter().filter(|j| j.idempotency_key.is_some()).collect();
+        for chunk in keyed.chunks(CHUNK) {
+            let mut sql = String::from("INSERT INTO job_keys (key, job_id, event_id, created_at) VALUES ");
+            for i in 0..chunk.len() {
+                let b = i * 4;
+                sql.push_str(&format!("{}(${}, ${}, ${}, ${})", if i > 0 { ", " } else { "" }, b + 1, b + 2, b + 3, b + 4));
+            }
+            sql.push_str(" ON CONFLICT (key) DO NOTHING RETURNING key");
+            let mut q = sqlx::query(&sql);
+            for j in chunk {
+                q = q.bind(j.idempotency_key.clone()).bind(j.id.to_string()).bind(j.event_id.map(|e| e.to_string())).bind(now);
+            }
+            let inserted: HashSet<String> =
+                q.fetch_all(&mut **tx).await?.iter().map(|r| r.try_get("key")).collect::<Result<_, _>>()?;
+            let dupes: Vec<&str> =
+                chunk.iter().filter_map(|j| j.idempotency_key.as_deref()).filter(|k| !inserted.contains(*k)).collect();
+            if !dupes.is_empty() {
+                let sql = format!("SELECT key, job_id, event_id FROM job_keys WHERE key IN ({})", Db::placeholders(1, dupes.len()));
+                let mut q = sqlx::query(&sql);
+                for k in &dupes {
+                    q = q.bind(*k);
+                }
+                for r in q.fetch_all(&mut **tx).await? {
+                    existing.insert(r.try_get("key")?, (uuid_col(&r, "job_id")?, opt_uuid_col(&r, "event_id")?));
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(jobs.len());
+        let mut fresh = Vec::with_capacity(jobs.len());
+        for j in jobs {
+            match j.idempotency_key.as_ref().and_then(|k| existing.get(k)) {
+                Some((job_id, event_id)) => out.push(Enqueued { job_id: *job_id, event_id: *event_id, duplicate: true }),
+                None => {
+                    out.push(Enqueued { job_id: j.id, event_id: j.event_id, duplicate: false });
+                    fresh.push(j);
+                }
+            }
+        }
+        for chunk in fresh.chunks(CHUNK) {
+            const COLS: usize = 15;
+            let mut sql = String::from(
+                "INSERT INTO jobs (id, integration_id, tenant, connector, revision, trigger, state, run_at, max_attempts, \
+                 scheduled_for, event_id, payload, overlap_key, replay_of, created_at) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = i * COLS;
+                let params: Vec<String> = (1..=COLS).map(|c| format!("${}", b + c)).collect();
+                sql.push_str(if i > 0 { ", (" } else { "(" });
+                sql.push_str(&params.join(", "));
+                sql.push(')');
+            }
+            let mut q = sqlx::query(&sql);
+            for j in chunk {
+                q = q
+                    .bind(j.id.to_string())
+                    .bind(j.integration_id.to_string())
+                    .bind(j.tenant.clone())
+                    .bind(j.connector.clone())
+                    .bind(j.revision)
+                    .bind(j.trigger.as_str())
+                    .bind(if j.waiting { "waiting" } else { "available" })
+                    .bind(j.run_at)
+                    .bind(j.max_attempts)
+                    .bind(j.scheduled_for)
+                    .bind(j.event_id.map(|e| e.to_string()))
+                    .bind(j.payload.clone())
+                    .bind(j.overlap_key.clone())
+                    .bind(j.replay_of.map(|r| r.to_string()))
+                    .bind(now);
+            }
+            q.execute(&mut **tx).await?;
+        }
+        if !fresh.is_empty() && self.db.backend == ferry_store::Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, '')").bind(crate::wake::CHANNEL).execute(&mut **tx).await?;
+        }
+        Ok(out)
+    }
+
+    /// Claims up to `limit` available jobs that are due, oldest first,
+    /// skipping `exclude_tenants` (those at their concurrency limit).
+    pub async fn claim(&self, worker: &str, limit: usize, lease_ms: i64, now: i64, exclude_tenants: &[String]) -> Result<Vec<ClaimedJob>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let exclude = if exclude_tenants.is_empty() {
+            String::new()
+        } else {
+            format!(" AND tenant NOT IN ({})", Db::placeholders(6, exclude_tenants.len()))
+        };
+        let sql = format!(
+            "UPDATE jobs SET state = 'running', lease_token = $1 || id, lease_until = $2, worker_id = $3, \
+             attempts = attempts + 1, started_at = $4 \
+             WHERE id IN (SELECT id FROM jobs WHERE state = 'available' AND run_at <= $4{exclude} \
+             ORDER BY run_at LIMIT $5{}) RETURNING {JOB_COLUMNS}",
+            self.db.skip_locked()
+        );
+        let claim = format!("{}:", ferry_core::new_id());
+        let mut q = sqlx::query(&sql).bind(claim).bind(now + lease_ms).bind(worker).bind(now).bind(limit as i64);
+        for t in exclude_tenants {
+            q = q.bind(t.clone());
+        }
+        let rows = q.fetch_all(&self.db.pool).await?;
+        let mut jobs = rows.iter().map(claimed_from_row).collect::<Result<Vec<_>>>()?;
+        jobs.sort_by_key(|j| j.id);
+        Ok(jobs)
+    }
+
+    /// Extends the leases still held; returns the ids whose lease was lost.
+    pub async fn heartbeat(&self, held: &[(Uuid, String)], lease_ms: i64, now: i64) -> Result<Vec<Uuid>> {
+        let mut lost = Vec::new();
+        for chunk in held.chunks(CHUNK) {
+            let n = chunk.len();
+            let sql = format!(
+                "UPDATE jobs SET lease_until = $1 WHERE state = 'running' AND id IN ({}) AND lease_token IN ({}) RETURNING id",
+                Db::placeholders(2, n),
+                Db::placeholders(2 + n, n)
+            );
+            let mut q = sqlx::query(&sql).bind(now + lease_ms);
+            for (id, _) in chunk {
+                q = q.bind(id.to_string());
+            }
+            for (_, t) in chunk {
+                q = q.bind(t.clone());
+            }
+            let kept: HashSet<Uuid> = q.fetch_all(&self.db.pool).await?.iter().map(|r| uuid_col(r, "id")).collect::<Result<_>>()?;
+            lost.extend(chunk.iter().map(|(id, _)| *id).filter(|id| !kept.contains(id)));
+        }
+        Ok(lost)
+    }
+
+    /// Deletes leased jobs (fenced by token) and returns what was deleted.
+    async fn take(&self, tx: &mut Tx<'_>, held: &[(Uuid, &str)]) -> Result<Vec<Finished>> {
+        let n = held.len();
+        let sql = format!(
+            "DELETE FROM jobs WHERE state = 'running' AND id IN ({}) AND lease_token IN ({}) RETURNING {JOB_COLUMNS}",
+            Db::placeholders(1, n),
+            Db::placeholders(1 + n, n)
+        );
+        let mut q = sqlx::query(&sql);
+        for (id, _) in held {
+            q = q.bind(id.to_string());
+        }
+        for (_, t) in held {
+            q = q.bind(t.to_string());
+        }
+        q.fetch_all(&mut **tx).await?.iter().map(finished_from_row).collect()
+    }
+
+    /// Locks the integrations of overlap-keyed jobs before they leave the
+    /// table, so a scheduler adding a `waiting` job cannot race the promotion.
+    async fn lock_integrations(&self, tx: &mut Tx<'_>, ids: &[Uuid]) -> Result<()> {
+        if self.db.backend != ferry_store::Backend::Postgres || ids.is_empty() {
+            return Ok(());
+        }
+        let mut ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+        ids.sort();
+        ids.dedup();
+        let sql = format!("SELECT id FROM integrations WHERE id IN ({}) ORDER BY id FOR UPDATE", Db::placeholders(1, ids.len()));
+        let mut q = sqlx::query(&sql);
+        for id in ids {
+            q = q.bind(id);
+        }
+        q.fetch_all(&mut **tx).await?;
+        Ok(())
+    }
+
+    /// Promotes the oldest `waiting` job of each key if nothing else with
+    /// that key is live.
+    pub(crate) async fn promote_waiting(&self, tx: &mut Tx<'_>, keys: &[String], now: i64) -> Result<u64> {
+        let mut promoted = 0;
+        for key in keys {
+            promoted += sqlx::query(
+                "UPDATE jobs SET state = 'available', run_at = $1 WHERE id IN (\
+                 SELECT w.id FROM jobs w WHERE w.state = 'waiting' AND w.overlap_key = $2 \
+                 AND NOT EXISTS (SELECT 1 FROM jobs a WHERE a.overlap_key = $2 AND a.state IN ('available', 'running')) \
+                 ORDER BY w.created_at, w.id LIMIT 1)",
+            )
+            .bind(now)
+            .bind(key)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+        }
+        Ok(promoted)
+    }
+
+    async fn insert_runs(&self, tx: &mut Tx<'_>, rows: &[RunRow<'_>]) -> Result<()> {
+        for chunk in rows.chunks(CHUNK) {
+            const COLS: usize = 20;
+            let mut sql = String::from(
+                "INSERT INTO runs (id, integration_id, tenant, connector, connector_version, revision, trigger, status, attempts, \
+                 scheduled_for, created_at, started_at, finished_at, records_ok, records_rejected, error, rejections, attempt_log, \
+                 event_id, replay_of) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let params: Vec<String> = (1..=COLS).map(|c| format!("${}", i * COLS + c)).collect();
+                sql.push_str(if i > 0 { ", (" } else { "(" });
+                sql.push_str(&params.join(", "));
+                sql.push(')');
+            }
+            let mut q = sqlx::query(&sql);
+            for r in chunk {
+                let j = &r.job.row;
+                q = q
+                    .bind(j.id.to_string())
+                    .bind(j.integration_id.to_string())
+                    .bind(j.tenant.clone())
+                    .bind(j.connector.clone())
+                    .bind(r.connector_version.to_string())
+                    .bind(j.revision)
+                    .bind(j.trigger.as_str())
+                    .bind(r.status)
+                    .bind(j.attempt)
+                    .bind(j.scheduled_for)
+                    .bind(j.created_at)
+                    .bind(r.job.started_at)
+                    .bind(r.finished_at)
+                    .bind(r.records_ok as i64)
+                    .bind(r.records_rejected as i64)
+                    .bind(r.error.map(str::to_string))
+                    .bind(r.rejections.clone())
+                    .bind(r.attempt_log.clone())
+                    .bind(j.event_id.map(|e| e.to_string()))
+                    .bind(r.job.replay_of.map(|e| e.to_string()));
+            }
+            q.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Records successful attempts in one transaction. Returns the ids whose
+    /// completion was rejected because the lease was lost (fencing).
+    /// A success that carries state must come alone: its compare-and-swap
+    /// failing fails only it.
+    pub async fn complete(&self, done: &[Success], now: i64) -> Result<Vec<Uuid>> {
+        let mut rejected = Vec::new();
+        for chunk in done.chunks(CHUNK / 2) {
+            let mut tx = self.db.pool.begin().await?;
+            // Lock order: integrations before jobs, as the scheduler does.
+            let keyed: Vec<Uuid> = chunk.iter().filter(|s| s.overlap).map(|s| s.integration_id).collect();
+            self.lock_integrations(&mut tx, &keyed).await?;
+            let held: Vec<(Uuid, &str)> = chunk.iter().map(|s| (s.id, s.lease_token.as_str())).collect();
+            let taken = self.take(&mut tx, &held).await?;
+            let by_id: HashMap<Uuid, &Success> = chunk.iter().map(|s| (s.id, s)).collect();
+            rejected = self.finish_success(tx, taken, &by_id, chunk, now, rejected).await?;
+        }
+        Ok(rejected)
+    }
+
+    async fn finish_success(
+        &self,
+        mut tx: Tx<'_>,
+        taken: Vec<Finished>,
+        by_id: &HashMap<Uuid, &Success>,
+        chunk: &[Success],
+        now: i64,
+        mut rejected: Vec<Uuid>,
+    ) -> Result<Vec<Uuid>> {
+        let taken_ids: HashSet<Uuid> = taken.iter().map(|f| f.row.id).collect();
+        rejected.extend(chunk.iter().map(|s| s.id).filter(|id| !taken_ids.contains(id)));
+        let mut runs = Vec::with_capacity(taken.len());
+        let mut keys = Vec::new();
+        for f in &taken {
+            let s = by_id[&f.row.id];
+            if let Some((expected, state)) = &s.state {
+                ferry_store::state::compare_and_swap(&mut tx, f.row.integration_id, *expected, state, now).await?;
+            }
+            let mut log = f.row.attempt_log.clone();
+            log.push(s.attempt.clone());
+            runs.push(RunRow {
+                job: f,
+                connector_version: &s.connector_version,
+                status: "succeeded",
+                finished_at: now,
+                records_ok: s.records_ok,
+                records_rejected: s.records_rejected,
+                error: None,
+                rejections: serde_json::to_string(&s.rejections)?,
+                attempt_log: serde_json::to_string(&log)?,
+            });
+            keys.extend(f.row.overlap_key.clone());
+        }
+        self.insert_runs(&mut tx, &runs).await?;
+        let promoted = self.promote_waiting(&mut tx, &keys, now).await?;
+        tx.commit().await?;
+        if promoted > 0 {
+            self.wake.notify_one();
+        }
+        Ok(rejected)
+    }
+
+    /// Records a failed attempt: back to `available` at `retry_at`, or to
+    /// the dead letters. Returns false if the lease was lost.
+    pub async fn fail(&self, f: &Failure, now: i64) -> Result<bool> {
+        match f.retry_at {
+            Some(at) => {
+                let mut tx = self.db.pool.begin().await?;
+                let row = sqlx::query("SELECT attempt_log FROM jobs WHERE id = $1 AND lease_token = $2 AND state = 'running'")
+                    .bind(f.id.to_string())
+                    .bind(&f.lease_token)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(row) = row else { return Ok(false) };
+                let mut log: Vec<AttemptEntry> = serde_json::from_str(&row.try_get::<String, _>("attempt_log")?)?;
+                log.push(f.attempt.clone());
+                let n = sqlx::query(
+                    "UPDATE jobs SET state = 'available', run_at = $1, lease_token = NULL, lease_until = NULL, worker_id = NULL, \
+                     attempt_log = $2, last_error = $3 WHERE id = $4 AND lease_token = $5",
+                )
+                .bind(at)
+                .bind(serde_json::to_string(&log)?)
+                .bind(f.attempt.error.clone())
+                .bind(f.id.to_string())
+                .bind(&f.lease_token)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                tx.commit().await?;
+                Ok(n == 1)
+            }
+            None => {
+                let mut tx = self.db.pool.begin().await?;
+                if f.overlap {
+                    self.lock_integrations(&mut tx, &[f.integration_id]).await?;
+                }
+                let taken = self.take(&mut tx, &[(f.id, f.lease_token.as_str())]).await?;
+                let Some(job) = taken.into_iter().next() else { return Ok(false) };
+                self.bury(&mut tx, job, &f.connector_version, f.attempt.clone(), now).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Moves a taken job to `runs` (dead) and `dead_letters`.
+    async fn bury(&self, tx: &mut Tx<'_>, job: Finished, connector_version: &str, last: AttemptEntry, now: i64) -> Result<()> {
+        let mut log = job.row.attempt_log.clone();
+        log.push(last.clone());
+        let log_text = serde_json::to_string(&log)?;
+        let error = last.error.clone().unwrap_or_else(|| last.outcome.clone());
+        self.insert_runs(
+            tx,
+            &[RunRow {
+                job: &job,
+                connector_version,
+                status: "dead",
+                finished_at: now,
+                records_ok: 0,
+                records_rejected: 0,
+                error: Some(&error),
+                rejections: "[]".into(),
+                attempt_log: log_text.clone(),
+            }],
+        )
+        .await?;
+        let j = &job.row;
+        sqlx::query(
+            "INSERT INTO dead_letters (id, run_id, integration_id, tenant, connector, connector_version, revision, trigger, \
+             event_id, scheduled_for, payload, attempts, attempt_log, last_error, dead_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        )
+        .bind(ferry_core::new_id().to_string())
+        .bind(j.id.to_string())
+        .bind(j.integration_id.to_string())
+        .bind(j.tenant.clone())
+        .bind(j.connector.clone())
+        .bind(connector_version.to_string())
+        .bind(j.revision)
+        .bind(j.trigger.as_str())
+        .bind(j.event_id.map(|e| e.to_string()))
+        .bind(j.scheduled_for)
+        .bind(j.payload.clone())
+        .bind(j.attempt)
+        .bind(log_text)
+        .bind(error)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        let keys: Vec<String> = job.row.overlap_key.clone().into_iter().collect();
+        self.promote_waiting(tx, &keys, now).await?;
+        Ok(())
+    }
+
+    /// Gives a leased job back without counting the attempt: on shutdown
+    /// (`hold = false`) or because its integration is paused (`hold = true`).
+    pub async fn release(&self, id: Uuid, lease_token: &str, hold: bool, now: i64) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE jobs SET state = $1, attempts = attempts - 1, run_at = $2, lease_token = NULL, lease_until = NULL, worker_id = NULL \
+             WHERE id = $3 AND lease_token = $4 AND state = 'running'",
+        )
+        .bind(if hold { "held" } else { "available" })
+        .bind(now)
+        .bind(id.to_string())
+        .bind(lease_token)
+        .execute(&self.db.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// Pausing holds an integration's queued jobs; resuming frees them.
+    pub async fn set_held(&self, integration: Uuid, held: bool, now: i64) -> Result<u64> {
+        let (from, to) = if held { ("available", "held") } else { ("held", "available") };
+        let n = sqlx::query("UPDATE jobs SET state = $1, run_at = CASE WHEN run_at < $2 THEN $2 ELSE run_at END WHERE integration_id = $3 AND state = $4")
+            .bind(to)
+            .bind(now)
+            .bind(integration.to_string())
+            .bind(from)
+            .execute(&self.db.pool)
+            .await?
+            .rows_affected();
+        if !held && n > 0 {
+            self.wake.notify_one();
+        }
+        Ok(n)
+    }
+
+    /// Finds running jobs whose lease expired (their worker died or
+    /// stalled) and makes them available again, or dead if that was their
+    /// last attempt. Returns how many were rescued.
+    pub async fn rescue_expired(&self, now: i64) -> Result<u64> {
+        let mut tx = self.db.pool.begin().await?;
+        let sql = format!(
+            "SELECT {JOB_COLUMNS}, worker_id, lease_until FROM jobs WHERE state = 'running' AND lease_until < $1 \
+             ORDER BY lease_until LIMIT 500{}",
+            self.db.skip_locked()
+        );
+        let rows = sqlx::query(&sql).bind(now).fetch_all(&mut *tx).await?;
+        let mut rescued = 0;
+        for row in &rows {
+            let job = finished_from_row(row)?;
+            let worker: Option<String> = row.try_get("worker_id")?;
+            let entry = AttemptEntry {
+                attempt: job.row.attempt,
+                started_at: job.started_at.unwrap_or(now),
+                finished_at: now,
+                outcome: "lease_expired".into(),
+                error: Some(format!("lease expired: worker {} stopped heartbeating", worker.as_deref().unwrap_or("?"))),
+                class: Some("transient".into()),
+                worker,
+            };
+            if job.row.attempt >= job.row.max_attempts {
+                let token = job.row.lease_token.clone();
+                let taken = self.take(&mut tx, &[(job.row.id, token.as_str())]).await?;
+                if let Some(t) = taken.into_iter().next() {
+                    self.bury(&mut tx, t, "", entry, now).await?;
+                }
+            } else {
+                let mut log = job.row.attempt_log.clone();
+                log.push(entry.clone());
+                sqlx::query(
+                    "UPDATE jobs SET state = 'available', run_at = $1, lease_token = NULL, lease_until = NULL, worker_id = NULL, \
+                     attempt_log = $2, last_error = $3 WHERE id = $4 AND lease_token = $5",
+                )
+                .bind(now)
+                .bind(serde_json::to_string(&log)?)
+                .bind(entry.error.clone())
+                .bind(job.row.id.to_string())
+                .bind(job.row.lease_token.clone())
+                .execute(&mut *tx)
+                .await?;
+            }
+            rescued += 1;
+        }
+        tx.commit().await?;
+        if rescued > 0 {
+            self.wake.notify_one();
+        }
+        Ok(rescued)
+    }
+
+    /// Promotes `waiting` jobs whose predecessor is gone (a safety net for
+    /// the in-transaction promotion).
+    pub async fn promote_stranded(&self, now: i64) -> Result<u64> {
+        let keys: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT w.overlap_key FROM jobs w WHERE w.state = 'waiting' AND NOT EXISTS \
+             (SELECT 1 FROM jobs a WHERE a.overlap_key = w.overlap_key AND a.state IN ('available', 'running')) LIMIT 500",
+        )
+        .fetch_all(&self.db.pool)
+        .await?;
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.db.pool.begin().await?;
+        let n = self.promote_waiting(&mut tx, &keys, now).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// Job counts by state, for metrics.
+    pub async fn counts(&self) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state").fetch_all(&self.db.pool).await?;
+        rows.iter().map(|r| Ok((r.try_get("state")?, r.try_get("n")?))).collect()
+    }
+
+    /// Deletes history older than `before`: finished runs and idempotency
+    /// keys. Dead letters are kept until discarded or replayed.
+    pub async fn prune_history(&self, before: i64) -> Result<u64> {
+        let runs = sqlx::query("DELETE FROM runs WHERE finished_at < $1 AND status = 'succeeded'").bind(before).execute(&self.db.pool).await?;
+        let keys = sqlx::query("DELETE FROM job_keys WHERE created_at < $1").bind(before).execute(&self.db.pool).await?;
+        Ok(runs.rows_affected() + keys.rows_affected())
+    }
+}
+
+struct RunRow<'a> {
+    job: &'a Finished,
+    connector_version: &'a str,
+    status: &'static str,
+    finished_at: i64,
+    records_ok: u64,
+    records_rejected: u64,
+    error: Option<&'a str>,
+    rejections: String,
+    attempt_log: String,
+}

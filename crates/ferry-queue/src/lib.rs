@@ -1,0 +1,22 @@
+//! The durable job queue on SQLite and PostgreSQL.
+//!
+//! A job is one run of an integration. It lives in the small, hot `jobs`
+//! table only while it is live (waiting, available, running, held); when it
+//! finishes it moves to `runs` (and, if dead, to `dead_letters`) in the same
+//! transaction. Claims take batches with a lease and a fencing token that is
+//! unique per claim of a job; every later write about the job (heartbeat,
+//! completion, failure, release) must present it, so a worker that lost its
+//! lease can no longer change anything.
+//!
+//! This module never decides *when* to retry (that is `ferry_core::retry`)
+//! nor what a job does (connectors): it moves rows.
+
+pub mod history;
+pub mod jobs;
+pub mod wake;
+
+pub use history::{DeadLetter, DeadLetterFilter, RunFilter, RunView};
+pub use jobs::{AttemptEntry, ClaimedJob, Enqueued, Failure, NewJob, Queue, Success};
+
+pub type Error = ferry_store::Error;
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,174 @@
+//! Connecting, migrating, and the few places the two engines differ.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    pub url: String,
+    /// PostgreSQL pool size. SQLite always uses one connection: it has one
+    /// writer anyway, and a single connection cannot deadlock on upgrades.
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+impl DbOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        DbOptions { url: url.into(), max_connections: 16, acquire_timeout: Duration::from_secs(5) }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Db {
+    pub pool: AnyPool,
+    pub backend: Backend,
+    pub url: String,
+}
+
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sqlite: include_str!("../../../migrations/sqlite/0001_init.sql"),
+    postgres: include_str!("../../../migrations/postgres/0001_init.sql"),
+}];
+
+impl Db {
+    pub async fn connect(opts: &DbOptions) -> Result<Db> {
+        sqlx::any::install_default_drivers();
+        let backend = if opts.url.starts_with("postgres://") || opts.url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if opts.url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(Error::Db(format!(
+                "database url must start with sqlite: or postgres://, got {:?}",
+                opts.url.split(':').next().unwrap_or("")
+            )));
+        };
+        let connect = AnyConnectOptions::from_str(&opts.url)
+            .map_err(|e| Error::Db(format!("database url: {e}")))?;
+        let pool = match backend {
+            Backend::Sqlite => {
+                AnyPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(opts.acquire_timeout)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute("PRAGMA journal_mode = WAL").await?;
+                            conn.execute("PRAGMA synchronous = FULL").await?;
+                            conn.execute("PRAGMA busy_timeout = 5000").await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(connect)
+                    .await?
+            }
+            Backend::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(opts.max_connections)
+                    .acquire_timeout(opts.acquire_timeout)
+                    .connect_with(connect)
+                    .await?
+            }
+        };
+        Ok(Db { pool, backend, url: opts.url.clone() })
+    }
+
+    /// Applies pending migrations. Safe to run from many nodes at once on
+    /// PostgreSQL (an advisory lock serialises them).
+    pub async fn migrate(&self) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        if self.backend == Backend::Postgres {
+            conn.execute("SELECT pg_advisory_lock(7465726)").await?;
+        }
+        let result = async {
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS ferry_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+            )
+            .await?;
+            for m in MIGRATIONS {
+                let done: Option<i64> = sqlx::query_scalar("SELECT version FROM ferry_migrations WHERE version = $1")
+                    .bind(m.version)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                if done.is_some() {
+                    continue;
+                }
+                let sql = match self.backend {
+                    Backend::Sqlite => m.sqlite,
+                    Backend::Postgres => m.postgres,
+                };
+                conn.execute("BEGIN").await?;
+                let applied = async {
+                    conn.execute(sqlx::raw_sql(sql)).await?;
+                    sqlx::query("INSERT INTO ferry_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+                        .bind(m.version)
+                        .bind(m.name)
+                        .bind(chrono::Utc::now().timestamp_millis())
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok::<_, sqlx::Error>(())
+                }
+                .await;
+                match applied {
+                    Ok(()) => conn.execute("COMMIT").await?,
+                    Err(e) => {
+                        conn.execute("ROLLBACK").await?;
+                        return Err(e);
+                    }
+                };
+                tracing::info!(version = m.version, name = m.name, "applied migration");
+            }
+            Ok::<_, sqlx::Error>(())
+        }
+        .await;
+        if self.backend == Backend::Postgres {
+            conn.execute("SELECT pg_advisory_unlock(7465726)").await?;
+        }
+        result.map_err(Error::from)
+    }
+
+    /// The suffix that makes a `SELECT` skip rows other nodes are claiming.
+    /// SQLite has one writer, so nothing to skip.
+    pub fn skip_locked(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+
+    /// As `skip_locked`, locking only the rows of table alias `alias`.
+    pub fn skip_locked_of(&self, alias: &str) -> String {
+        match self.backend {
+            Backend::Sqlite => String::new(),
+            Backend::Postgres => format!(" FOR UPDATE OF {alias} SKIP LOCKED"),
+        }
+    }
+
+    /// `$first, $first+1, …` for `n` values: for `IN (…)` lists.
+    pub fn placeholders(first: usize, n: usize) -> String {
+        (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,297 @@
+//! Integrations and their revisions. Every change writes a new immutable
+//! revision (config, encrypted secrets, schedule, retry policy); the
+//! `integrations` row points at the current one and carries what the
+//! scheduler indexes (`enabled`, `next_fire_at`). Runs record the revision
+//! they used, so a worker can cache revisions forever.
+
+use std::collections::BTreeMap;
+
+use ferry_core::{RetryPolicy, Schedule};
+use serde_json::Value;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::crypto::SecretKey;
+use crate::db::Db;
+use crate::error::{Error, Result};
+
+/// Everything a revision holds, validated by the caller.
+#[derive(Debug, Clone)]
+pub struct IntegrationSpec {
+    pub name: String,
+    pub tenant: String,
+    pub connector: String,
+    pub connector_version: String,
+    pub schedule: Option<Schedule>,
+    pub config: Value,
+    pub secrets: BTreeMap<String, String>,
+    pub retry: RetryPolicy,
+    pub enabled: bool,
+}
+
+/// An integration as the API shows it: secret names, never values.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Integration {
+    pub id: Uuid,
+    pub tenant: String,
+    pub name: String,
+    pub connector: String,
+    pub connector_version: String,
+    pub revision: i64,
+    pub enabled: bool,
+    pub schedule: Option<Schedule>,
+    pub config: Value,
+    pub secrets: Vec<String>,
+    pub retry: RetryPolicy,
+    pub next_fire_at: Option<i64>,
+    #[serde(skip)]
+    pub url_token: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// One immutable revision with its secrets decrypted, for running and for
+/// verifying webhooks.
+#[derive(Debug, Clone)]
+pub struct Revision {
+    pub integration_id: Uuid,
+    pub revision: i64,
+    pub connector_version: String,
+    pub config: Value,
+    pub secrets: BTreeMap<String, String>,
+    pub schedule: Option<Schedule>,
+    pub retry: RetryPolicy,
+}
+
+const SELECT: &str = "SELECT i.id, i.tenant, i.name, i.connector, i.revision, i.enabled, i.next_fire_at, i.url_token, \
+     i.created_at, i.updated_at, r.connector_version, r.config, r.secret_names, r.schedule, r.retry \
+     FROM integrations i JOIN integration_revisions r ON r.integration_id = i.id AND r.revision = i.revision";
+
+pub(crate) fn parse_uuid(s: &str) -> Result<Uuid> {
+    Uuid::parse_str(s).map_err(|_| Error::Corrupt(format!("bad id {s:?}")))
+}
+
+fn from_row(row: &AnyRow) -> Result<Integration> {
+    let schedule: Option<String> = row.try_get("schedule")?;
+    Ok(Integration {
+        id: parse_uuid(&row.try_get::<String, _>("id")?)?,
+        tenant: row.try_get("tenant")?,
+        name: row.try_get("name")?,
+        connector: row.try_get("connector")?,
+        connector_version: row.try_get("connector_version")?,
+        revision: row.try_get("revision")?,
+        enabled: row.try_get::<i64, _>("enabled")? != 0,
+        schedule: schedule.map(|s| serde_json::from_str(&s)).transpose()?,
+        config: serde_json::from_str(&row.try_get::<String, _>("config")?)?,
+        secrets: serde_json::from_str(&row.try_get::<String, _>("secret_names")?)?,
+        retry: serde_json::from_str(&row.try_get::<String, _>("retry")?)?,
+        next_fire_at: row.try_get("next_fire_at")?,
+        url_token: row.try_get("url_token")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn random_token() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 24];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+async fn insert_revision(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    key: &SecretKey,
+    id: Uuid,
+    revision: i64,
+    spec: &IntegrationSpec,
+    now: i64,
+    actor: &str,
+) -> Result<()> {
+    let secrets_enc = if spec.secrets.is_empty() {
+        None
+    } else {
+        Some(key.encrypt(&serde_json::to_vec(&spec.secrets)?, &id.to_string())?)
+    };
+    let names: Vec<&String> = spec.secrets.keys().collect();
+    sqlx::query(
+        "INSERT INTO integration_revisions (integration_id, revision, connector_version, config, secrets_enc, \
+         secret_names, schedule, retry, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(id.to_string())
+    .bind(revision)
+    .bind(&spec.connector_version)
+    .bind(spec.config.to_string())
+    .bind(secrets_enc)
+    .bind(serde_json::to_string(&names)?)
+    .bind(spec.schedule.as_ref().map(serde_json::to_string).transpose()?)
+    .bind(serde_json::to_string(&spec.retry)?)
+    .bind(now)
+    .bind(actor)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn create(db: &Db, key: &SecretKey, spec: &IntegrationSpec, next_fire_at: Option<i64>, now: i64, actor: &str) -> Result<Integration> {
+    let id = ferry_core::new_id();
+    let mut tx = db.pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO integrations (id, tenant, name, connector, revision, enabled, next_fire_at, url_token, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8, $8)",
+    )
+    .bind(id.to_string())
+    .bind(&spec.tenant)
+    .bind(&spec.name)
+    .bind(&spec.connector)
+    .bind(spec.enabled as i64)
+    .bind(next_fire_at)
+    .bind(random_token())
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    insert_revision(&mut tx, key, id, 1, spec, now, actor).await?;
+    tx.commit().await?;
+    get(db, id).await
+}
+
+pub async fn get(db: &Db, id: Uuid) -> Result<Integration> {
+    let row = sqlx::query(&format!("{SELECT} WHERE i.id = $1 AND i.deleted_at IS NULL"))
+        .bind(id.to_string())
+        .fetch_optional(&db.pool)
+        .await?
+        .ok_or(Error::NotFound)?;
+    from_row(&row)
+}
+
+/// Newest first, `limit` at a time; `cursor` is the last id of the previous page.
+pub async fn list(db: &Db, tenant: Option<&str>, limit: usize, cursor: Option<&str>) -> Result<(Vec<Integration>, Option<String>)> {
+    let rows = sqlx::query(&format!(
+        "{SELECT} WHERE i.deleted_at IS NULL AND ($1 IS NULL OR i.tenant = $1) AND ($2 IS NULL OR i.id < $2) \
+         ORDER BY i.id DESC LIMIT $3"
+    ))
+    .bind(tenant)
+    .bind(cursor)
+    .bind(limit as i64 + 1)
+    .fetch_all(&db.pool)
+    .await?;
+    let items = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
+    Ok(crate::paginate(items, limit, |i| i.id.to_string()))
+}
+
+/// Writes a new revision if the current one is still `expected_revision`.
+pub async fn update(
+    db: &Db,
+    key: &SecretKey,
+    id: Uuid,
+    expected_revision: i64,
+    spec: &IntegrationSpec,
+    next_fire_at: Option<i64>,
+    now: i64,
+    actor: &str,
+) -> Result<Integration> {
+    let mut tx = db.pool.begin().await?;
+    let changed = sqlx::query(
+        "UPDATE integrations SET revision = revision + 1, name = $1, enabled = $2, next_fire_at = $3, updated_at = $4 \
+         WHERE id = $5 AND revision = $6 AND deleted_at IS NULL",
+    )
+    .bind(&spec.name)
+    .bind(spec.enabled as i64)
+    .bind(next_fire_at)
+    .bind(now)
+    .bind(id.to_string())
+    .bind(expected_revision)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if changed == 0 {
+        return Err(Error::Conflict("the integration changed since it was read; read it again".into()));
+    }
+    insert_revision(&mut tx, key, id, expected_revision + 1, spec, now, actor).await?;
+    tx.commit().await?;
+    get(db, id).await
+}
+
+/// Pauses (`false`) or resumes (`true`). A resumed schedule keeps its
+/// `next_fire_at`, so the misfire policy decides what the pause missed.
+pub async fn set_enabled(db: &Db, id: Uuid, enabled: bool, now: i64) -> Result<Integration> {
+    let n = sqlx::query("UPDATE integrations SET enabled = $1, updated_at = $2 WHERE id = $3 AND deleted_at IS NULL")
+        .bind(enabled as i64)
+        .bind(now)
+        .bind(id.to_string())
+        .execute(&db.pool)
+        .await?
+        .rows_affected();
+    if n == 0 {
+        return Err(Error::NotFound);
+    }
+    get(db, id).await
+}
+
+/// Soft delete: revisions stay, so runs and dead letters keep their history.
+pub async fn delete(db: &Db, id: Uuid, now: i64) -> Result<()> {
+    let n = sqlx::query(
+        "UPDATE integrations SET deleted_at = $1, enabled = 0, next_fire_at = NULL, updated_at = $1 WHERE id = $2 AND deleted_at IS NULL",
+    )
+    .bind(now)
+    .bind(id.to_string())
+    .execute(&db.pool)
+    .await?
+    .rows_affected();
+    if n == 0 {
+        return Err(Error::NotFound);
+    }
+    Ok(())
+}
+
+/// One revision with its secrets decrypted.
+pub async fn revision(db: &Db, key: &SecretKey, id: Uuid, revision: i64) -> Result<Revision> {
+    let row = sqlx::query(
+        "SELECT connector_version, config, secrets_enc, schedule, retry FROM integration_revisions \
+         WHERE integration_id = $1 AND revision = $2",
+    )
+    .bind(id.to_string())
+    .bind(revision)
+    .fetch_optional(&db.pool)
+    .await?
+    .ok_or(Error::NotFound)?;
+    let sealed: Option<String> = row.try_get("secrets_enc")?;
+    let secrets = match sealed {
+        Some(s) => serde_json::from_slice(&key.decrypt(&s, &id.to_string())?)?,
+        None => BTreeMap::new(),
+    };
+    let schedule: Option<String> = row.try_get("schedule")?;
+    Ok(Revision {
+        integration_id: id,
+        revision,
+        connector_version: row.try_get("connector_version")?,
+        config: serde_json::from_str(&row.try_get::<String, _>("config")?)?,
+        secrets,
+        schedule: schedule.map(|s| serde_json::from_str(&s)).transpose()?,
+        retry: serde_json::from_str(&row.try_get::<String, _>("retry")?)?,
+    })
+}
+
+/// Which of `ids` are runnable now: exist, not deleted, enabled.
+pub async fn enabled_among(db: &Db, ids: &[Uuid]) -> Result<Vec<(Uuid, bool)>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT id, enabled, deleted_at FROM integrations WHERE id IN ({})",
+        Db::placeholders(1, ids.len())
+    );
+    let mut q = sqlx::query(&sql);
+    for id in ids {
+        q = q.bind(id.to_string());
+    }
+    let rows = q.fetch_all(&db.pool).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id = parse_uuid(&row.try_get::<String, _>("id")?)?;
+        let deleted: Option<i64> = row.try_get("deleted_at")?;
+        out.push((id, deleted.is_none() && row.try_get::<i64, _>("enabled")? != 0));
+    }
+    Ok(out)
+}

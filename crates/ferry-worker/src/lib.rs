@@ -1,0 +1,535 @@
+//! The worker: claims jobs in batches, runs each through its connector with
+//! a timeout and a cancellation token, under a global concurrency limit and
+//! a per-tenant limit, heartbeats the leases it holds, and records the
+//! outcome: successes are completed in groups (one transaction for many),
+//! failures are retried with backoff or dead-lettered.
+//!
+//! It never loses a job: anything it cannot finish is released (shutdown),
+//! held (paused integration) or left to lease expiry and rescue (crash).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ferry_core::metrics::Metrics;
+use ferry_core::{Clock, ConnectorError, Registry, RunContext, RunReport};
+use ferry_queue::{AttemptEntry, ClaimedJob, Failure, Queue, Success};
+use ferry_store::{integrations, Revision, SecretKey};
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Jobs running at once on this node.
+    pub concurrency: usize,
+    /// Jobs of one tenant running at once on this node.
+    pub per_tenant: usize,
+    /// Most jobs taken per claim.
+    pub claim_batch: usize,
+    pub lease: Duration,
+    pub heartbeat_every: Duration,
+    /// Poll interval when no wake-up comes.
+    pub poll: Duration,
+    pub job_timeout: Duration,
+    /// On shutdown, how long in-flight jobs may take before they are
+    /// cancelled and released.
+    pub shutdown_grace: Duration,
+    pub rescue_every: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: 64,
+            per_tenant: 16,
+            claim_batch: 100,
+            lease: Duration::from_secs(30),
+            heartbeat_every: Duration::from_secs(5),
+            poll: Duration::from_millis(500),
+            job_timeout: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(10),
+            rescue_every: Duration::from_secs(2),
+        }
+    }
+}
+
+const REASON_NONE: u8 = 0;
+const REASON_LEASE_LOST: u8 = 1;
+const REASON_SHUTDOWN: u8 = 2;
+
+struct InFlight {
+    token: String,
+    tenant: String,
+    cancel: CancellationToken,
+    reason: Arc<AtomicU8>,
+}
+
+pub struct Worker {
+    pub id: String,
+    queue: Queue,
+    key: SecretKey,
+    registry: Arc<Registry>,
+    clock: Arc<dyn Clock>,
+    config: WorkerConfig,
+    metrics: Arc<Metrics>,
+    revisions: Mutex<HashMap<(Uuid, i64), Arc<Revision>>>,
+    inflight: Mutex<HashMap<Uuid, InFlight>>,
+    slot_freed: Notify,
+}
+
+enum Outcome {
+    Done(Success),
+    Failed(Failure),
+    Release { hold: bool },
+    LeaseLost,
+}
+
+impl Worker {
+    pub fn new(
+        id: String,
+        queue: Queue,
+        key: SecretKey,
+        registry: Arc<Registry>,
+        clock: Arc<dyn Clock>,
+        config: WorkerConfig,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Worker> {
+        Arc::new(Worker {
+            id,
+            queue,
+            key,
+            registry,
+            clock,
+            config,
+            metrics,
+            revisions: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+            slot_freed: Notify::new(),
+        })
+    }
+
+    fn inflight(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, InFlight>> {
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn running(&self) -> usize {
+        self.inflight().len()
+    }
+
+    /// Claims and runs jobs until `cancel` fires, then drains: no new
+    /// claims, in-flight work gets `shutdown_grace`, the rest is released.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let (done_tx, done_rx) = mpsc::channel::<Success>(4096);
+        let background = CancellationToken::new();
+        let completer = tokio::spawn(self.clone().complete_loop(done_rx));
+        let heartbeat = tokio::spawn(self.clone().heartbeat_loop(background.clone()));
+        let rescue = tokio::spawn(self.clone().rescue_loop(background.clone()));
+        let mut tasks = JoinSet::new();
+        let mut store_down = false;
+
+        while !cancel.is_cancelled() {
+            while tasks.try_join_next().is_some() {}
+            let (free, saturated) = {
+                let inflight = self.inflight();
+                let mut per: HashMap<&str, usize> = HashMap::new();
+                for f in inflight.values() {
+                    *per.entry(f.tenant.as_str()).or_default() += 1;
+                }
+                let saturated: Vec<String> =
+                    per.into_iter().filter(|(_, n)| *n >= self.config.per_tenant).map(|(t, _)| t.to_string()).collect();
+                (self.config.concurrency.saturating_sub(inflight.len()), saturated)
+            };
+            let mut claimed = 0;
+            if free > 0 {
+                let now = self.clock.now_ms();
+                match self.queue.claim(&self.id, free.min(self.config.claim_batch), self.config.lease.as_millis() as i64, now, &saturated).await {
+                    Ok(jobs) => {
+                        if store_down {
+                            tracing::info!("worker: store reachable again");
+                            store_down = false;
+                        }
+                        claimed = jobs.len();
+                        self.start(jobs, &mut tasks, &done_tx).await;
+                    }
+                    Err(e) => {
+                        if !store_down {
+                            tracing::warn!(error = %e, "claim failed; retrying");
+                        }
+                        store_down = true;
+                    }
+                }
+            }
+            if claimed > 0 && claimed == free.min(self.config.claim_batch) {
+                continue;
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = self.queue.wake.notified(), if free > 0 => {}
+                _ = self.slot_freed.notified(), if free == 0 => {}
+                _ = tokio::time::sleep(self.config.poll) => {}
+            }
+        }
+
+        // Drain: give in-flight work its grace, then cancel and release.
+        let grace = tokio::time::sleep(self.config.shutdown_grace);
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                next = tasks.join_next() => if next.is_none() { break },
+                _ = &mut grace => {
+                    for f in self.inflight().values() {
+                        f.reason.store(REASON_SHUTDOWN, Ordering::SeqCst);
+                        f.cancel.cancel();
+                    }
+                    while tasks.join_next().await.is_some() {}
+                    break;
+                }
+            }
+        }
+        drop(done_tx);
+        let _ = completer.await;
+        background.cancel();
+        let _ = heartbeat.await;
+        let _ = rescue.await;
+    }
+
+    async fn start(self: &Arc<Self>, jobs: Vec<ClaimedJob>, tasks: &mut JoinSet<()>, done: &mpsc::Sender<Success>) {
+        let now = self.clock.now_ms();
+        let ids: Vec<Uuid> = {
+            let mut v: Vec<Uuid> = jobs.iter().map(|j| j.integration_id).collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        let enabled: HashMap<Uuid, bool> = match integrations::enabled_among(&self.queue.db, &ids).await {
+            Ok(v) => v.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check integrations; releasing claimed jobs");
+                for j in &jobs {
+                    let _ = self.queue.release(j.id, &j.lease_token, false, now).await;
+                }
+                return;
+            }
+        };
+        let mut per_tenant: HashMap<String, usize> = HashMap::new();
+        for f in self.inflight().values() {
+            *per_tenant.entry(f.tenant.clone()).or_default() += 1;
+        }
+        for job in jobs {
+            match enabled.get(&job.integration_id) {
+                Some(true) => {}
+                Some(false) => {
+                    // Paused: hold it until the integration resumes.
+                    let _ = self.queue.release(job.id, &job.lease_token, true, now).await;
+                    continue;
+                }
+                None => {
+                    // Deleted: dead-letter, never drop.
+                    let f = self.failure(&job, "", now, now, "integration was deleted".into(), "permanent", None);
+                    let _ = self.queue.fail(&f, now).await;
+                    continue;
+                }
+            }
+            let n = per_tenant.entry(job.tenant.clone()).or_default();
+            if *n >= self.config.per_tenant {
+                // Over this tenant's share: give it back for later, or another node.
+                let _ = self.queue.release(job.id, &job.lease_token, false, job.created_at.min(now)).await;
+                continue;
+            }
+            *n += 1;
+            let cancel = CancellationToken::new();
+            let reason = Arc::new(AtomicU8::new(REASON_NONE));
+            self.inflight().insert(
+                job.id,
+                InFlight { token: job.lease_token.clone(), tenant: job.tenant.clone(), cancel: cancel.clone(), reason: reason.clone() },
+            );
+            let me = self.clone();
+            let done = done.clone();
+            tasks.spawn(async move {
+                let id = job.id;
+                let outcome = me.execute(job, cancel, reason).await;
+                let now = me.clock.now_ms();
+                let keep_until_completed = matches!(outcome, Outcome::Done(_));
+                match outcome {
+                    Outcome::Done(s) => {
+                        if s.state.is_some() {
+                            me.complete_now(vec![s]).await;
+                        } else if done.send(s).await.is_err() {
+                            tracing::error!(job = %id, "completion channel closed");
+                        }
+                    }
+                    Outcome::Failed(f) => {
+                        if let Err(e) = me.queue.fail(&f, now).await {
+                            tracing::warn!(job = %id, error = %e, "cannot record failure; the lease will expire and the job will run again");
+                        }
+                    }
+                    Outcome::Release { hold } => {
+                        let token = me.inflight().get(&id).map(|f| f.token.clone());
+                        if let Some(t) = token {
+                            let _ = me.queue.release(id, &t, hold, now).await;
+                        }
+                    }
+                    Outcome::LeaseLost => {}
+                }
+                if !keep_until_completed {
+                    me.inflight().remove(&id);
+                    me.slot_freed.notify_one();
+                }
+            });
+        }
+    }
+
+    fn failure(&self, job: &ClaimedJob, version: &str, started: i64, now: i64, error: String, class: &str, retry_at: Option<i64>) -> Failure {
+        Failure {
+            id: job.id,
+            integration_id: job.integration_id,
+            overlap: job.overlap_key.is_some(),
+            lease_token: job.lease_token.clone(),
+            connector_version: version.to_string(),
+            attempt: AttemptEntry {
+                attempt: job.attempt,
+                started_at: started,
+                finished_at: now,
+                outcome: "failed".into(),
+                error: Some(error),
+                class: Some(class.into()),
+                worker: Some(self.id.clone()),
+            },
+            retry_at,
+        }
+    }
+
+    async fn revision(&self, id: Uuid, rev: i64) -> Result<Arc<Revision>, ferry_store::Error> {
+        if let Some(r) = self.revisions.lock().unwrap_or_else(|p| p.into_inner()).get(&(id, rev)) {
+            return Ok(r.clone());
+        }
+        let r = Arc::new(integrations::revision(&self.queue.db, &self.key, id, rev).await?);
+        let mut cache = self.revisions.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert((id, rev), r.clone());
+        Ok(r)
+    }
+
+    async fn execute(&self, job: ClaimedJob, cancel: CancellationToken, reason: Arc<AtomicU8>) -> Outcome {
+        let started = self.clock.now_ms();
+        let rev = match self.revision(job.integration_id, job.revision).await {
+            Ok(r) => r,
+            Err(e) if e.is_unavailable() => return Outcome::Release { hold: false },
+            Err(e) => {
+                let f = self.failure(&job, "", started, started, format!("cannot load integration revision {}: {e}", job.revision), "permanent", None);
+                return Outcome::Failed(f);
+            }
+        };
+        let registered = match self.registry.resolve(&job.connector, Some(&rev.connector_version)) {
+            Ok(r) => r.clone(),
+            Err(e) => {
+                // Another node (another release) may have it: retry, then dead-letter.
+                let retry_at = (job.attempt < job.max_attempts).then(|| started + rev.retry.delay_ms(job.attempt as u32, None, rand::random()) as i64);
+                let f = self.failure(&job, "", started, started, format!("{e} on this node"), "transient", retry_at);
+                return Outcome::Failed(f);
+            }
+        };
+        let version = registered.manifest().version.clone();
+        let state = match ferry_store::state::get(&self.queue.db.pool, job.integration_id).await {
+            Ok(s) => s,
+            Err(_) => return Outcome::Release { hold: false },
+        };
+        let span = tracing::info_span!("run", run_id = %job.id, integration_id = %job.integration_id, tenant = %job.tenant, connector = %job.connector, attempt = job.attempt);
+        let ctx = RunContext {
+            run_id: job.id,
+            integration_id: job.integration_id,
+            tenant: job.tenant.clone(),
+            trigger: job.trigger,
+            attempt: job.attempt as u32,
+            scheduled_for: job.scheduled_for,
+            event_id: job.event_id,
+            payload: job.payload.clone(),
+            config: Arc::new(rev.config.clone()),
+            secrets: Arc::new(rev.secrets.clone()),
+            state: state.state.clone(),
+            cancel: cancel.clone(),
+            now_ms: started,
+        };
+        let clock_start = Instant::now();
+        let result: Result<RunReport, ConnectorError> = {
+            use tracing::Instrument;
+            let run = registered.connector.run(ctx).instrument(span.clone());
+            tokio::select! {
+                r = tokio::time::timeout(self.config.job_timeout, run) => match r {
+                    Ok(r) => r,
+                    Err(_) => {
+                        cancel.cancel();
+                        Err(ConnectorError::Transient(format!("timed out after {:?}", self.config.job_timeout)))
+                    }
+                },
+                _ = cancel.cancelled() => Err(ConnectorError::Transient("cancelled".into())),
+            }
+        };
+        let elapsed = clock_start.elapsed().as_secs_f64();
+        let now = self.clock.now_ms();
+        match reason.load(Ordering::SeqCst) {
+            REASON_LEASE_LOST => {
+                self.metrics.run_finished(&job.connector, "lease_lost", elapsed);
+                return Outcome::LeaseLost;
+            }
+            REASON_SHUTDOWN => return Outcome::Release { hold: false },
+            _ => {}
+        }
+        match result {
+            Ok(report) => {
+                self.metrics.run_finished(&job.connector, "succeeded", elapsed);
+                span.in_scope(|| tracing::debug!(records_ok = report.records_ok, records_rejected = report.records_rejected, "run succeeded"));
+                Outcome::Done(Success {
+                    id: job.id,
+                    integration_id: job.integration_id,
+                    overlap: job.overlap_key.is_some(),
+                    lease_token: job.lease_token.clone(),
+                    connector_version: version,
+                    records_ok: report.records_ok,
+                    records_rejected: report.records_rejected,
+                    rejections: report.rejections,
+                    attempt: AttemptEntry {
+                        attempt: job.attempt,
+                        started_at: started,
+                        finished_at: now,
+                        outcome: "succeeded".into(),
+                        error: None,
+                        class: None,
+                        worker: Some(self.id.clone()),
+                    },
+                    state: report.state.map(|s| (state.version, s)),
+                })
+            }
+            Err(err) => {
+                let class = err.class();
+                let retry_at = match &err {
+                    ConnectorError::Permanent(_) | ConnectorError::InvalidConfig(_) => None,
+                    // Credentials refused: one immediate retry (the connector
+                    // refreshes them), then it is permanent.
+                    ConnectorError::Auth(_) => {
+                        let again = job.attempt_log.last().and_then(|a| a.class.as_deref()) == Some("auth");
+                        (!again && job.attempt < job.max_attempts).then_some(now)
+                    }
+                    ConnectorError::Transient(_) | ConnectorError::RateLimited { .. } => {
+                        let after = match &err {
+                            ConnectorError::RateLimited { retry_after, .. } => retry_after.map(|d| d.as_millis() as u64),
+                            _ => None,
+                        };
+                        (job.attempt < job.max_attempts).then(|| now + rev.retry.delay_ms(job.attempt as u32, after, rand::random()) as i64)
+                    }
+                };
+                let outcome = if retry_at.is_some() { "retrying" } else { "dead" };
+                self.metrics.run_finished(&job.connector, outcome, elapsed);
+                span.in_scope(|| tracing::info!(error = %err, class, outcome, "run failed"));
+                Outcome::Failed(self.failure(&job, &version, started, now, err.to_string(), class, retry_at))
+            }
+        }
+    }
+
+    async fn complete_now(&self, batch: Vec<Success>) {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let now = self.clock.now_ms();
+            match self.queue.complete(&batch, now).await {
+                Ok(rejected) => {
+                    for id in rejected {
+                        tracing::warn!(job = %id, "completion rejected: the lease was lost and the job was given to another worker");
+                    }
+                    break;
+                }
+                Err(ferry_store::Error::Conflict(msg)) => {
+                    // State moved under us (CAS): run it again from the new state.
+                    for s in &batch {
+                        let f = Failure {
+                            id: s.id,
+                            integration_id: s.integration_id,
+                            overlap: s.overlap,
+                            lease_token: s.lease_token.clone(),
+                            connector_version: s.connector_version.clone(),
+                            attempt: AttemptEntry { outcome: "failed".into(), error: Some(msg.clone()), class: Some("transient".into()), ..s.attempt.clone() },
+                            retry_at: Some(now),
+                        };
+                        let _ = self.queue.fail(&f, now).await;
+                    }
+                    break;
+                }
+                Err(e) => {
+                    // Keep the leases alive (still in flight) and try again.
+                    tracing::warn!(error = %e, jobs = batch.len(), "cannot record completions; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                    if delay == Duration::from_secs(2) && self.inflight().is_empty() {
+                        break;
+                    }
+                }
+            }
+        }
+        let mut inflight = self.inflight();
+        for s in &batch {
+            inflight.remove(&s.id);
+        }
+        drop(inflight);
+        self.slot_freed.notify_one();
+    }
+
+    /// Groups successes: whatever has arrived while the last group was being
+    /// written goes in the next transaction.
+    async fn complete_loop(self: Arc<Self>, mut rx: mpsc::Receiver<Success>) {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < 256 {
+                match rx.try_recv() {
+                    Ok(s) => batch.push(s),
+                    Err(_) => break,
+                }
+            }
+            self.complete_now(batch).await;
+        }
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(self.config.heartbeat_every) => {}
+            }
+            let held: Vec<(Uuid, String)> = self.inflight().iter().map(|(id, f)| (*id, f.token.clone())).collect();
+            if held.is_empty() {
+                continue;
+            }
+            let now = self.clock.now_ms();
+            match self.queue.heartbeat(&held, self.config.lease.as_millis() as i64, now).await {
+                Ok(lost) => {
+                    let inflight = self.inflight();
+                    for id in lost {
+                        if let Some(f) = inflight.get(&id) {
+                            tracing::warn!(job = %id, "lease lost; cancelling the run");
+                            f.reason.store(REASON_LEASE_LOST, Ordering::SeqCst);
+                            f.cancel.cancel();
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+            }
+        }
+    }
+
+    async fn rescue_loop(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(self.config.rescue_every) => {}
+            }
+            match self.queue.rescue_expired(self.clock.now_ms()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rescued = n, "rescued jobs whose lease expired"),
+                Err(e) => tracing::debug!(error = %e, "rescue failed"),
+            }
+        }
+    }
+}
