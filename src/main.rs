@@ -1,1 +1,167 @@
-fn main(){}
+//! The `ferry` binary: a thin CLI over the crates. `serve` runs a node;
+//! `migrate` and `tokens create` talk to the database directly; the other
+//! commands talk to a running node over its HTTP API.
+
+mod remote;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ferry_api::config::{env_help, Config};
+use ferry_core::SystemClock;
+
+#[derive(Parser)]
+#[command(name = "ferry", version, about = "Runs integrations on schedules and webhooks, durably.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct NodeArgs {
+    /// Path to ferry.toml (see config.default.toml).
+    #[arg(long, env = "FERRY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on (overrides `listen`).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Data directory (overrides `data_dir`).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node: API, scheduler and worker (as `roles` says).
+    #[command(after_help = env_help())]
+    Serve(NodeArgs),
+    /// Apply database migrations and exit.
+    Migrate(NodeArgs),
+    /// Manage API tokens (directly in the database).
+    Tokens {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    #[command(flatten)]
+    Remote(remote::RemoteCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it once, alone on the last line.
+    Create {
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+}
+
+fn load_config(args: &NodeArgs) -> anyhow::Result<Config> {
+    let mut config = Config::load(args.config.as_deref(), |k| std::env::var(k).ok())?;
+    if let Some(l) = &args.listen {
+        config.listen = l.parse().with_context(|| format!("--listen {l:?} is not an address like 127.0.0.1:8080"))?;
+    }
+    if let Some(d) = &args.data_dir {
+        config.data_dir = d.clone();
+    }
+    Ok(config)
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| "info,sqlx=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn serve(args: NodeArgs) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
+    init_logging(config.log_format == "json");
+    let registry = ferry_connectors::builtin()?;
+    let running = ferry_api::start(&config, registry, Arc::new(SystemClock)).await?;
+    if let Some(addr) = running.addr {
+        println!("ferry listening on http://{addr}");
+    }
+    tracing::info!(addr = ?running.addr, roles = ?config.roles, backend = ?running.state.db.backend, node = %running.state.node_id, "ferry started");
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight runs");
+    running.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Migrate(args) => {
+            let config = load_config(&args)?;
+            init_logging(config.log_format == "json");
+            let db = ferry_api::engine::open_db(&config).await?;
+            db.close().await;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Tokens { command: TokenCommand::Create { role, tenant, name, node } } => {
+            let role = ferry_store::tokens::Role::parse(&role)
+                .with_context(|| format!("--role {role:?} is not one of admin, operator, viewer"))?;
+            let config = load_config(&node)?;
+            let db = ferry_api::engine::open_db(&config).await?;
+            let now = chrono_now();
+            let name = name.unwrap_or_else(|| format!("{} token", role.as_str()));
+            let (token, plain) = ferry_store::tokens::create(&db, &name, role, tenant.as_deref(), now).await?;
+            ferry_store::audit::record(&db.pool, "cli", "token.create", &token.id, Some(&serde_json::json!({"role": role.as_str(), "tenant": tenant})), now).await?;
+            db.close().await;
+            eprintln!("created {} token {} (shown once):", role.as_str(), token.id);
+            println!("{plain}");
+            Ok(())
+        }
+        Command::Remote(cmd) => remote::run(cmd).await,
+    }
+}
+
+fn chrono_now() -> i64 {
+    use ferry_core::Clock;
+    SystemClock.now_ms()
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("error: {}", chain.join(": "));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

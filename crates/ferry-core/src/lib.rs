@@ -12,6 +12,7 @@ pub mod model;
 pub mod retry;
 pub mod schedule;
 pub mod signing;
+pub mod timefmt;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use connector::{

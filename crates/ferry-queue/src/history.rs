@@ -25,10 +25,15 @@ pub struct RunView {
     pub trigger: Trigger,
     pub status: RunStatus,
     pub attempts: i64,
+    #[serde(with = "ferry_core::timefmt::opt_ms")]
     pub scheduled_for: Option<i64>,
+    #[serde(with = "ferry_core::timefmt::ms")]
     pub created_at: i64,
+    #[serde(with = "ferry_core::timefmt::opt_ms")]
     pub started_at: Option<i64>,
+    #[serde(with = "ferry_core::timefmt::opt_ms")]
     pub finished_at: Option<i64>,
+    #[serde(with = "ferry_core::timefmt::opt_ms")]
     pub run_at: Option<i64>,
     pub records_ok: i64,
     pub records_rejected: i64,
@@ -56,15 +61,19 @@ pub struct DeadLetter {
     pub connector_version: Option<String>,
     pub trigger: Trigger,
     pub event_id: Option<Uuid>,
+    #[serde(with = "ferry_core::timefmt::opt_ms")]
     pub scheduled_for: Option<i64>,
     /// The raw payload; JSON when it parses as JSON.
     pub payload: Value,
     pub attempts: i64,
     pub errors: Vec<String>,
     pub attempt_log: Vec<AttemptEntry>,
+    #[serde(with = "ferry_core::timefmt::ms")]
     pub dead_at: i64,
+    #[serde(with = "ferry_core::timefmt::opt_ms")]
     pub replayed_at: Option<i64>,
     pub replay_run_id: Option<Uuid>,
+    #[serde(with = "ferry_core::timefmt::opt_ms")]
     pub discarded_at: Option<i64>,
     pub discarded_by: Option<String>,
 }

@@ -22,7 +22,9 @@ const CHUNK: usize = 400;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptEntry {
     pub attempt: i64,
+    #[serde(with = "ferry_core::timefmt::ms")]
     pub started_at: i64,
+    #[serde(with = "ferry_core::timefmt::ms")]
     pub finished_at: i64,
     /// `succeeded`, `failed`, `lease_expired`.
     pub outcome: String,

@@ -8,6 +8,7 @@ use crate::error::Result;
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AuditEntry {
     pub id: String,
+    #[serde(with = "ferry_core::timefmt::ms")]
     pub at: i64,
     pub actor: String,
     pub action: String,

@@ -44,10 +44,13 @@ pub struct Integration {
     pub config: Value,
     pub secrets: Vec<String>,
     pub retry: RetryPolicy,
+    #[serde(with = "ferry_core::timefmt::opt_ms")]
     pub next_fire_at: Option<i64>,
     #[serde(skip)]
     pub url_token: String,
+    #[serde(with = "ferry_core::timefmt::ms")]
     pub created_at: i64,
+    #[serde(with = "ferry_core::timefmt::ms")]
     pub updated_at: i64,
 }
 

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 pub struct State {
     pub version: i64,
     pub state: Value,
+    #[serde(with = "ferry_core::timefmt::opt_ms")]
     pub updated_at: Option<i64>,
 }
 

@@ -42,6 +42,7 @@ pub struct Token {
     pub name: String,
     pub role: Role,
     pub tenant: Option<String>,
+    #[serde(with = "ferry_core::timefmt::ms")]
     pub created_at: i64,
 }
 

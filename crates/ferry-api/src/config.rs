@@ -1,0 +1,299 @@
+//! Configuration: `ferry.toml` (every key documented in
+//! `config.default.toml`) with `FERRY_*` environment overrides. The table
+//! `ENV` is the single list of overrides: the loader reads it and
+//! `ferry serve --help` prints it, so the two cannot drift.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// Which parts this node runs: any of `api`, `scheduler`, `worker`.
+    pub roles: Vec<String>,
+    pub database: DatabaseConfig,
+    pub security: SecurityConfig,
+    pub worker: WorkerSection,
+    pub scheduler: SchedulerSection,
+    pub intake: IntakeSection,
+    pub history: HistorySection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Empty: an SQLite file in the data dir.
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    pub admin_token: Option<String>,
+    pub secret_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerSection {
+    pub concurrency: usize,
+    pub per_tenant: usize,
+    pub claim_batch: usize,
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    #[serde(with = "humantime_serde")]
+    pub job_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    #[serde(with = "humantime_serde")]
+    pub poll: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulerSection {
+    #[serde(with = "humantime_serde")]
+    pub tick: Duration,
+    #[serde(with = "humantime_serde")]
+    pub misfire_grace: Duration,
+    #[serde(with = "humantime_serde")]
+    pub catchup_window: Duration,
+    pub max_catchup_fires: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IntakeSection {
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistorySection {
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+mod humantime_serde {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./ferry-data"),
+            log_format: "text".into(),
+            roles: vec!["api".into(), "scheduler".into(), "worker".into()],
+            database: DatabaseConfig::default(),
+            security: SecurityConfig::default(),
+            worker: WorkerSection::default(),
+            scheduler: SchedulerSection::default(),
+            intake: IntakeSection::default(),
+            history: HistorySection::default(),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig { url: String::new(), max_connections: 16 }
+    }
+}
+
+impl Default for WorkerSection {
+    fn default() -> Self {
+        WorkerSection {
+            concurrency: 64,
+            per_tenant: 16,
+            claim_batch: 100,
+            lease: Duration::from_secs(30),
+            job_timeout: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(10),
+            poll: Duration::from_millis(500),
+        }
+    }
+}
+
+impl Default for SchedulerSection {
+    fn default() -> Self {
+        SchedulerSection {
+            tick: Duration::from_millis(200),
+            misfire_grace: Duration::from_secs(30),
+            catchup_window: Duration::from_secs(3600),
+            max_catchup_fires: 1000,
+        }
+    }
+}
+
+impl Default for IntakeSection {
+    fn default() -> Self {
+        IntakeSection { max_body_bytes: 1024 * 1024 }
+    }
+}
+
+impl Default for HistorySection {
+    fn default() -> Self {
+        HistorySection { retention: Duration::from_secs(7 * 24 * 3600) }
+    }
+}
+
+/// Every environment override: variable, config key, meaning.
+pub const ENV: &[(&str, &str, &str)] = &[
+    ("FERRY_LISTEN", "listen", "address the HTTP server binds"),
+    ("FERRY_DATA_DIR", "data_dir", "directory for the SQLite file, secret key file and spool"),
+    ("FERRY_LOG_FORMAT", "log_format", "text or json"),
+    ("FERRY_ROLES", "roles", "comma-separated parts this node runs: api,scheduler,worker"),
+    ("FERRY_DATABASE_URL", "database.url", "sqlite:PATH or postgres://… (default: SQLite in the data dir)"),
+    ("FERRY_DATABASE_MAX_CONNECTIONS", "database.max_connections", "PostgreSQL pool size"),
+    ("FERRY_ADMIN_TOKEN", "security.admin_token", "a bootstrap admin bearer token"),
+    ("FERRY_SECRET_KEY", "security.secret_key", "base64 of 32 bytes; encrypts secrets at rest"),
+    ("FERRY_WORKER_CONCURRENCY", "worker.concurrency", "jobs running at once on this node"),
+    ("FERRY_WORKER_PER_TENANT", "worker.per_tenant", "jobs of one tenant running at once on this node"),
+    ("FERRY_WORKER_CLAIM_BATCH", "worker.claim_batch", "most jobs taken per claim"),
+    ("FERRY_WORKER_LEASE", "worker.lease", "lease length; an unheartbeated job is rescued after it"),
+    ("FERRY_WORKER_JOB_TIMEOUT", "worker.job_timeout", "longest a run attempt may take"),
+    ("FERRY_WORKER_SHUTDOWN_GRACE", "worker.shutdown_grace", "time in-flight runs get on SIGTERM"),
+    ("FERRY_WORKER_POLL", "worker.poll", "poll interval when no wake-up arrives"),
+    ("FERRY_SCHEDULER_TICK", "scheduler.tick", "how often the scheduler looks for due integrations"),
+    ("FERRY_SCHEDULER_MISFIRE_GRACE", "scheduler.misfire_grace", "a fire this late is still on time"),
+    ("FERRY_SCHEDULER_CATCHUP_WINDOW", "scheduler.catchup_window", "fire_all runs missed fires this recent"),
+    ("FERRY_SCHEDULER_MAX_CATCHUP_FIRES", "scheduler.max_catchup_fires", "fire_all runs at most this many"),
+    ("FERRY_INTAKE_MAX_BODY_BYTES", "intake.max_body_bytes", "largest webhook body accepted (413 above)"),
+    ("FERRY_HISTORY_RETENTION", "history.retention", "how long finished runs are kept"),
+];
+
+/// The `--help` text listing every override.
+pub fn env_help() -> String {
+    let mut s = String::from("Environment (each overrides the config key shown):\n");
+    for (var, key, what) in ENV {
+        s.push_str(&format!("  {var:<36} {key:<28} {what}\n"));
+    }
+    s
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {0}: {1}")]
+    Read(String, std::io::Error),
+    #[error("{0}: {1}")]
+    Parse(String, String),
+    #[error("{var}: {message}")]
+    Env { var: String, message: String },
+}
+
+impl Config {
+    /// Defaults, then the file (if any), then the environment.
+    pub fn load(path: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read(p.display().to_string(), e))?;
+                text.parse::<toml::Table>().map_err(|e| ConfigError::Parse(p.display().to_string(), e.to_string()))?
+            }
+            None => toml::Table::new(),
+        };
+        for (var, key, _) in ENV {
+            let Some(value) = env(var) else { continue };
+            let parsed = parse_env_value(key, &value).map_err(|m| ConfigError::Env { var: var.to_string(), message: m })?;
+            let mut parts = key.split('.').peekable();
+            let mut t = &mut table;
+            while let Some(part) = parts.next() {
+                if parts.peek().is_none() {
+                    t.insert(part.to_string(), parsed.clone());
+                } else {
+                    t = t
+                        .entry(part.to_string())
+                        .or_insert_with(|| toml::Value::Table(Default::default()))
+                        .as_table_mut()
+                        .ok_or_else(|| ConfigError::Env { var: var.to_string(), message: format!("{part} is not a table") })?;
+                }
+            }
+        }
+        let source = path.map(|p| p.display().to_string()).unwrap_or_else(|| "configuration".into());
+        let config: Config = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| ConfigError::Parse(source, e.message().to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |k: &str, m: &str| Err(ConfigError::Parse(k.to_string(), m.to_string()));
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return bad("log_format", "must be text or json");
+        }
+        if let Some(r) = self.roles.iter().find(|r| !matches!(r.as_str(), "api" | "scheduler" | "worker")) {
+            return bad("roles", &format!("unknown role {r:?}; use api, scheduler, worker"));
+        }
+        if self.worker.concurrency == 0 || self.worker.per_tenant == 0 || self.worker.claim_batch == 0 {
+            return bad("worker", "concurrency, per_tenant and claim_batch must be at least 1");
+        }
+        if self.worker.lease < Duration::from_secs(1) {
+            return bad("worker.lease", "must be at least 1s");
+        }
+        Ok(())
+    }
+
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!("sqlite://{}?mode=rwc", self.data_dir.join("ferry.db").display())
+        } else {
+            self.database.url.clone()
+        }
+    }
+}
+
+fn parse_env_value(key: &str, value: &str) -> Result<toml::Value, String> {
+    let numeric = ["database.max_connections", "worker.concurrency", "worker.per_tenant", "worker.claim_batch", "scheduler.max_catchup_fires", "intake.max_body_bytes"];
+    if numeric.contains(&key) {
+        return value.trim().parse::<i64>().map(toml::Value::Integer).map_err(|_| format!("{value:?} is not a whole number"));
+    }
+    if key == "roles" {
+        return Ok(toml::Value::Array(value.split(',').map(|r| toml::Value::String(r.trim().to_string())).filter(|v| v.as_str() != Some("")).collect()));
+    }
+    Ok(toml::Value::String(value.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_file_parses_and_env_overrides() {
+        let dir = std::env::temp_dir().join(format!("ferry-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ferry.toml");
+        std::fs::write(&path, include_str!("../../../config.default.toml")).unwrap();
+        let c = Config::load(Some(&path), |v| match v {
+            "FERRY_WORKER_CONCURRENCY" => Some("7".into()),
+            "FERRY_DATABASE_URL" => Some("postgres://x/y".into()),
+            "FERRY_SCHEDULER_TICK" => Some("1s".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.worker.concurrency, 7);
+        assert_eq!(c.database_url(), "postgres://x/y");
+        assert_eq!(c.scheduler.tick, Duration::from_secs(1));
+        assert_eq!(c.worker.lease, Duration::from_secs(30));
+        let err = Config::load(None, |v| (v == "FERRY_WORKER_CONCURRENCY").then(|| "lots".into())).unwrap_err();
+        assert_eq!(err.to_string(), "FERRY_WORKER_CONCURRENCY: \"lots\" is not a whole number");
+        std::fs::write(&path, "worker = { concurrency = 2, bogus = 1 }").unwrap();
+        assert!(Config::load(Some(&path), |_| None).unwrap_err().to_string().contains("bogus"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,173 @@
+//! Assembling a node: store, queue, scheduler, worker and HTTP server as
+//! owned tasks under one `CancellationToken` and `TaskTracker`.
+//! `Running::shutdown` stops claiming, lets in-flight runs finish within
+//! the grace period, releases the rest, and waits for every task.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_core::metrics::Metrics;
+use ferry_core::schedule::CatchUp;
+use ferry_core::{Clock, Registry};
+use ferry_queue::Queue;
+use ferry_scheduler::{Scheduler, SchedulerConfig};
+use ferry_store::{Db, DbOptions, SecretKey};
+use ferry_worker::{Worker, WorkerConfig};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::AppState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data dir {0}: {1}")]
+    DataDir(String, std::io::Error),
+    #[error("{0}")]
+    Store(#[from] ferry_store::Error),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+}
+
+pub struct Running {
+    /// The address the HTTP server is bound to (when the node runs `api`).
+    pub addr: Option<SocketAddr>,
+    pub state: AppState,
+    pub worker: Option<Arc<Worker>>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Running {
+    /// Graceful stop: see the module doc.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+        self.state.db.close().await;
+    }
+}
+
+/// Connects and migrates the database named by `config`.
+pub async fn open_db(config: &Config) -> Result<Db, StartError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
+    let mut opts = DbOptions::new(config.database_url());
+    opts.max_connections = config.database.max_connections;
+    let db = Db::connect(&opts).await?;
+    db.migrate().await?;
+    Ok(db)
+}
+
+pub async fn start(config: &Config, registry: Registry, clock: Arc<dyn Clock>) -> Result<Running, StartError> {
+    let db = open_db(config).await?;
+    let key = SecretKey::load_or_create(config.security.secret_key.as_deref(), &config.data_dir)?;
+    let node_id = format!("node-{}", uuid::Uuid::new_v4());
+    let queue = Queue::new(db.clone());
+    let metrics = Arc::new(Metrics::default());
+    let registry = Arc::new(registry);
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+
+    if db.backend == ferry_store::Backend::Postgres {
+        tracker.spawn(ferry_queue::wake::listen(db.url.clone(), queue.wake.clone(), cancel.clone()));
+    }
+
+    let scheduler = config.has_role("scheduler").then(|| {
+        let s = Arc::new(Scheduler::new(
+            queue.clone(),
+            SchedulerConfig {
+                tick: config.scheduler.tick,
+                batch: 1000,
+                catch_up: CatchUp {
+                    grace_ms: config.scheduler.misfire_grace.as_millis() as i64,
+                    window_ms: config.scheduler.catchup_window.as_millis() as i64,
+                    max_fires: config.scheduler.max_catchup_fires,
+                },
+            },
+            clock.clone(),
+        ));
+        tracker.spawn(s.clone().run(cancel.clone()));
+        s
+    });
+
+    let worker = config.has_role("worker").then(|| {
+        let w = Worker::new(
+            node_id.clone(),
+            queue.clone(),
+            key.clone(),
+            registry.clone(),
+            clock.clone(),
+            WorkerConfig {
+                concurrency: config.worker.concurrency,
+                per_tenant: config.worker.per_tenant,
+                claim_batch: config.worker.claim_batch,
+                lease: config.worker.lease,
+                heartbeat_every: config.worker.lease / 3,
+                poll: config.worker.poll,
+                job_timeout: config.worker.job_timeout,
+                shutdown_grace: config.worker.shutdown_grace,
+                rescue_every: Duration::from_secs(2).min(config.worker.lease / 2),
+            },
+            metrics.clone(),
+        );
+        tracker.spawn(w.clone().run(cancel.clone()));
+        w
+    });
+
+    let state = AppState {
+        db: db.clone(),
+        queue: queue.clone(),
+        registry,
+        key,
+        metrics,
+        clock: clock.clone(),
+        admin_token: config.security.admin_token.clone().filter(|t| !t.is_empty()).map(Arc::from),
+        scheduler,
+        max_body_bytes: config.intake.max_body_bytes,
+        node_id,
+    };
+
+    // Heartbeat (keeps ferry_store_up true to life) and history retention.
+    {
+        let state = state.clone();
+        let cancel = cancel.clone();
+        let retention_ms = config.history.retention.as_millis() as i64;
+        tracker.spawn(async move {
+            let mut beats: u64 = 0;
+            loop {
+                let _ = crate::routes::probe_store_for_engine(&state).await;
+                if beats % 1800 == 0 {
+                    let before = state.clock.now_ms() - retention_ms;
+                    match state.queue.prune_history(before).await {
+                        Ok(n) if n > 0 => tracing::info!(pruned = n, "pruned history past retention"),
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!(error = %e, "history pruning failed"),
+                    }
+                }
+                beats += 1;
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
+            }
+        });
+    }
+
+    let addr = if config.has_role("api") {
+        let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| StartError::Listen(config.listen, e))?;
+        let addr = listener.local_addr().map_err(|e| StartError::Listen(config.listen, e))?;
+        let app = crate::routes::app(state.clone());
+        let stop = cancel.clone();
+        tracker.spawn(async move {
+            let served = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTP server stopped");
+            }
+        });
+        Some(addr)
+    } else {
+        None
+    };
+    Ok(Running { addr, state, worker, cancel, tracker })
+}

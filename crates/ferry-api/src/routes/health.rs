@@ -1,0 +1,73 @@
+//! Liveness, readiness (a real store round trip) and Prometheus metrics.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use ferry_core::metrics::labels;
+use serde_json::json;
+
+use crate::AppState;
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+/// Writes and reads back this node's heartbeat row within a timeout.
+pub async fn probe_store(state: &AppState) -> Result<u64, String> {
+    let started = Instant::now();
+    let now = state.clock.now_ms();
+    match tokio::time::timeout(PROBE_TIMEOUT, ferry_store::nodes::heartbeat(&state.db, &state.node_id, now)).await {
+        Ok(Ok(())) => {
+            state.metrics.set("ferry_store_up", String::new(), 1.0);
+            Ok(started.elapsed().as_millis() as u64)
+        }
+        Ok(Err(e)) => {
+            state.metrics.set("ferry_store_up", String::new(), 0.0);
+            Err(e.to_string())
+        }
+        Err(_) => {
+            state.metrics.set("ferry_store_up", String::new(), 0.0);
+            Err(format!("store round trip took longer than {PROBE_TIMEOUT:?}"))
+        }
+    }
+}
+
+pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let lag = state.scheduler.as_ref().map(|s| s.lag_seconds());
+    let spool = json!({"depth": 0, "bytes": 0});
+    match probe_store(&state).await {
+        Ok(ms) => (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "store": {"ok": true, "round_trip_ms": ms}, "spool": spool, "scheduler_lag_seconds": lag, "node": state.node_id})),
+        ),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "degraded", "store": {"ok": false, "error": e}, "spool": spool, "scheduler_lag_seconds": lag, "node": state.node_id})),
+        ),
+    }
+}
+
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let mut extra: Vec<(&'static str, String, f64)> = vec![("ferry_spool_depth", String::new(), 0.0)];
+    let store_up = probe_store(&state).await.is_ok();
+    if store_up {
+        if let Ok(counts) = state.queue.counts().await {
+            for st in ["waiting", "available", "running", "held"] {
+                let n = counts.iter().find(|(s, _)| s == st).map(|(_, n)| *n).unwrap_or(0);
+                extra.push(("ferry_jobs", labels(&[("state", st)]), n as f64));
+            }
+        }
+        if let Ok(n) = state.queue.dead_letter_count().await {
+            extra.push(("ferry_dead_letters", String::new(), n as f64));
+        }
+    }
+    if let Some(s) = &state.scheduler {
+        extra.push(("ferry_scheduler_lag_seconds", String::new(), s.lag_seconds()));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&extra))
+}
