@@ -1,1 +1,9 @@
-fn main(){}
+//! Ferry's integration tests: one binary, helpers in `common`.
+//! PostgreSQL tests run when FERRY_TEST_POSTGRES_URL is set and print
+//! that they were skipped otherwise.
+
+mod common;
+mod conformance;
+mod e2e;
+mod multinode;
+mod scheduler;

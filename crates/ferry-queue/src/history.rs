@@ -63,8 +63,11 @@ pub struct DeadLetter {
     pub event_id: Option<Uuid>,
     #[serde(with = "ferry_core::timefmt::opt_ms")]
     pub scheduled_for: Option<i64>,
-    /// The raw payload; JSON when it parses as JSON.
+    /// The payload; JSON when it parses as JSON.
     pub payload: Value,
+    /// The payload exactly as received, which a replay sends again.
+    #[serde(skip)]
+    pub raw_payload: Option<String>,
     pub attempts: i64,
     pub errors: Vec<String>,
     pub attempt_log: Vec<AttemptEntry>,
@@ -172,10 +175,11 @@ fn dead_letter_from_row(row: &AnyRow) -> Result<DeadLetter> {
         trigger: trigger_col(row)?,
         event_id: opt_uuid_col(row, "event_id")?,
         scheduled_for: row.try_get("scheduled_for")?,
-        payload: match payload {
-            Some(p) => serde_json::from_str(&p).unwrap_or(Value::String(p)),
+        payload: match &payload {
+            Some(p) => serde_json::from_str(p).unwrap_or_else(|_| Value::String(p.clone())),
             None => Value::Null,
         },
+        raw_payload: payload,
         attempts: row.try_get("attempts")?,
         errors: log.iter().filter_map(|a| a.error.clone()).collect(),
         attempt_log: log,
@@ -343,11 +347,7 @@ impl Queue {
                 max_attempts: retry.max_attempts as i64,
                 scheduled_for: dl.scheduled_for,
                 event_id: dl.event_id,
-                payload: match &dl.payload {
-                    Value::Null => None,
-                    Value::String(s) => Some(s.clone()),
-                    v => Some(v.to_string()),
-                },
+                payload: dl.raw_payload.clone(),
                 idempotency_key: None,
                 overlap_key: None,
                 replay_of: Some(dl.id),
