@@ -13,7 +13,11 @@ use ferry_api::config::{env_help, Config};
 use ferry_core::SystemClock;
 
 #[derive(Parser)]
-#[command(name = "ferry", version, about = "Runs integrations on schedules and webhooks, durably.")]
+#[command(
+    name = "ferry",
+    version,
+    about = "Runs integrations on schedules and webhooks, durably."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -66,7 +70,9 @@ enum TokenCommand {
 fn load_config(args: &NodeArgs) -> anyhow::Result<Config> {
     let mut config = Config::load(args.config.as_deref(), |k| std::env::var(k).ok())?;
     if let Some(l) = &args.listen {
-        config.listen = l.parse().with_context(|| format!("--listen {l:?} is not an address like 127.0.0.1:8080"))?;
+        config.listen = l
+            .parse()
+            .with_context(|| format!("--listen {l:?} is not an address like 127.0.0.1:8080"))?;
     }
     if let Some(d) = &args.data_dir {
         config.data_dir = d.clone();
@@ -75,10 +81,18 @@ fn load_config(args: &NodeArgs) -> anyhow::Result<Config> {
 }
 
 fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| "info,sqlx=warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+        .unwrap_or_else(|_| "info,sqlx=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
-        builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init();
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
     } else {
         builder.init();
     }
@@ -88,7 +102,10 @@ async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
             }
@@ -130,15 +147,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
-        Command::Tokens { command: TokenCommand::Create { role, tenant, name, node } } => {
-            let role = ferry_store::tokens::Role::parse(&role)
-                .with_context(|| format!("--role {role:?} is not one of admin, operator, viewer"))?;
+        Command::Tokens {
+            command:
+                TokenCommand::Create {
+                    role,
+                    tenant,
+                    name,
+                    node,
+                },
+        } => {
+            let role = ferry_store::tokens::Role::parse(&role).with_context(|| {
+                format!("--role {role:?} is not one of admin, operator, viewer")
+            })?;
             let config = load_config(&node)?;
             let db = ferry_api::engine::open_db(&config).await?;
             let now = chrono_now();
             let name = name.unwrap_or_else(|| format!("{} token", role.as_str()));
-            let (token, plain) = ferry_store::tokens::create(&db, &name, role, tenant.as_deref(), now).await?;
-            ferry_store::audit::record(&db.pool, "cli", "token.create", &token.id, Some(&serde_json::json!({"role": role.as_str(), "tenant": tenant})), now).await?;
+            let (token, plain) =
+                ferry_store::tokens::create(&db, &name, role, tenant.as_deref(), now).await?;
+            ferry_store::audit::record(
+                &db.pool,
+                "cli",
+                "token.create",
+                &token.id,
+                Some(&serde_json::json!({"role": role.as_str(), "tenant": tenant})),
+                now,
+            )
+            .await?;
             db.close().await;
             eprintln!("created {} token {} (shown once):", role.as_str(), token.id);
             println!("{plain}");

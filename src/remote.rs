@@ -9,7 +9,12 @@ use serde_json::{json, Value};
 #[derive(Args, Clone)]
 pub struct Remote {
     /// Base URL of a Ferry node.
-    #[arg(long, env = "FERRY_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "FERRY_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     url: String,
     /// Bearer token.
     #[arg(long, env = "FERRY_TOKEN", global = true, hide_env_values = true)]
@@ -57,14 +62,20 @@ pub enum IntegrationCommand {
         #[arg(long)]
         tenant: Option<String>,
     },
-    Show { id: String },
+    Show {
+        id: String,
+    },
     Create {
         /// JSON file with the integration (API.md), `-` for stdin.
         #[arg(short = 'f', long = "file")]
         file: String,
     },
-    Pause { id: String },
-    Resume { id: String },
+    Pause {
+        id: String,
+    },
+    Resume {
+        id: String,
+    },
     Trigger {
         id: String,
         /// JSON payload for the run.
@@ -81,7 +92,9 @@ pub enum RunCommand {
         #[arg(long)]
         status: Option<String>,
     },
-    Show { id: String },
+    Show {
+        id: String,
+    },
 }
 
 #[derive(Args, Clone, Default)]
@@ -103,10 +116,17 @@ pub struct DlqFilter {
 
 impl DlqFilter {
     fn pairs(&self) -> Vec<(&'static str, String)> {
-        [("integration", &self.integration), ("tenant", &self.tenant), ("connector", &self.connector), ("since", &self.since), ("until", &self.until), ("q", &self.q)]
-            .into_iter()
-            .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
-            .collect()
+        [
+            ("integration", &self.integration),
+            ("tenant", &self.tenant),
+            ("connector", &self.connector),
+            ("since", &self.since),
+            ("until", &self.until),
+            ("q", &self.q),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
+        .collect()
     }
 }
 
@@ -116,7 +136,9 @@ pub enum DlqCommand {
         #[command(flatten)]
         filter: DlqFilter,
     },
-    Show { id: String },
+    Show {
+        id: String,
+    },
     /// Replay one dead letter, or every one matching the filters with --all.
     Replay {
         id: Option<String>,
@@ -127,7 +149,9 @@ pub enum DlqCommand {
         #[command(flatten)]
         filter: DlqFilter,
     },
-    Discard { id: String },
+    Discard {
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -141,7 +165,13 @@ struct Client {
 }
 
 impl Client {
-    async fn call(&self, method: reqwest::Method, path: &str, query: &[(&str, String)], body: Option<Value>) -> anyhow::Result<Value> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let url = format!("{}{}", self.remote.url.trim_end_matches('/'), path);
         let mut req = self.http.request(method, &url).query(query);
         if let Some(t) = &self.remote.token {
@@ -150,12 +180,22 @@ impl Client {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.with_context(|| format!("cannot reach {}", self.remote.url))?;
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.remote.url))?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
-        let value: Value = if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let value: Value = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         if !status.is_success() {
-            let msg = value["error"]["message"].as_str().map(str::to_string).unwrap_or_else(|| value.to_string());
+            let msg = value["error"]["message"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| value.to_string());
             let code = value["error"]["code"].as_str().unwrap_or("error");
             bail!("{} {code}: {msg}", status.as_u16());
         }
@@ -171,10 +211,33 @@ fn print_table(value: &Value, columns: &[&str]) {
         Value::Null => "-".into(),
         v => v.to_string(),
     };
-    let rows: Vec<Vec<String>> = items.iter().map(|i| columns.iter().map(|c| cell(&i[*c])).collect()).collect();
-    let widths: Vec<usize> = columns.iter().enumerate().map(|(i, c)| rows.iter().map(|r| r[i].len()).max().unwrap_or(0).max(c.len())).collect();
-    let line = |cells: Vec<String>| cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect::<Vec<_>>().join("  ");
-    println!("{}", line(columns.iter().map(|c| c.to_uppercase()).collect()));
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|i| columns.iter().map(|c| cell(&i[*c])).collect())
+        .collect();
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .max()
+                .unwrap_or(0)
+                .max(c.len())
+        })
+        .collect();
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    println!(
+        "{}",
+        line(columns.iter().map(|c| c.to_uppercase()).collect())
+    );
     for r in rows {
         println!("{}", line(r));
     }
@@ -195,37 +258,86 @@ fn show(remote: &Remote, value: &Value, columns: &[&str]) -> anyhow::Result<()> 
 pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
     use reqwest::Method as M;
     let remote = match &cmd {
-        RemoteCommand::Integrations { remote, .. } | RemoteCommand::Runs { remote, .. } | RemoteCommand::Dlq { remote, .. } | RemoteCommand::Connectors { remote, .. } => remote.clone(),
+        RemoteCommand::Integrations { remote, .. }
+        | RemoteCommand::Runs { remote, .. }
+        | RemoteCommand::Dlq { remote, .. }
+        | RemoteCommand::Connectors { remote, .. } => remote.clone(),
     };
     if !matches!(remote.output.as_str(), "table" | "json") {
         bail!("--output must be table or json, not {:?}", remote.output);
     }
-    let c = Client { http: reqwest::Client::new(), remote: remote.clone() };
+    let c = Client {
+        http: reqwest::Client::new(),
+        remote: remote.clone(),
+    };
     match cmd {
         RemoteCommand::Integrations { command, .. } => match command {
             IntegrationCommand::List { tenant } => {
-                let q: Vec<(&str, String)> = tenant.map(|t| vec![("tenant", t)]).unwrap_or_default();
-                show(&remote, &c.call(M::GET, "/v1/integrations", &q, None).await?, &["id", "tenant", "name", "connector", "status", "next_fire_at"])
+                let q: Vec<(&str, String)> =
+                    tenant.map(|t| vec![("tenant", t)]).unwrap_or_default();
+                show(
+                    &remote,
+                    &c.call(M::GET, "/v1/integrations", &q, None).await?,
+                    &[
+                        "id",
+                        "tenant",
+                        "name",
+                        "connector",
+                        "status",
+                        "next_fire_at",
+                    ],
+                )
             }
-            IntegrationCommand::Show { id } => show(&remote, &c.call(M::GET, &format!("/v1/integrations/{id}"), &[], None).await?, &[]),
+            IntegrationCommand::Show { id } => show(
+                &remote,
+                &c.call(M::GET, &format!("/v1/integrations/{id}"), &[], None)
+                    .await?,
+                &[],
+            ),
             IntegrationCommand::Create { file } => {
                 let text = if file == "-" {
                     std::io::read_to_string(std::io::stdin()).context("cannot read stdin")?
                 } else {
                     std::fs::read_to_string(&file).with_context(|| format!("cannot read {file}"))?
                 };
-                let body: Value = serde_json::from_str(&text).with_context(|| format!("{file} is not valid JSON"))?;
-                show(&remote, &c.call(M::POST, "/v1/integrations", &[], Some(body)).await?, &[])
+                let body: Value = serde_json::from_str(&text)
+                    .with_context(|| format!("{file} is not valid JSON"))?;
+                show(
+                    &remote,
+                    &c.call(M::POST, "/v1/integrations", &[], Some(body)).await?,
+                    &[],
+                )
             }
-            IntegrationCommand::Pause { id } => show(&remote, &c.call(M::POST, &format!("/v1/integrations/{id}/pause"), &[], None).await?, &[]),
-            IntegrationCommand::Resume { id } => show(&remote, &c.call(M::POST, &format!("/v1/integrations/{id}/resume"), &[], None).await?, &[]),
+            IntegrationCommand::Pause { id } => show(
+                &remote,
+                &c.call(M::POST, &format!("/v1/integrations/{id}/pause"), &[], None)
+                    .await?,
+                &[],
+            ),
+            IntegrationCommand::Resume { id } => show(
+                &remote,
+                &c.call(M::POST, &format!("/v1/integrations/{id}/resume"), &[], None)
+                    .await?,
+                &[],
+            ),
             IntegrationCommand::Trigger { id, payload } => {
-                let body = payload.map(|p| serde_json::from_str::<Value>(&p)).transpose().context("--payload is not valid JSON")?;
-                show(&remote, &c.call(M::POST, &format!("/v1/integrations/{id}/runs"), &[], body).await?, &[])
+                let body = payload
+                    .map(|p| serde_json::from_str::<Value>(&p))
+                    .transpose()
+                    .context("--payload is not valid JSON")?;
+                show(
+                    &remote,
+                    &c.call(M::POST, &format!("/v1/integrations/{id}/runs"), &[], body)
+                        .await?,
+                    &[],
+                )
             }
         },
         RemoteCommand::Runs { command, .. } => match command {
-            RunCommand::List { integration, status } => {
+            RunCommand::List {
+                integration,
+                status,
+            } => {
                 let mut q = Vec::new();
                 if let Some(i) = integration {
                     q.push(("integration", i));
@@ -233,18 +345,72 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                 if let Some(s) = status {
                     q.push(("status", s));
                 }
-                show(&remote, &c.call(M::GET, "/v1/runs", &q, None).await?, &["id", "integration_id", "trigger", "status", "attempts", "created_at", "error"])
+                show(
+                    &remote,
+                    &c.call(M::GET, "/v1/runs", &q, None).await?,
+                    &[
+                        "id",
+                        "integration_id",
+                        "trigger",
+                        "status",
+                        "attempts",
+                        "created_at",
+                        "error",
+                    ],
+                )
             }
-            RunCommand::Show { id } => show(&remote, &c.call(M::GET, &format!("/v1/runs/{id}"), &[], None).await?, &[]),
+            RunCommand::Show { id } => show(
+                &remote,
+                &c.call(M::GET, &format!("/v1/runs/{id}"), &[], None).await?,
+                &[],
+            ),
         },
         RemoteCommand::Dlq { command, .. } => match command {
-            DlqCommand::List { filter } => show(&remote, &c.call(M::GET, "/v1/dead-letters", &filter.pairs(), None).await?, &["id", "integration_id", "connector", "attempts", "dead_at", "replayed_at"]),
-            DlqCommand::Show { id } => show(&remote, &c.call(M::GET, &format!("/v1/dead-letters/{id}"), &[], None).await?, &[]),
-            DlqCommand::Replay { id, all, dry_run, filter } => match (id, all) {
-                (Some(id), false) => show(&remote, &c.call(M::POST, &format!("/v1/dead-letters/{id}/replay"), &[], None).await?, &[]),
+            DlqCommand::List { filter } => show(
+                &remote,
+                &c.call(M::GET, "/v1/dead-letters", &filter.pairs(), None)
+                    .await?,
+                &[
+                    "id",
+                    "integration_id",
+                    "connector",
+                    "attempts",
+                    "dead_at",
+                    "replayed_at",
+                ],
+            ),
+            DlqCommand::Show { id } => show(
+                &remote,
+                &c.call(M::GET, &format!("/v1/dead-letters/{id}"), &[], None)
+                    .await?,
+                &[],
+            ),
+            DlqCommand::Replay {
+                id,
+                all,
+                dry_run,
+                filter,
+            } => match (id, all) {
+                (Some(id), false) => show(
+                    &remote,
+                    &c.call(M::POST, &format!("/v1/dead-letters/{id}/replay"), &[], None)
+                        .await?,
+                    &[],
+                ),
                 (None, true) => {
-                    let f: serde_json::Map<String, Value> = filter.pairs().into_iter().map(|(k, v)| (k.to_string(), Value::String(v))).collect();
-                    let counted = c.call(M::POST, "/v1/dead-letters/replay", &[], Some(json!({"filter": f, "dry_run": true}))).await?;
+                    let f: serde_json::Map<String, Value> = filter
+                        .pairs()
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), Value::String(v)))
+                        .collect();
+                    let counted = c
+                        .call(
+                            M::POST,
+                            "/v1/dead-letters/replay",
+                            &[],
+                            Some(json!({"filter": f, "dry_run": true})),
+                        )
+                        .await?;
                     if dry_run {
                         if remote.output == "json" {
                             println!("{counted}");
@@ -254,7 +420,14 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                         return Ok(());
                     }
                     eprintln!("replaying {} dead letters…", counted["matched"]);
-                    let done = c.call(M::POST, "/v1/dead-letters/replay", &[], Some(json!({"filter": f, "dry_run": false}))).await?;
+                    let done = c
+                        .call(
+                            M::POST,
+                            "/v1/dead-letters/replay",
+                            &[],
+                            Some(json!({"filter": f, "dry_run": false})),
+                        )
+                        .await?;
                     if remote.output == "json" {
                         println!("{done}");
                     } else {
@@ -266,13 +439,19 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                 (None, false) => bail!("give a dead-letter id, or --all with filters"),
             },
             DlqCommand::Discard { id } => {
-                c.call(M::DELETE, &format!("/v1/dead-letters/{id}"), &[], None).await?;
+                c.call(M::DELETE, &format!("/v1/dead-letters/{id}"), &[], None)
+                    .await?;
                 println!("discarded {id}");
                 Ok(())
             }
         },
-        RemoteCommand::Connectors { command: ConnectorCommand::List, .. } => {
-            show(&remote, &c.call(M::GET, "/v1/connectors", &[], None).await?, &["id", "version", "name", "triggers"])
-        }
+        RemoteCommand::Connectors {
+            command: ConnectorCommand::List,
+            ..
+        } => show(
+            &remote,
+            &c.call(M::GET, "/v1/connectors", &[], None).await?,
+            &["id", "version", "name", "triggers"],
+        ),
     }
 }

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use ferry_core::{Connector, ConnectorError, Manifest, RetryPolicy, RunContext, RunReport, Schedule, TriggerKind};
+use ferry_core::{
+    Connector, ConnectorError, Manifest, RetryPolicy, RunContext, RunReport, Schedule, TriggerKind,
+};
 use ferry_store::integrations::{self, Integration, IntegrationSpec};
 use ferry_store::{Db, DbOptions, SecretKey};
 use serde_json::json;
@@ -30,7 +32,9 @@ impl Drop for TempDir {
 pub async fn sqlite_db() -> (Db, TempDir) {
     let dir = TempDir::new("ferry-test");
     let url = format!("sqlite://{}?mode=rwc", dir.0.join("ferry.db").display());
-    let db = Db::connect(&DbOptions::new(url)).await.expect("sqlite connect");
+    let db = Db::connect(&DbOptions::new(url))
+        .await
+        .expect("sqlite connect");
     db.migrate().await.expect("migrate");
     (db, dir)
 }
@@ -43,7 +47,10 @@ pub fn pg_base_url(test: &str) -> Option<String> {
             // Written past the test harness's capture, so a run without
             // PostgreSQL says what it did not test.
             use std::io::Write;
-            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: FERRY_TEST_POSTGRES_URL is not set");
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: FERRY_TEST_POSTGRES_URL is not set"
+            );
             None
         }
     }
@@ -61,8 +68,13 @@ pub async fn pg_fresh_url(test: &str) -> Option<String> {
     use sqlx::Connection;
     let base = pg_base_url(test)?;
     let name = format!("ferry_t_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(&base).await.expect("connect to FERRY_TEST_POSTGRES_URL");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create database");
+    let mut conn = sqlx::PgConnection::connect(&base)
+        .await
+        .expect("connect to FERRY_TEST_POSTGRES_URL");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
     let (head, query) = match base.split_once('?') {
         Some((h, q)) => (h.to_string(), format!("?{q}")),
         None => (base.clone(), String::new()),
@@ -88,17 +100,37 @@ pub fn spec(connector: &str, tenant: &str, schedule: Option<Schedule>) -> Integr
         schedule,
         config: json!({"url": "http://127.0.0.1:9/x"}),
         secrets: BTreeMap::from([("signing_secret".to_string(), "s3cret-value".to_string())]),
-        retry: RetryPolicy { max_attempts: 3, initial_backoff_ms: 100, max_backoff_ms: 1000 },
+        retry: RetryPolicy {
+            max_attempts: 3,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 1000,
+        },
         enabled: true,
     }
 }
 
-pub async fn integration(db: &Db, spec: &IntegrationSpec, next_fire_at: Option<i64>, now: i64) -> Integration {
-    integrations::create(db, &key(), spec, next_fire_at, now, "test").await.expect("create integration")
+pub async fn integration(
+    db: &Db,
+    spec: &IntegrationSpec,
+    next_fire_at: Option<i64>,
+    now: i64,
+) -> Integration {
+    integrations::create(db, &key(), spec, next_fire_at, now, "test")
+        .await
+        .expect("create integration")
 }
 
-pub fn every(cron: &str, misfire: ferry_core::MisfirePolicy, overlap: ferry_core::OverlapPolicy) -> Schedule {
-    Schedule { cron: cron.into(), timezone: "UTC".into(), misfire, overlap }
+pub fn every(
+    cron: &str,
+    misfire: ferry_core::MisfirePolicy,
+    overlap: ferry_core::OverlapPolicy,
+) -> Schedule {
+    Schedule {
+        cron: cron.into(),
+        timezone: "UTC".into(),
+        misfire,
+        overlap,
+    }
 }
 
 /// A connector that counts runs per run id and fails while `fail` is set.
@@ -124,7 +156,11 @@ impl CountingConnector {
                 description: "test connector".into(),
                 triggers: vec![TriggerKind::Schedule, TriggerKind::Webhook],
                 config_schema: json!({"type": "object"}),
-                secrets: vec![ferry_core::SecretSpec { name: "signing_secret".into(), required: false, description: String::new() }],
+                secrets: vec![ferry_core::SecretSpec {
+                    name: "signing_secret".into(),
+                    required: false,
+                    description: String::new(),
+                }],
             },
             counts,
         }
@@ -137,15 +173,27 @@ impl Connector for CountingConnector {
         &self.manifest
     }
     async fn run(&self, ctx: RunContext) -> Result<RunReport, ConnectorError> {
-        *self.counts.runs.lock().expect("lock").entry(ctx.run_id).or_default() += 1;
+        *self
+            .counts
+            .runs
+            .lock()
+            .expect("lock")
+            .entry(ctx.run_id)
+            .or_default() += 1;
         self.counts.total.fetch_add(1, Ordering::SeqCst);
         if self.counts.fail.load(Ordering::SeqCst) {
             return Err(ConnectorError::Transient("scripted failure".into()));
         }
-        Ok(RunReport { records_ok: 1, ..Default::default() })
+        Ok(RunReport {
+            records_ok: 1,
+            ..Default::default()
+        })
     }
 }
 
 pub async fn count(db: &Db, sql: &str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(&db.pool).await.expect("count query")
+    sqlx::query_scalar(sql)
+        .fetch_one(&db.pool)
+        .await
+        .expect("count query")
 }

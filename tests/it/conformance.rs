@@ -32,7 +32,15 @@ fn job(i: &ferry_store::Integration, run_at: i64, key: Option<&str>) -> NewJob {
 }
 
 fn entry(attempt: i64, outcome: &str, error: Option<&str>) -> AttemptEntry {
-    AttemptEntry { attempt, started_at: T0, finished_at: T0, outcome: outcome.into(), error: error.map(str::to_string), class: None, worker: Some("w".into()) }
+    AttemptEntry {
+        attempt,
+        started_at: T0,
+        finished_at: T0,
+        outcome: outcome.into(),
+        error: error.map(str::to_string),
+        class: None,
+        worker: Some("w".into()),
+    }
 }
 
 fn success(j: &ferry_queue::ClaimedJob) -> Success {
@@ -44,7 +52,10 @@ fn success(j: &ferry_queue::ClaimedJob) -> Success {
         connector_version: "1.0.0".into(),
         records_ok: 3,
         records_rejected: 1,
-        rejections: vec![Rejection { record: "r1".into(), reason: "contact is suppressed".into() }],
+        rejections: vec![Rejection {
+            record: "r1".into(),
+            reason: "contact is suppressed".into(),
+        }],
         attempt: entry(j.attempt, "succeeded", None),
         state: None,
     }
@@ -70,69 +81,178 @@ async fn suite(db: Db) {
     // Integrations: revisions, CAS on revision, secrets sealed.
     let mut s2 = spec("webhook", "acme", None);
     s2.config = json!({"url": "http://example.test/v2"});
-    let i2 = integrations::update(&db, &key, i.id, 1, &s2, None, T0, "test").await.expect("update");
+    let i2 = integrations::update(&db, &key, i.id, 1, &s2, None, T0, "test")
+        .await
+        .expect("update");
     assert_eq!(i2.revision, 2);
-    assert!(matches!(integrations::update(&db, &key, i.id, 1, &s2, None, T0, "test").await, Err(ferry_store::Error::Conflict(_))));
-    let r1 = integrations::revision(&db, &key, i.id, 1).await.expect("rev 1");
+    assert!(matches!(
+        integrations::update(&db, &key, i.id, 1, &s2, None, T0, "test").await,
+        Err(ferry_store::Error::Conflict(_))
+    ));
+    let r1 = integrations::revision(&db, &key, i.id, 1)
+        .await
+        .expect("rev 1");
     assert_eq!(r1.config, json!({"url": "http://127.0.0.1:9/x"}));
     assert_eq!(r1.secrets["signing_secret"], "s3cret-value");
-    let sealed: Vec<String> = sqlx::query_scalar("SELECT secrets_enc FROM integration_revisions").fetch_all(&db.pool).await.expect("read");
-    assert!(sealed.iter().all(|s| !s.contains("s3cret")), "secrets are encrypted at rest");
-    let (listed, _) = integrations::list(&db, Some("acme"), 10, None).await.expect("list");
+    let sealed: Vec<String> = sqlx::query_scalar("SELECT secrets_enc FROM integration_revisions")
+        .fetch_all(&db.pool)
+        .await
+        .expect("read");
+    assert!(
+        sealed.iter().all(|s| !s.contains("s3cret")),
+        "secrets are encrypted at rest"
+    );
+    let (listed, _) = integrations::list(&db, Some("acme"), 10, None)
+        .await
+        .expect("list");
     assert_eq!(listed.len(), 1);
 
     // Enqueue dedupes by key, even after the first job has finished.
     let a = job(&i, T0, Some("evt-1"));
-    let first = q.enqueue(&[a.clone()], T0).await.expect("enqueue")[0].clone();
+    let first = q
+        .enqueue(std::slice::from_ref(&a), T0)
+        .await
+        .expect("enqueue")[0]
+        .clone();
     assert!(!first.duplicate);
-    let again = q.enqueue(&[job(&i, T0, Some("evt-1"))], T0).await.expect("enqueue dup")[0].clone();
+    let again = q
+        .enqueue(&[job(&i, T0, Some("evt-1"))], T0)
+        .await
+        .expect("enqueue dup")[0]
+        .clone();
     assert!(again.duplicate);
     assert_eq!((again.job_id, again.event_id), (a.id, a.event_id));
     assert_eq!(count(&db, "SELECT COUNT(*) FROM jobs").await, 1);
 
     // Claims: batch, only due jobs, distinct fencing tokens.
-    q.enqueue(&[job(&i, T0, None), job(&i, T0 + 1, None), job(&i, T0 + 60_000, None)], T0).await.expect("enqueue more");
+    q.enqueue(
+        &[
+            job(&i, T0, None),
+            job(&i, T0 + 1, None),
+            job(&i, T0 + 60_000, None),
+        ],
+        T0,
+    )
+    .await
+    .expect("enqueue more");
     let claimed = q.claim("w1", 2, 1_000, T0 + 10, &[]).await.expect("claim");
     assert_eq!(claimed.len(), 2);
     assert_ne!(claimed[0].lease_token, claimed[1].lease_token);
-    let rest = q.claim("w1", 10, 1_000, T0 + 10, &[]).await.expect("claim rest");
+    let rest = q
+        .claim("w1", 10, 1_000, T0 + 10, &[])
+        .await
+        .expect("claim rest");
     assert_eq!(rest.len(), 1, "the job due in a minute is not claimed");
-    assert!(q.claim("w1", 10, 1_000, T0 + 10, &["acme".to_string()]).await.expect("claim excl").is_empty());
+    assert!(q
+        .claim("w1", 10, 1_000, T0 + 10, &["acme".to_string()])
+        .await
+        .expect("claim excl")
+        .is_empty());
 
     // Completion needs the token.
     let mut wrong = success(&claimed[0]);
     wrong.lease_token = "stale".into();
-    assert_eq!(q.complete(&[wrong], T0 + 20).await.expect("complete"), vec![claimed[0].id]);
-    assert!(q.complete(&[success(&claimed[0]), success(&claimed[1])], T0 + 20).await.expect("complete").is_empty());
+    assert_eq!(
+        q.complete(&[wrong], T0 + 20).await.expect("complete"),
+        vec![claimed[0].id]
+    );
+    assert!(q
+        .complete(&[success(&claimed[0]), success(&claimed[1])], T0 + 20)
+        .await
+        .expect("complete")
+        .is_empty());
     let run = q.get_run(claimed[0].id).await.expect("run");
     assert_eq!(run.status, ferry_core::RunStatus::Succeeded);
     assert_eq!((run.records_ok, run.records_rejected), (3, 1));
     assert_eq!(run.rejections[0].reason, "contact is suppressed");
-    assert_eq!(q.enqueue(&[job(&i, T0, Some("evt-1"))], T0).await.expect("dup after finish")[0].duplicate, true);
+    assert!(
+        q.enqueue(&[job(&i, T0, Some("evt-1"))], T0)
+            .await
+            .expect("dup after finish")[0]
+            .duplicate
+    );
 
     // Failure: retry at the given time, then dead with every error.
     let f = &rest[0];
-    assert!(q.fail(&failure(f, Some(T0 + 5_000), "HTTP 500: boom"), T0 + 30).await.expect("fail"));
-    let listed = q.list_runs(&RunFilter { status: Some(ferry_core::RunStatus::Retrying), ..Default::default() }, 10, None).await.expect("runs");
+    assert!(q
+        .fail(&failure(f, Some(T0 + 5_000), "HTTP 500: boom"), T0 + 30)
+        .await
+        .expect("fail"));
+    let listed = q
+        .list_runs(
+            &RunFilter {
+                status: Some(ferry_core::RunStatus::Retrying),
+                ..Default::default()
+            },
+            10,
+            None,
+        )
+        .await
+        .expect("runs");
     assert_eq!(listed.0.len(), 1);
-    assert!(q.claim("w1", 10, 1_000, T0 + 4_999, &[]).await.expect("early").is_empty(), "not before its backoff");
-    let again = q.claim("w1", 10, 1_000, T0 + 5_000, &[]).await.expect("retry claim");
+    assert!(
+        q.claim("w1", 10, 1_000, T0 + 4_999, &[])
+            .await
+            .expect("early")
+            .is_empty(),
+        "not before its backoff"
+    );
+    let again = q
+        .claim("w1", 10, 1_000, T0 + 5_000, &[])
+        .await
+        .expect("retry claim");
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].attempt, 2);
-    assert!(q.fail(&failure(&again[0], None, "HTTP 500: still"), T0 + 5_100).await.expect("dead"));
-    let (dls, _) = q.list_dead_letters(&DeadLetterFilter::default(), 10, None).await.expect("dls");
+    assert!(q
+        .fail(&failure(&again[0], None, "HTTP 500: still"), T0 + 5_100)
+        .await
+        .expect("dead"));
+    let (dls, _) = q
+        .list_dead_letters(&DeadLetterFilter::default(), 10, None)
+        .await
+        .expect("dls");
     assert_eq!(dls.len(), 1);
     let dl = &dls[0];
-    assert_eq!(dl.errors, vec!["HTTP 500: boom".to_string(), "HTTP 500: still".to_string()]);
+    assert_eq!(
+        dl.errors,
+        vec!["HTTP 500: boom".to_string(), "HTTP 500: still".to_string()]
+    );
     assert_eq!(dl.payload, json!({"n": 1}));
     assert_eq!(dl.attempts, 2);
-    let q_match = DeadLetterFilter { q: Some("BOOM".into()), ..Default::default() };
-    assert_eq!(q.list_dead_letters(&q_match, 10, None).await.expect("q").0.len(), 1);
-    let q_miss = DeadLetterFilter { q: Some("timeout".into()), ..Default::default() };
-    assert_eq!(q.list_dead_letters(&q_miss, 10, None).await.expect("q").0.len(), 0);
-    let in_window = DeadLetterFilter { since: Some(T0), until: Some(T0 + 10_000), ..Default::default() };
+    let q_match = DeadLetterFilter {
+        q: Some("BOOM".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        q.list_dead_letters(&q_match, 10, None)
+            .await
+            .expect("q")
+            .0
+            .len(),
+        1
+    );
+    let q_miss = DeadLetterFilter {
+        q: Some("timeout".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        q.list_dead_letters(&q_miss, 10, None)
+            .await
+            .expect("q")
+            .0
+            .len(),
+        0
+    );
+    let in_window = DeadLetterFilter {
+        since: Some(T0),
+        until: Some(T0 + 10_000),
+        ..Default::default()
+    };
     assert_eq!(q.count_replayable(&in_window).await.expect("count"), 1);
-    let later = DeadLetterFilter { since: Some(T0 + 10_000), ..Default::default() };
+    let later = DeadLetterFilter {
+        since: Some(T0 + 10_000),
+        ..Default::default()
+    };
     assert_eq!(q.count_replayable(&later).await.expect("count"), 0);
 
     // Replay: a new linked job on the current revision; lineage both ways.
@@ -140,14 +260,36 @@ async fn suite(db: Db) {
     let replayed = q.get_run(run_id).await.expect("replayed run");
     assert_eq!(replayed.replay_of, Some(dl.id));
     assert_eq!(replayed.trigger, Trigger::Replay);
-    assert_eq!(replayed.event_id, dl.event_id, "same event id, so receivers can deduplicate");
+    assert_eq!(
+        replayed.event_id, dl.event_id,
+        "same event id, so receivers can deduplicate"
+    );
     assert_eq!(replayed.revision, 2);
     let dl_after = q.get_dead_letter(dl.id).await.expect("dl");
     assert_eq!(dl_after.replay_run_id, Some(run_id));
-    assert_eq!(q.count_replayable(&DeadLetterFilter::default()).await.expect("count"), 0);
-    assert!(count(&db, "SELECT COUNT(*) FROM audit_log WHERE action = 'dead_letter.replay'").await == 1);
-    let rj = q.claim("A", 10, 1_000, T0 + 7_000, &[]).await.expect("claim replay");
-    assert_eq!(rj.iter().map(|j| j.id).collect::<Vec<_>>(), vec![run_id], "only the replay is due");
+    assert_eq!(
+        q.count_replayable(&DeadLetterFilter::default())
+            .await
+            .expect("count"),
+        0
+    );
+    assert!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM audit_log WHERE action = 'dead_letter.replay'"
+        )
+        .await
+            == 1
+    );
+    let rj = q
+        .claim("A", 10, 1_000, T0 + 7_000, &[])
+        .await
+        .expect("claim replay");
+    assert_eq!(
+        rj.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![run_id],
+        "only the replay is due"
+    );
 }
 
 #[tokio::test]
@@ -158,7 +300,9 @@ async fn conformance_sqlite() {
 
 #[tokio::test]
 async fn conformance_postgres() {
-    let Some(db) = pg_db("conformance_postgres").await else { return };
+    let Some(db) = pg_db("conformance_postgres").await else {
+        return;
+    };
     suite(db).await;
 }
 
@@ -166,41 +310,111 @@ async fn lease_suite(db: Db) {
     let q = Queue::new(db.clone());
     let i = integration(&db, &spec("webhook", "acme", None), None, T0).await;
     q.enqueue(&[job(&i, T0, None)], T0).await.expect("enqueue");
-    let a = q.claim("A", 1, 1_000, T0, &[]).await.expect("claim A").remove(0);
+    let a = q
+        .claim("A", 1, 1_000, T0, &[])
+        .await
+        .expect("claim A")
+        .remove(0);
     // Heartbeats extend the lease.
-    assert!(q.heartbeat(&[(a.id, a.lease_token.clone())], 1_000, T0 + 900).await.expect("hb").is_empty());
-    assert_eq!(q.rescue_expired(T0 + 1_500).await.expect("rescue"), 0, "the heartbeat moved the lease to T0+1900");
+    assert!(q
+        .heartbeat(&[(a.id, a.lease_token.clone())], 1_000, T0 + 900)
+        .await
+        .expect("hb")
+        .is_empty());
+    assert_eq!(
+        q.rescue_expired(T0 + 1_500).await.expect("rescue"),
+        0,
+        "the heartbeat moved the lease to T0+1900"
+    );
     // A stops heartbeating: rescued, claimed by B.
     assert_eq!(q.rescue_expired(T0 + 2_000).await.expect("rescue"), 1);
-    let b = q.claim("B", 1, 1_000, T0 + 2_000, &[]).await.expect("claim B").remove(0);
+    let b = q
+        .claim("B", 1, 1_000, T0 + 2_000, &[])
+        .await
+        .expect("claim B")
+        .remove(0);
     assert_eq!(b.id, a.id);
     assert_eq!(b.attempt, 2);
     assert_ne!(b.lease_token, a.lease_token);
     assert_eq!(b.attempt_log[0].outcome, "lease_expired");
     // A's heartbeat and completion are rejected; B's completion lands.
-    assert_eq!(q.heartbeat(&[(a.id, a.lease_token.clone())], 1_000, T0 + 2_100).await.expect("hb"), vec![a.id]);
-    assert_eq!(q.complete(&[success(&a)], T0 + 2_200).await.expect("A completes"), vec![a.id]);
-    assert!(!q.fail(&failure(&a, None, "late"), T0 + 2_200).await.expect("A fails"));
-    assert!(q.complete(&[success(&b)], T0 + 2_300).await.expect("B completes").is_empty());
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM runs WHERE status = 'succeeded'").await, 1);
+    assert_eq!(
+        q.heartbeat(&[(a.id, a.lease_token.clone())], 1_000, T0 + 2_100)
+            .await
+            .expect("hb"),
+        vec![a.id]
+    );
+    assert_eq!(
+        q.complete(&[success(&a)], T0 + 2_200)
+            .await
+            .expect("A completes"),
+        vec![a.id]
+    );
+    assert!(!q
+        .fail(&failure(&a, None, "late"), T0 + 2_200)
+        .await
+        .expect("A fails"));
+    assert!(q
+        .complete(&[success(&b)], T0 + 2_300)
+        .await
+        .expect("B completes")
+        .is_empty());
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM runs WHERE status = 'succeeded'").await,
+        1
+    );
     assert_eq!(count(&db, "SELECT COUNT(*) FROM dead_letters").await, 0);
 
     // A job whose last attempt's worker vanished is dead-lettered, not lost.
-    q.enqueue(&[NewJob { max_attempts: 1, ..job(&i, T0, None) }], T0).await.expect("enqueue");
-    q.claim("C", 1, 1_000, T0 + 3_000, &[]).await.expect("claim C");
+    q.enqueue(
+        &[NewJob {
+            max_attempts: 1,
+            ..job(&i, T0, None)
+        }],
+        T0,
+    )
+    .await
+    .expect("enqueue");
+    q.claim("C", 1, 1_000, T0 + 3_000, &[])
+        .await
+        .expect("claim C");
     assert_eq!(q.rescue_expired(T0 + 5_000).await.expect("rescue"), 1);
-    let (dls, _) = q.list_dead_letters(&DeadLetterFilter::default(), 10, None).await.expect("dls");
+    let (dls, _) = q
+        .list_dead_letters(&DeadLetterFilter::default(), 10, None)
+        .await
+        .expect("dls");
     assert_eq!(dls.len(), 1);
-    assert!(dls[0].errors[0].contains("lease expired"), "{:?}", dls[0].errors);
+    assert!(
+        dls[0].errors[0].contains("lease expired"),
+        "{:?}",
+        dls[0].errors
+    );
 
     // Integration state: compare-and-swap with the completion.
-    q.enqueue(&[job(&i, T0, None), job(&i, T0, None)], T0).await.expect("enqueue");
-    let two = q.claim("D", 2, 10_000, T0 + 6_000, &[]).await.expect("claim D");
-    let with_state = |j: &ferry_queue::ClaimedJob, cursor: i64| Success { state: Some((0, json!({"cursor": cursor}))), ..success(j) };
-    assert!(q.complete(&[with_state(&two[0], 1)], T0 + 6_100).await.expect("cas ok").is_empty());
+    q.enqueue(&[job(&i, T0, None), job(&i, T0, None)], T0)
+        .await
+        .expect("enqueue");
+    let two = q
+        .claim("D", 2, 10_000, T0 + 6_000, &[])
+        .await
+        .expect("claim D");
+    let with_state = |j: &ferry_queue::ClaimedJob, cursor: i64| Success {
+        state: Some((0, json!({"cursor": cursor}))),
+        ..success(j)
+    };
+    assert!(q
+        .complete(&[with_state(&two[0], 1)], T0 + 6_100)
+        .await
+        .expect("cas ok")
+        .is_empty());
     let stale = q.complete(&[with_state(&two[1], 2)], T0 + 6_200).await;
-    assert!(matches!(stale, Err(ferry_store::Error::Conflict(_))), "{stale:?}");
-    let st = ferry_store::state::get(&db.pool, i.id).await.expect("state");
+    assert!(
+        matches!(stale, Err(ferry_store::Error::Conflict(_))),
+        "{stale:?}"
+    );
+    let st = ferry_store::state::get(&db.pool, i.id)
+        .await
+        .expect("state");
     assert_eq!((st.version, st.state), (1, json!({"cursor": 1})));
 }
 
@@ -212,6 +426,8 @@ async fn leases_and_state_sqlite() {
 
 #[tokio::test]
 async fn leases_and_state_postgres() {
-    let Some(db) = pg_db("leases_and_state_postgres").await else { return };
+    let Some(db) = pg_db("leases_and_state_postgres").await else {
+        return;
+    };
     lease_suite(db).await;
 }

@@ -5,7 +5,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_core::{ManualClock, MisfirePolicy as M, OverlapPolicy as O, Registry, SystemClock, Trigger};
+use ferry_core::{
+    ManualClock, MisfirePolicy as M, OverlapPolicy as O, Registry, SystemClock, Trigger,
+};
 use ferry_queue::{NewJob, Queue};
 use ferry_scheduler::{Scheduler, SchedulerConfig};
 use ferry_store::{Db, DbOptions};
@@ -16,8 +18,12 @@ use crate::common::*;
 
 #[tokio::test]
 async fn two_schedulers_fire_each_fire_once_postgres() {
-    let Some(url) = pg_fresh_url("two_schedulers_fire_each_fire_once_postgres").await else { return };
-    let a = Db::connect(&DbOptions::new(url.clone())).await.expect("node a");
+    let Some(url) = pg_fresh_url("two_schedulers_fire_each_fire_once_postgres").await else {
+        return;
+    };
+    let a = Db::connect(&DbOptions::new(url.clone()))
+        .await
+        .expect("node a");
     a.migrate().await.expect("migrate");
     let b = Db::connect(&DbOptions::new(url)).await.expect("node b");
     b.migrate().await.expect("migrate twice is a no-op");
@@ -25,34 +31,73 @@ async fn two_schedulers_fire_each_fire_once_postgres() {
     let schedule = every("* * * * * *", M::FireOnce, O::Allow);
     let mut ids = Vec::new();
     for n in 0..200 {
-        let i = integration(&a, &spec("webhook", &format!("t{}", n % 7), Some(schedule.clone())), Some(t0 + 1_000), t0).await;
+        let i = integration(
+            &a,
+            &spec("webhook", &format!("t{}", n % 7), Some(schedule.clone())),
+            Some(t0 + 1_000),
+            t0,
+        )
+        .await;
         ids.push(i.id);
     }
     let clock = Arc::new(ManualClock::new(t0));
-    let sa = Scheduler::new(Queue::new(a.clone()), SchedulerConfig { batch: 64, ..Default::default() }, clock.clone());
-    let sb = Scheduler::new(Queue::new(b.clone()), SchedulerConfig { batch: 64, ..Default::default() }, clock);
+    let sa = Scheduler::new(
+        Queue::new(a.clone()),
+        SchedulerConfig {
+            batch: 64,
+            ..Default::default()
+        },
+        clock.clone(),
+    );
+    let sb = Scheduler::new(
+        Queue::new(b.clone()),
+        SchedulerConfig {
+            batch: 64,
+            ..Default::default()
+        },
+        clock,
+    );
     // Ten seconds of fires, both nodes ticking at the same instants.
     for k in 1..=10 {
         let now = t0 + k * 1_000 + 100;
         let (ra, rb) = tokio::join!(sa.tick(now), sb.tick(now));
         let (ra, rb) = (ra.expect("tick a"), rb.expect("tick b"));
-        assert_eq!(ra.enqueued + rb.enqueued, 200, "second {k}: one job per integration across both nodes");
+        assert_eq!(
+            ra.enqueued + rb.enqueued,
+            200,
+            "second {k}: one job per integration across both nodes"
+        );
     }
     assert_eq!(count(&a, "SELECT COUNT(*) FROM jobs").await, 2_000);
-    assert_eq!(count(&a, "SELECT COUNT(*) FROM (SELECT DISTINCT integration_id, scheduled_for FROM jobs) t").await, 2_000);
-    let per = ferry_scheduler::jobs_per_integration(&a).await.expect("per integration");
+    assert_eq!(
+        count(
+            &a,
+            "SELECT COUNT(*) FROM (SELECT DISTINCT integration_id, scheduled_for FROM jobs) t"
+        )
+        .await,
+        2_000
+    );
+    let per = ferry_scheduler::jobs_per_integration(&a)
+        .await
+        .expect("per integration");
     assert!(ids.iter().all(|id| per.get(&id.to_string()) == Some(&10)));
 }
 
 #[tokio::test]
 async fn two_workers_run_each_job_once_postgres() {
-    let Some(url) = pg_fresh_url("two_workers_run_each_job_once_postgres").await else { return };
-    let a = Db::connect(&DbOptions::new(url.clone())).await.expect("node a");
+    let Some(url) = pg_fresh_url("two_workers_run_each_job_once_postgres").await else {
+        return;
+    };
+    let a = Db::connect(&DbOptions::new(url.clone()))
+        .await
+        .expect("node a");
     a.migrate().await.expect("migrate");
     let b = Db::connect(&DbOptions::new(url)).await.expect("node b");
     let counts = Counting::default();
     let mut registry = Registry::new();
-    registry.register(CountingConnector::new(counts.clone())).expect("register");
+    registry
+        .register(CountingConnector::new(counts.clone()))
+        .expect("register");
     let registry = Arc::new(registry);
     let now = chrono::Utc::now().timestamp_millis();
     let i = integration(&a, &spec("counting", "acme", None), None, now).await;
@@ -80,10 +125,31 @@ async fn two_workers_run_each_job_once_postgres() {
     for chunk in jobs.chunks(2_000) {
         qa.enqueue(chunk, now).await.expect("enqueue");
     }
-    let config = WorkerConfig { concurrency: 64, per_tenant: 64, poll: Duration::from_millis(20), ..Default::default() };
+    let config = WorkerConfig {
+        concurrency: 64,
+        per_tenant: 64,
+        poll: Duration::from_millis(20),
+        ..Default::default()
+    };
     let metrics = Arc::new(ferry_core::metrics::Metrics::default());
-    let wa = Worker::new("node-a".into(), qa.clone(), key(), registry.clone(), Arc::new(SystemClock), config.clone(), metrics.clone());
-    let wb = Worker::new("node-b".into(), Queue::new(b.clone()), key(), registry, Arc::new(SystemClock), config, metrics);
+    let wa = Worker::new(
+        "node-a".into(),
+        qa.clone(),
+        key(),
+        registry.clone(),
+        Arc::new(SystemClock),
+        config.clone(),
+        metrics.clone(),
+    );
+    let wb = Worker::new(
+        "node-b".into(),
+        Queue::new(b.clone()),
+        key(),
+        registry,
+        Arc::new(SystemClock),
+        config,
+        metrics,
+    );
     let cancel = CancellationToken::new();
     let ha = tokio::spawn(wa.run(cancel.clone()));
     let hb = tokio::spawn(wb.run(cancel.clone()));
@@ -93,18 +159,28 @@ async fn two_workers_run_each_job_once_postgres() {
         if done as usize == N {
             break;
         }
-        assert!(Instant::now() < deadline, "only {done} of {N} jobs finished in time");
+        assert!(
+            Instant::now() < deadline,
+            "only {done} of {N} jobs finished in time"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     cancel.cancel();
     ha.await.expect("worker a");
     hb.await.expect("worker b");
-    let runs = counts.runs.lock().expect("lock");
+    let runs = counts.runs.lock().expect("lock").clone();
     assert_eq!(runs.len(), N, "every job ran");
     assert!(runs.values().all(|n| *n == 1), "no job ran twice");
     assert_eq!(counts.total.load(Ordering::SeqCst) as usize, N);
-    assert_eq!(count(&a, "SELECT COUNT(*) FROM runs WHERE status = 'succeeded'").await as usize, N);
-    assert_eq!(count(&a, "SELECT COUNT(*) FROM jobs").await, 0, "finished work left the hot table");
+    assert_eq!(
+        count(&a, "SELECT COUNT(*) FROM runs WHERE status = 'succeeded'").await as usize,
+        N
+    );
+    assert_eq!(
+        count(&a, "SELECT COUNT(*) FROM jobs").await,
+        0,
+        "finished work left the hot table"
+    );
     let by_node: Vec<(String, i64)> = sqlx::query_as(
         "SELECT (attempt_log::jsonb -> 0 ->> 'worker') AS w, COUNT(*) FROM runs GROUP BY w ORDER BY w",
     )

@@ -12,21 +12,35 @@ use ferry_store::Db;
 use crate::common::*;
 
 fn ms(s: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(s).expect("time").timestamp_millis()
+    chrono::DateTime::parse_from_rfc3339(s)
+        .expect("time")
+        .timestamp_millis()
 }
 
 fn scheduler(db: &Db) -> (Scheduler, Queue) {
     let q = Queue::new(db.clone());
-    let config = SchedulerConfig { catch_up: CatchUp { grace_ms: 30_000, window_ms: 3_600_000, max_fires: 1000 }, ..Default::default() };
-    (Scheduler::new(q.clone(), config, Arc::new(ManualClock::new(0))), q)
+    let config = SchedulerConfig {
+        catch_up: CatchUp {
+            grace_ms: 30_000,
+            window_ms: 3_600_000,
+            max_fires: 1000,
+        },
+        ..Default::default()
+    };
+    (
+        Scheduler::new(q.clone(), config, Arc::new(ManualClock::new(0))),
+        q,
+    )
 }
 
 async fn fires_of(db: &Db, id: uuid::Uuid) -> Vec<i64> {
-    sqlx::query_scalar("SELECT scheduled_for FROM jobs WHERE integration_id = $1 ORDER BY scheduled_for")
-        .bind(id.to_string())
-        .fetch_all(&db.pool)
-        .await
-        .expect("fires")
+    sqlx::query_scalar(
+        "SELECT scheduled_for FROM jobs WHERE integration_id = $1 ORDER BY scheduled_for",
+    )
+    .bind(id.to_string())
+    .fetch_all(&db.pool)
+    .await
+    .expect("fires")
 }
 
 async fn make(db: &Db, schedule: Schedule, now: i64) -> ferry_store::Integration {
@@ -52,24 +66,44 @@ async fn schedules(db: Db) {
     assert_eq!(s.tick(t0 + 60_150).await.expect("tick").enqueued, 0);
 
     // Europe/London across both DST changes, fixed time 01:30.
-    let london = Schedule { cron: "30 1 * * *".into(), timezone: "Europe/London".into(), misfire: M::Skip, overlap: O::Allow };
+    let london = Schedule {
+        cron: "30 1 * * *".into(),
+        timezone: "Europe/London".into(),
+        misfire: M::Skip,
+        overlap: O::Allow,
+    };
     let start = ms("2026-03-27T12:00:00Z");
     let ldn = make(&db, london, start).await;
     for half_hour in 0..(4 * 48) {
-        s.tick(start + half_hour * 1_800_000 + 1_000).await.expect("tick");
+        s.tick(start + half_hour * 1_800_000 + 1_000)
+            .await
+            .expect("tick");
     }
     assert_eq!(
         fires_of(&db, ldn.id).await,
-        vec![ms("2026-03-28T01:30:00Z"), ms("2026-03-29T01:00:00Z"), ms("2026-03-30T00:30:00Z"), ms("2026-03-31T00:30:00Z")]
+        vec![
+            ms("2026-03-28T01:30:00Z"),
+            ms("2026-03-29T01:00:00Z"),
+            ms("2026-03-30T00:30:00Z"),
+            ms("2026-03-31T00:30:00Z")
+        ]
     );
-    let autumn = Schedule { cron: "*/30 1 * * *".into(), timezone: "Europe/London".into(), misfire: M::Skip, overlap: O::Allow };
+    let autumn = Schedule {
+        cron: "*/30 1 * * *".into(),
+        timezone: "Europe/London".into(),
+        misfire: M::Skip,
+        overlap: O::Allow,
+    };
     let start = ms("2026-10-24T23:00:00Z");
     let ldn2 = make(&db, autumn, start).await;
     for minute in 0..(4 * 60) {
         s.tick(start + minute * 60_000 + 1_000).await.expect("tick");
     }
     // 01:00 and 01:30 BST (00:00Z, 00:30Z) once each: the repeated hour does not fire again.
-    assert_eq!(fires_of(&db, ldn2.id).await, vec![ms("2026-10-25T00:00:00Z"), ms("2026-10-25T00:30:00Z")]);
+    assert_eq!(
+        fires_of(&db, ldn2.id).await,
+        vec![ms("2026-10-25T00:00:00Z"), ms("2026-10-25T00:30:00Z")]
+    );
 }
 
 async fn misfires(db: Db) {
@@ -82,16 +116,27 @@ async fn misfires(db: Db) {
     let report = s.tick(ms("2026-01-05T02:59:50Z")).await.expect("tick");
     assert_eq!(report.due, 3);
     assert_eq!(fires_of(&db, skip.id).await, Vec::<i64>::new());
-    assert_eq!(fires_of(&db, once.id).await, vec![ms("2026-01-05T02:45:00Z")]);
+    assert_eq!(
+        fires_of(&db, once.id).await,
+        vec![ms("2026-01-05T02:45:00Z")]
+    );
     assert_eq!(
         fires_of(&db, all.id).await,
-        vec![ms("2026-01-05T02:00:00Z"), ms("2026-01-05T02:15:00Z"), ms("2026-01-05T02:30:00Z"), ms("2026-01-05T02:45:00Z")]
+        vec![
+            ms("2026-01-05T02:00:00Z"),
+            ms("2026-01-05T02:15:00Z"),
+            ms("2026-01-05T02:30:00Z"),
+            ms("2026-01-05T02:45:00Z")
+        ]
     );
     assert_eq!(report.misfires_dropped, 12 + 11 + 8);
     // Normal service resumes at 03:00 for all three.
     s.tick(ms("2026-01-05T03:00:00.2Z")).await.expect("tick");
     for i in [&skip, &once, &all] {
-        assert_eq!(fires_of(&db, i.id).await.last(), Some(&ms("2026-01-05T03:00:00Z")));
+        assert_eq!(
+            fires_of(&db, i.id).await.last(),
+            Some(&ms("2026-01-05T03:00:00Z"))
+        );
     }
 }
 
@@ -107,20 +152,45 @@ async fn overlap(db: Db) {
     let state_of = |id: uuid::Uuid| {
         let db = db.clone();
         async move {
-            sqlx::query_scalar::<_, String>("SELECT state FROM jobs WHERE integration_id = $1 ORDER BY scheduled_for")
-                .bind(id.to_string())
-                .fetch_all(&db.pool)
-                .await
-                .expect("states")
+            sqlx::query_scalar::<_, String>(
+                "SELECT state FROM jobs WHERE integration_id = $1 ORDER BY scheduled_for",
+            )
+            .bind(id.to_string())
+            .fetch_all(&db.pool)
+            .await
+            .expect("states")
         }
     };
-    assert_eq!(state_of(skip.id).await, vec!["available"], "skip: later fires dropped while one is live");
-    assert_eq!(state_of(queue.id).await, vec!["available", "waiting", "waiting"]);
-    assert_eq!(state_of(allow.id).await, vec!["available", "available", "available"]);
+    assert_eq!(
+        state_of(skip.id).await,
+        vec!["available"],
+        "skip: later fires dropped while one is live"
+    );
+    assert_eq!(
+        state_of(queue.id).await,
+        vec!["available", "waiting", "waiting"]
+    );
+    assert_eq!(
+        state_of(allow.id).await,
+        vec!["available", "available", "available"]
+    );
     // When the queued run finishes, the next waiting one is promoted.
-    let claimed = q.claim("w", 100, 10_000, t0 + 5_000, &[]).await.expect("claim");
-    let mine = claimed.iter().find(|j| j.integration_id == queue.id).expect("queue job");
-    assert_eq!(claimed.iter().filter(|j| j.integration_id == queue.id).count(), 1, "waiting jobs are not claimable");
+    let claimed = q
+        .claim("w", 100, 10_000, t0 + 5_000, &[])
+        .await
+        .expect("claim");
+    let mine = claimed
+        .iter()
+        .find(|j| j.integration_id == queue.id)
+        .expect("queue job");
+    assert_eq!(
+        claimed
+            .iter()
+            .filter(|j| j.integration_id == queue.id)
+            .count(),
+        1,
+        "waiting jobs are not claimable"
+    );
     let done = ferry_queue::Success {
         id: mine.id,
         integration_id: mine.integration_id,
@@ -130,10 +200,22 @@ async fn overlap(db: Db) {
         records_ok: 0,
         records_rejected: 0,
         rejections: vec![],
-        attempt: ferry_queue::AttemptEntry { attempt: 1, started_at: t0, finished_at: t0, outcome: "succeeded".into(), error: None, class: None, worker: None },
+        attempt: ferry_queue::AttemptEntry {
+            attempt: 1,
+            started_at: t0,
+            finished_at: t0,
+            outcome: "succeeded".into(),
+            error: None,
+            class: None,
+            worker: None,
+        },
         state: None,
     };
-    assert!(q.complete(&[done], t0 + 5_100).await.expect("complete").is_empty());
+    assert!(q
+        .complete(&[done], t0 + 5_100)
+        .await
+        .expect("complete")
+        .is_empty());
     assert_eq!(state_of(queue.id).await, vec!["available", "waiting"]);
 }
 
@@ -145,7 +227,9 @@ async fn schedules_sqlite() {
 
 #[tokio::test]
 async fn schedules_postgres() {
-    let Some(db) = pg_db("schedules_postgres").await else { return };
+    let Some(db) = pg_db("schedules_postgres").await else {
+        return;
+    };
     schedules(db).await;
 }
 
@@ -157,7 +241,9 @@ async fn misfire_policies_sqlite() {
 
 #[tokio::test]
 async fn misfire_policies_postgres() {
-    let Some(db) = pg_db("misfire_policies_postgres").await else { return };
+    let Some(db) = pg_db("misfire_policies_postgres").await else {
+        return;
+    };
     misfires(db).await;
 }
 
@@ -169,6 +255,8 @@ async fn overlap_policies_sqlite() {
 
 #[tokio::test]
 async fn overlap_policies_postgres() {
-    let Some(db) = pg_db("overlap_policies_postgres").await else { return };
+    let Some(db) = pg_db("overlap_policies_postgres").await else {
+        return;
+    };
     overlap(db).await;
 }

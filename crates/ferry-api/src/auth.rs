@@ -23,7 +23,11 @@ impl Principal {
         if self.role >= role {
             Ok(())
         } else {
-            Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("this needs role {} or higher", role.as_str())))
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("this needs role {} or higher", role.as_str()),
+            ))
         }
     }
 
@@ -43,12 +47,17 @@ fn unauthorized(msg: &str) -> ApiError {
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .ok_or_else(|| unauthorized("missing Authorization: Bearer <token>"))?;
-        let value = header.to_str().map_err(|_| unauthorized("Authorization header is not text"))?;
+        let value = header
+            .to_str()
+            .map_err(|_| unauthorized("Authorization header is not text"))?;
         let token = value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
@@ -57,11 +66,19 @@ impl FromRequestParts<AppState> for Principal {
             .ok_or_else(|| unauthorized("Authorization must be Bearer <token>"))?;
         if let Some(admin) = state.admin_token.as_deref() {
             if bool::from(admin.as_bytes().ct_eq(token.as_bytes())) {
-                return Ok(Principal { actor: "bootstrap-admin".into(), role: Role::Admin, tenant: None });
+                return Ok(Principal {
+                    actor: "bootstrap-admin".into(),
+                    role: Role::Admin,
+                    tenant: None,
+                });
             }
         }
         match tokens::find(&state.db, token).await? {
-            Some(t) => Ok(Principal { actor: format!("token:{}", t.id), role: t.role, tenant: t.tenant }),
+            Some(t) => Ok(Principal {
+                actor: format!("token:{}", t.id),
+                role: t.role,
+                tenant: t.tenant,
+            }),
             None => Err(unauthorized("invalid token")),
         }
     }

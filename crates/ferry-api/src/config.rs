@@ -110,7 +110,10 @@ impl Default for Config {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        DatabaseConfig { url: String::new(), max_connections: 16 }
+        DatabaseConfig {
+            url: String::new(),
+            max_connections: 16,
+        }
     }
 }
 
@@ -141,39 +144,119 @@ impl Default for SchedulerSection {
 
 impl Default for IntakeSection {
     fn default() -> Self {
-        IntakeSection { max_body_bytes: 1024 * 1024 }
+        IntakeSection {
+            max_body_bytes: 1024 * 1024,
+        }
     }
 }
 
 impl Default for HistorySection {
     fn default() -> Self {
-        HistorySection { retention: Duration::from_secs(7 * 24 * 3600) }
+        HistorySection {
+            retention: Duration::from_secs(7 * 24 * 3600),
+        }
     }
 }
 
 /// Every environment override: variable, config key, meaning.
 pub const ENV: &[(&str, &str, &str)] = &[
     ("FERRY_LISTEN", "listen", "address the HTTP server binds"),
-    ("FERRY_DATA_DIR", "data_dir", "directory for the SQLite file, secret key file and spool"),
+    (
+        "FERRY_DATA_DIR",
+        "data_dir",
+        "directory for the SQLite file, secret key file and spool",
+    ),
     ("FERRY_LOG_FORMAT", "log_format", "text or json"),
-    ("FERRY_ROLES", "roles", "comma-separated parts this node runs: api,scheduler,worker"),
-    ("FERRY_DATABASE_URL", "database.url", "sqlite:PATH or postgres://… (default: SQLite in the data dir)"),
-    ("FERRY_DATABASE_MAX_CONNECTIONS", "database.max_connections", "PostgreSQL pool size"),
-    ("FERRY_ADMIN_TOKEN", "security.admin_token", "a bootstrap admin bearer token"),
-    ("FERRY_SECRET_KEY", "security.secret_key", "base64 of 32 bytes; encrypts secrets at rest"),
-    ("FERRY_WORKER_CONCURRENCY", "worker.concurrency", "jobs running at once on this node"),
-    ("FERRY_WORKER_PER_TENANT", "worker.per_tenant", "jobs of one tenant running at once on this node"),
-    ("FERRY_WORKER_CLAIM_BATCH", "worker.claim_batch", "most jobs taken per claim"),
-    ("FERRY_WORKER_LEASE", "worker.lease", "lease length; an unheartbeated job is rescued after it"),
-    ("FERRY_WORKER_JOB_TIMEOUT", "worker.job_timeout", "longest a run attempt may take"),
-    ("FERRY_WORKER_SHUTDOWN_GRACE", "worker.shutdown_grace", "time in-flight runs get on SIGTERM"),
-    ("FERRY_WORKER_POLL", "worker.poll", "poll interval when no wake-up arrives"),
-    ("FERRY_SCHEDULER_TICK", "scheduler.tick", "how often the scheduler looks for due integrations"),
-    ("FERRY_SCHEDULER_MISFIRE_GRACE", "scheduler.misfire_grace", "a fire this late is still on time"),
-    ("FERRY_SCHEDULER_CATCHUP_WINDOW", "scheduler.catchup_window", "fire_all runs missed fires this recent"),
-    ("FERRY_SCHEDULER_MAX_CATCHUP_FIRES", "scheduler.max_catchup_fires", "fire_all runs at most this many"),
-    ("FERRY_INTAKE_MAX_BODY_BYTES", "intake.max_body_bytes", "largest webhook body accepted (413 above)"),
-    ("FERRY_HISTORY_RETENTION", "history.retention", "how long finished runs are kept"),
+    (
+        "FERRY_ROLES",
+        "roles",
+        "comma-separated parts this node runs: api,scheduler,worker",
+    ),
+    (
+        "FERRY_DATABASE_URL",
+        "database.url",
+        "sqlite:PATH or postgres://… (default: SQLite in the data dir)",
+    ),
+    (
+        "FERRY_DATABASE_MAX_CONNECTIONS",
+        "database.max_connections",
+        "PostgreSQL pool size",
+    ),
+    (
+        "FERRY_ADMIN_TOKEN",
+        "security.admin_token",
+        "a bootstrap admin bearer token",
+    ),
+    (
+        "FERRY_SECRET_KEY",
+        "security.secret_key",
+        "base64 of 32 bytes; encrypts secrets at rest",
+    ),
+    (
+        "FERRY_WORKER_CONCURRENCY",
+        "worker.concurrency",
+        "jobs running at once on this node",
+    ),
+    (
+        "FERRY_WORKER_PER_TENANT",
+        "worker.per_tenant",
+        "jobs of one tenant running at once on this node",
+    ),
+    (
+        "FERRY_WORKER_CLAIM_BATCH",
+        "worker.claim_batch",
+        "most jobs taken per claim",
+    ),
+    (
+        "FERRY_WORKER_LEASE",
+        "worker.lease",
+        "lease length; an unheartbeated job is rescued after it",
+    ),
+    (
+        "FERRY_WORKER_JOB_TIMEOUT",
+        "worker.job_timeout",
+        "longest a run attempt may take",
+    ),
+    (
+        "FERRY_WORKER_SHUTDOWN_GRACE",
+        "worker.shutdown_grace",
+        "time in-flight runs get on SIGTERM",
+    ),
+    (
+        "FERRY_WORKER_POLL",
+        "worker.poll",
+        "poll interval when no wake-up arrives",
+    ),
+    (
+        "FERRY_SCHEDULER_TICK",
+        "scheduler.tick",
+        "how often the scheduler looks for due integrations",
+    ),
+    (
+        "FERRY_SCHEDULER_MISFIRE_GRACE",
+        "scheduler.misfire_grace",
+        "a fire this late is still on time",
+    ),
+    (
+        "FERRY_SCHEDULER_CATCHUP_WINDOW",
+        "scheduler.catchup_window",
+        "fire_all runs missed fires this recent",
+    ),
+    (
+        "FERRY_SCHEDULER_MAX_CATCHUP_FIRES",
+        "scheduler.max_catchup_fires",
+        "fire_all runs at most this many",
+    ),
+    (
+        "FERRY_INTAKE_MAX_BODY_BYTES",
+        "intake.max_body_bytes",
+        "largest webhook body accepted (413 above)",
+    ),
+    (
+        "FERRY_HISTORY_RETENTION",
+        "history.retention",
+        "how long finished runs are kept",
+    ),
 ];
 
 /// The `--help` text listing every override.
@@ -197,17 +280,25 @@ pub enum ConfigError {
 
 impl Config {
     /// Defaults, then the file (if any), then the environment.
-    pub fn load(path: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    pub fn load(
+        path: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let mut table = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read(p.display().to_string(), e))?;
-                text.parse::<toml::Table>().map_err(|e| ConfigError::Parse(p.display().to_string(), e.to_string()))?
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| ConfigError::Read(p.display().to_string(), e))?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Parse(p.display().to_string(), e.to_string()))?
             }
             None => toml::Table::new(),
         };
         for (var, key, _) in ENV {
             let Some(value) = env(var) else { continue };
-            let parsed = parse_env_value(key, &value).map_err(|m| ConfigError::Env { var: var.to_string(), message: m })?;
+            let parsed = parse_env_value(key, &value).map_err(|m| ConfigError::Env {
+                var: var.to_string(),
+                message: m,
+            })?;
             let mut parts = key.split('.').peekable();
             let mut t = &mut table;
             while let Some(part) = parts.next() {
@@ -218,12 +309,19 @@ impl Config {
                         .entry(part.to_string())
                         .or_insert_with(|| toml::Value::Table(Default::default()))
                         .as_table_mut()
-                        .ok_or_else(|| ConfigError::Env { var: var.to_string(), message: format!("{part} is not a table") })?;
+                        .ok_or_else(|| ConfigError::Env {
+                            var: var.to_string(),
+                            message: format!("{part} is not a table"),
+                        })?;
                 }
             }
         }
-        let source = path.map(|p| p.display().to_string()).unwrap_or_else(|| "configuration".into());
-        let config: Config = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| ConfigError::Parse(source, e.message().to_string()))?;
+        let source = path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "configuration".into());
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(source, e.message().to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -233,11 +331,24 @@ impl Config {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return bad("log_format", "must be text or json");
         }
-        if let Some(r) = self.roles.iter().find(|r| !matches!(r.as_str(), "api" | "scheduler" | "worker")) {
-            return bad("roles", &format!("unknown role {r:?}; use api, scheduler, worker"));
+        if let Some(r) = self
+            .roles
+            .iter()
+            .find(|r| !matches!(r.as_str(), "api" | "scheduler" | "worker"))
+        {
+            return bad(
+                "roles",
+                &format!("unknown role {r:?}; use api, scheduler, worker"),
+            );
         }
-        if self.worker.concurrency == 0 || self.worker.per_tenant == 0 || self.worker.claim_batch == 0 {
-            return bad("worker", "concurrency, per_tenant and claim_batch must be at least 1");
+        if self.worker.concurrency == 0
+            || self.worker.per_tenant == 0
+            || self.worker.claim_batch == 0
+        {
+            return bad(
+                "worker",
+                "concurrency, per_tenant and claim_batch must be at least 1",
+            );
         }
         if self.worker.lease < Duration::from_secs(1) {
             return bad("worker.lease", "must be at least 1s");
@@ -251,7 +362,10 @@ impl Config {
 
     pub fn database_url(&self) -> String {
         if self.database.url.is_empty() {
-            format!("sqlite://{}?mode=rwc", self.data_dir.join("ferry.db").display())
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("ferry.db").display()
+            )
         } else {
             self.database.url.clone()
         }
@@ -259,12 +373,29 @@ impl Config {
 }
 
 fn parse_env_value(key: &str, value: &str) -> Result<toml::Value, String> {
-    let numeric = ["database.max_connections", "worker.concurrency", "worker.per_tenant", "worker.claim_batch", "scheduler.max_catchup_fires", "intake.max_body_bytes"];
+    let numeric = [
+        "database.max_connections",
+        "worker.concurrency",
+        "worker.per_tenant",
+        "worker.claim_batch",
+        "scheduler.max_catchup_fires",
+        "intake.max_body_bytes",
+    ];
     if numeric.contains(&key) {
-        return value.trim().parse::<i64>().map(toml::Value::Integer).map_err(|_| format!("{value:?} is not a whole number"));
+        return value
+            .trim()
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| format!("{value:?} is not a whole number"));
     }
     if key == "roles" {
-        return Ok(toml::Value::Array(value.split(',').map(|r| toml::Value::String(r.trim().to_string())).filter(|v| v.as_str() != Some("")).collect()));
+        return Ok(toml::Value::Array(
+            value
+                .split(',')
+                .map(|r| toml::Value::String(r.trim().to_string()))
+                .filter(|v| v.as_str() != Some(""))
+                .collect(),
+        ));
     }
     Ok(toml::Value::String(value.to_string()))
 }
@@ -290,10 +421,19 @@ mod tests {
         assert_eq!(c.database_url(), "postgres://x/y");
         assert_eq!(c.scheduler.tick, Duration::from_secs(1));
         assert_eq!(c.worker.lease, Duration::from_secs(30));
-        let err = Config::load(None, |v| (v == "FERRY_WORKER_CONCURRENCY").then(|| "lots".into())).unwrap_err();
-        assert_eq!(err.to_string(), "FERRY_WORKER_CONCURRENCY: \"lots\" is not a whole number");
+        let err = Config::load(None, |v| {
+            (v == "FERRY_WORKER_CONCURRENCY").then(|| "lots".into())
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "FERRY_WORKER_CONCURRENCY: \"lots\" is not a whole number"
+        );
         std::fs::write(&path, "worker = { concurrency = 2, bogus = 1 }").unwrap();
-        assert!(Config::load(Some(&path), |_| None).unwrap_err().to_string().contains("bogus"));
+        assert!(Config::load(Some(&path), |_| None)
+            .unwrap_err()
+            .to_string()
+            .contains("bogus"));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -51,7 +51,8 @@ impl Running {
 
 /// Connects and migrates the database named by `config`.
 pub async fn open_db(config: &Config) -> Result<Db, StartError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
     let mut opts = DbOptions::new(config.database_url());
     opts.max_connections = config.database.max_connections;
     let db = Db::connect(&opts).await?;
@@ -59,7 +60,11 @@ pub async fn open_db(config: &Config) -> Result<Db, StartError> {
     Ok(db)
 }
 
-pub async fn start(config: &Config, registry: Registry, clock: Arc<dyn Clock>) -> Result<Running, StartError> {
+pub async fn start(
+    config: &Config,
+    registry: Registry,
+    clock: Arc<dyn Clock>,
+) -> Result<Running, StartError> {
     let db = open_db(config).await?;
     let key = SecretKey::load_or_create(config.security.secret_key.as_deref(), &config.data_dir)?;
     let node_id = format!("node-{}", uuid::Uuid::new_v4());
@@ -70,7 +75,11 @@ pub async fn start(config: &Config, registry: Registry, clock: Arc<dyn Clock>) -
     let tracker = TaskTracker::new();
 
     if db.backend == ferry_store::Backend::Postgres {
-        tracker.spawn(ferry_queue::wake::listen(db.url.clone(), queue.wake.clone(), cancel.clone()));
+        tracker.spawn(ferry_queue::wake::listen(
+            db.url.clone(),
+            queue.wake.clone(),
+            cancel.clone(),
+        ));
     }
 
     let scheduler = config.has_role("scheduler").then(|| {
@@ -122,7 +131,12 @@ pub async fn start(config: &Config, registry: Registry, clock: Arc<dyn Clock>) -
         key,
         metrics,
         clock: clock.clone(),
-        admin_token: config.security.admin_token.clone().filter(|t| !t.is_empty()).map(Arc::from),
+        admin_token: config
+            .security
+            .admin_token
+            .clone()
+            .filter(|t| !t.is_empty())
+            .map(Arc::from),
         scheduler,
         max_body_bytes: config.intake.max_body_bytes,
         node_id,
@@ -137,10 +151,12 @@ pub async fn start(config: &Config, registry: Registry, clock: Arc<dyn Clock>) -
             let mut beats: u64 = 0;
             loop {
                 let _ = crate::routes::probe_store_for_engine(&state).await;
-                if beats % 1800 == 0 {
+                if beats.is_multiple_of(1800) {
                     let before = state.clock.now_ms() - retention_ms;
                     match state.queue.prune_history(before).await {
-                        Ok(n) if n > 0 => tracing::info!(pruned = n, "pruned history past retention"),
+                        Ok(n) if n > 0 => {
+                            tracing::info!(pruned = n, "pruned history past retention")
+                        }
                         Ok(_) => {}
                         Err(e) => tracing::debug!(error = %e, "history pruning failed"),
                     }
@@ -155,12 +171,18 @@ pub async fn start(config: &Config, registry: Registry, clock: Arc<dyn Clock>) -
     }
 
     let addr = if config.has_role("api") {
-        let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| StartError::Listen(config.listen, e))?;
-        let addr = listener.local_addr().map_err(|e| StartError::Listen(config.listen, e))?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| StartError::Listen(config.listen, e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| StartError::Listen(config.listen, e))?;
         let app = crate::routes::app(state.clone());
         let stop = cancel.clone();
         tracker.spawn(async move {
-            let served = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "HTTP server stopped");
             }
@@ -169,5 +191,11 @@ pub async fn start(config: &Config, registry: Registry, clock: Arc<dyn Clock>) -
     } else {
         None
     };
-    Ok(Running { addr, state, worker, cancel, tracker })
+    Ok(Running {
+        addr,
+        state,
+        worker,
+        cancel,
+        tracker,
+    })
 }

@@ -17,10 +17,19 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), retry_after_s: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after_s: None,
+        }
     }
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
@@ -38,11 +47,22 @@ impl From<ferry_store::Error> for ApiError {
             E::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             E::Unavailable(m) => {
                 tracing::warn!(error = %m, "store unavailable");
-                ApiError { retry_after_s: Some(5), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the store is unavailable; try again shortly") }
+                ApiError {
+                    retry_after_s: Some(5),
+                    ..ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "store_unavailable",
+                        "the store is unavailable; try again shortly",
+                    )
+                }
             }
             other => {
                 tracing::error!(error = %other, "internal error");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; see the server log",
+                )
             }
         }
     }
@@ -51,7 +71,11 @@ impl From<ferry_store::Error> for ApiError {
 impl From<ferry_core::Error> for ApiError {
     fn from(e: ferry_core::Error) -> Self {
         match e {
-            ferry_core::Error::UnknownConnector(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_connector", format!("connector: {e}")),
+            ferry_core::Error::UnknownConnector(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_connector",
+                format!("connector: {e}"),
+            ),
             ferry_core::Error::Invalid { .. } => ApiError::invalid(e.to_string()),
         }
     }
@@ -81,13 +105,23 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
-            .map_err(|e| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", e.body_text()))?;
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    e.body_text(),
+                )
+            })?;
         parse_json(&bytes).map(JsonBody)
     }
 }
 
 pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
-    let text = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { bytes };
+    let text = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        bytes
+    };
     serde_json::from_slice(text).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => ApiError::invalid(e.to_string()),
         _ => ApiError::bad_request("invalid_json", format!("body is not valid JSON: {e}")),

@@ -10,19 +10,34 @@ use ferry_core::ConnectorError;
 pub fn retry_after(value: Option<&str>, now_ms: i64) -> Option<Duration> {
     let v = value?.trim();
     if let Ok(secs) = v.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_millis((secs * 1000.0) as u64));
+        return (secs.is_finite() && secs >= 0.0)
+            .then(|| Duration::from_millis((secs * 1000.0) as u64));
     }
-    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?.timestamp_millis();
+    let at = chrono::DateTime::parse_from_rfc2822(v)
+        .ok()?
+        .timestamp_millis();
     Some(Duration::from_millis((at - now_ms).max(0) as u64))
 }
 
 /// Classifies a non-2xx answer: 429 rate-limited, 408/5xx transient, any
 /// other 4xx permanent.
-pub fn classify_status(status: u16, retry_after_header: Option<&str>, body: &str, now_ms: i64) -> ConnectorError {
+pub fn classify_status(
+    status: u16,
+    retry_after_header: Option<&str>,
+    body: &str,
+    now_ms: i64,
+) -> ConnectorError {
     let snippet: String = body.chars().take(200).collect();
-    let message = if snippet.is_empty() { format!("HTTP {status}") } else { format!("HTTP {status}: {snippet}") };
+    let message = if snippet.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        format!("HTTP {status}: {snippet}")
+    };
     match status {
-        429 => ConnectorError::RateLimited { retry_after: retry_after(retry_after_header, now_ms), message },
+        429 => ConnectorError::RateLimited {
+            retry_after: retry_after(retry_after_header, now_ms),
+            message,
+        },
         408 | 500..=599 => ConnectorError::Transient(message),
         401 | 403 => ConnectorError::Auth(message),
         _ => ConnectorError::Permanent(message),
@@ -49,17 +64,36 @@ mod tests {
 
     #[test]
     fn statuses_are_classified() {
-        assert_eq!(classify_status(429, Some("3"), "", 0), ConnectorError::RateLimited { retry_after: Some(Duration::from_secs(3)), message: "HTTP 429".into() });
-        assert!(matches!(classify_status(503, None, "down", 0), ConnectorError::Transient(m) if m == "HTTP 503: down"));
-        assert!(matches!(classify_status(404, None, "", 0), ConnectorError::Permanent(_)));
-        assert!(matches!(classify_status(401, None, "", 0), ConnectorError::Auth(_)));
+        assert_eq!(
+            classify_status(429, Some("3"), "", 0),
+            ConnectorError::RateLimited {
+                retry_after: Some(Duration::from_secs(3)),
+                message: "HTTP 429".into()
+            }
+        );
+        assert!(
+            matches!(classify_status(503, None, "down", 0), ConnectorError::Transient(m) if m == "HTTP 503: down")
+        );
+        assert!(matches!(
+            classify_status(404, None, "", 0),
+            ConnectorError::Permanent(_)
+        ));
+        assert!(matches!(
+            classify_status(401, None, "", 0),
+            ConnectorError::Auth(_)
+        ));
     }
 
     #[test]
     fn retry_after_takes_seconds_or_a_date() {
         assert_eq!(retry_after(Some("2"), 0), Some(Duration::from_secs(2)));
-        let now = chrono::DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z").unwrap().timestamp_millis();
-        assert_eq!(retry_after(Some("Sat, 21 Nov 2026 10:00:30 GMT"), now), Some(Duration::from_secs(30)));
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z")
+            .unwrap()
+            .timestamp_millis();
+        assert_eq!(
+            retry_after(Some("Sat, 21 Nov 2026 10:00:30 GMT"), now),
+            Some(Duration::from_secs(30))
+        );
         assert_eq!(retry_after(Some("soon"), 0), None);
     }
 }

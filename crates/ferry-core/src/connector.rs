@@ -55,7 +55,10 @@ pub enum ConnectorError {
     Transient(String),
     /// The provider asked us to slow down; `retry_after` wins over backoff.
     #[error("{message}")]
-    RateLimited { retry_after: Option<Duration>, message: String },
+    RateLimited {
+        retry_after: Option<Duration>,
+        message: String,
+    },
     /// Credentials were refused; retried once after refreshing them.
     #[error("{0}")]
     Auth(String),
@@ -151,9 +154,16 @@ pub struct WebhookContext<'a> {
 pub enum Intake {
     /// Make it an event: durable first, then `202`. The key deduplicates
     /// provider retries.
-    Accept { idempotency_key: Option<String>, payload: String },
+    Accept {
+        idempotency_key: Option<String>,
+        payload: String,
+    },
     /// Answer inline and keep nothing (provider handshakes).
-    Respond { status: u16, content_type: String, body: Vec<u8> },
+    Respond {
+        status: u16,
+        content_type: String,
+        body: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -172,7 +182,11 @@ pub trait Connector: Send + Sync + 'static {
 
     /// Authenticates an inbound request and extracts its idempotency key.
     /// Must be fast and must not do I/O: it runs before the event is durable.
-    fn verify_webhook(&self, _ctx: &WebhookContext<'_>, _req: &InboundRequest) -> Result<Intake, WebhookError> {
+    fn verify_webhook(
+        &self,
+        _ctx: &WebhookContext<'_>,
+        _req: &InboundRequest,
+    ) -> Result<Intake, WebhookError> {
         Err(WebhookError::NotSupported)
     }
 
@@ -222,7 +236,12 @@ impl Registered {
     pub fn validate(&self, config: &Value, secrets: &BTreeMap<String, String>) -> Result<()> {
         if let Some(err) = self.validator.iter_errors(config).next() {
             let mut path = String::from("config");
-            for seg in err.instance_path.to_string().split('/').filter(|s| !s.is_empty()) {
+            for seg in err
+                .instance_path
+                .to_string()
+                .split('/')
+                .filter(|s| !s.is_empty())
+            {
                 path.push('.');
                 path.push_str(seg);
             }
@@ -236,10 +255,16 @@ impl Registered {
         let manifest = self.manifest();
         for spec in &manifest.secrets {
             if spec.required && !secrets.contains_key(&spec.name) {
-                return Err(Error::invalid(format!("secrets.{}", spec.name), "is required"));
+                return Err(Error::invalid(
+                    format!("secrets.{}", spec.name),
+                    "is required",
+                ));
             }
         }
-        if let Some(unknown) = secrets.keys().find(|k| !manifest.secrets.iter().any(|s| &s.name == *k)) {
+        if let Some(unknown) = secrets
+            .keys()
+            .find(|k| !manifest.secrets.iter().any(|s| &s.name == *k))
+        {
             return Err(Error::invalid(
                 format!("secrets.{unknown}"),
                 format!("is not a secret of connector {}", manifest.id),
@@ -269,32 +294,56 @@ impl Registry {
     /// Adds a connector. Fails if its manifest is not valid.
     pub fn register(&mut self, connector: impl Connector) -> Result<&mut Self> {
         let m = connector.manifest();
-        let version = Version::parse(&m.version)
-            .ok_or_else(|| Error::invalid("manifest.version", format!("{:?} is not MAJOR.MINOR.PATCH", m.version)))?;
-        if m.id.is_empty() || !m.id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
-            return Err(Error::invalid("manifest.id", format!("{:?} must be lower_snake_case", m.id)));
+        let version = Version::parse(&m.version).ok_or_else(|| {
+            Error::invalid(
+                "manifest.version",
+                format!("{:?} is not MAJOR.MINOR.PATCH", m.version),
+            )
+        })?;
+        if m.id.is_empty()
+            || !m
+                .id
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            return Err(Error::invalid(
+                "manifest.id",
+                format!("{:?} must be lower_snake_case", m.id),
+            ));
         }
         let validator = jsonschema::validator_for(&m.config_schema)
             .map_err(|e| Error::invalid("manifest.config_schema", e.to_string()))?;
         let id = m.id.clone();
-        let entry = Registered { connector: Arc::new(connector), validator: Arc::new(validator), version };
+        let entry = Registered {
+            connector: Arc::new(connector),
+            validator: Arc::new(validator),
+            version,
+        };
         let versions = self.by_id.entry(id).or_default();
         if versions.iter().any(|r| r.version == version) {
-            return Err(Error::invalid("manifest.version", format!("{} is registered twice", entry.manifest().version)));
+            return Err(Error::invalid(
+                "manifest.version",
+                format!("{} is registered twice", entry.manifest().version),
+            ));
         }
         versions.push(entry);
-        versions.sort_by(|a, b| b.version.cmp(&a.version));
+        versions.sort_by_key(|r| std::cmp::Reverse(r.version));
         Ok(self)
     }
 
     /// The newest version of `id` matching `req` ("1", "1.2", "1.2.3";
     /// `None` for the newest of all).
     pub fn resolve(&self, id: &str, req: Option<&str>) -> Result<&Registered> {
-        let versions = self.by_id.get(id).ok_or_else(|| Error::UnknownConnector(format!("{id:?}")))?;
+        let versions = self
+            .by_id
+            .get(id)
+            .ok_or_else(|| Error::UnknownConnector(format!("{id:?}")))?;
         versions
             .iter()
             .find(|r| req.is_none_or(|q| r.version.matches(q)))
-            .ok_or_else(|| Error::UnknownConnector(format!("{id:?} version {:?}", req.unwrap_or(""))))
+            .ok_or_else(|| {
+                Error::UnknownConnector(format!("{id:?} version {:?}", req.unwrap_or("")))
+            })
     }
 
     pub fn all(&self) -> impl Iterator<Item = &Registered> {
@@ -332,20 +381,44 @@ mod tests {
                 "additionalProperties": false,
                 "properties": {"url": {"type": "string"}, "n": {"type": "integer", "minimum": 1}}
             }),
-            secrets: vec![SecretSpec { name: "token".into(), required: true, description: String::new() }],
+            secrets: vec![SecretSpec {
+                name: "token".into(),
+                required: true,
+                description: String::new(),
+            }],
         })
     }
 
     #[test]
     fn resolves_versions_by_major_minor_or_exact() {
         let mut r = Registry::new();
-        r.register(dummy("1.0.0")).unwrap().register(dummy("1.2.0")).unwrap().register(dummy("2.0.1")).unwrap();
-        assert_eq!(r.resolve("dummy", None).unwrap().manifest().version, "2.0.1");
-        assert_eq!(r.resolve("dummy", Some("1")).unwrap().manifest().version, "1.2.0");
-        assert_eq!(r.resolve("dummy", Some("1.0")).unwrap().manifest().version, "1.0.0");
+        r.register(dummy("1.0.0"))
+            .unwrap()
+            .register(dummy("1.2.0"))
+            .unwrap()
+            .register(dummy("2.0.1"))
+            .unwrap();
+        assert_eq!(
+            r.resolve("dummy", None).unwrap().manifest().version,
+            "2.0.1"
+        );
+        assert_eq!(
+            r.resolve("dummy", Some("1")).unwrap().manifest().version,
+            "1.2.0"
+        );
+        assert_eq!(
+            r.resolve("dummy", Some("1.0")).unwrap().manifest().version,
+            "1.0.0"
+        );
         assert!(r.resolve("dummy", Some("3")).is_err());
-        assert_eq!(r.resolve("nope", None).unwrap_err().to_string(), "unknown connector \"nope\"");
-        assert!(r.register(dummy("1.0.0")).is_err(), "a version registers once");
+        assert_eq!(
+            r.resolve("nope", None).unwrap_err().to_string(),
+            "unknown connector \"nope\""
+        );
+        assert!(
+            r.register(dummy("1.0.0")).is_err(),
+            "a version registers once"
+        );
     }
 
     #[test]
@@ -355,13 +428,32 @@ mod tests {
         let c = r.resolve("dummy", None).unwrap();
         let secrets: BTreeMap<String, String> = [("token".to_string(), "t".to_string())].into();
         assert_eq!(c.validate(&json!({"url": "x"}), &secrets), Ok(()));
-        assert_eq!(c.validate(&json!({}), &secrets).unwrap_err().to_string(), "config.url: is required");
-        let e = c.validate(&json!({"url": "x", "n": 0}), &secrets).unwrap_err().to_string();
+        assert_eq!(
+            c.validate(&json!({}), &secrets).unwrap_err().to_string(),
+            "config.url: is required"
+        );
+        let e = c
+            .validate(&json!({"url": "x", "n": 0}), &secrets)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("config.n: "), "{e}");
-        let e = c.validate(&json!({"url": 5}), &secrets).unwrap_err().to_string();
+        let e = c
+            .validate(&json!({"url": 5}), &secrets)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("config.url: "), "{e}");
-        assert_eq!(c.validate(&json!({"url": "x"}), &BTreeMap::new()).unwrap_err().to_string(), "secrets.token: is required");
-        let extra: BTreeMap<String, String> = [("token".into(), "t".into()), ("other".into(), "o".into())].into();
-        assert!(c.validate(&json!({"url": "x"}), &extra).unwrap_err().to_string().starts_with("secrets.other"));
+        assert_eq!(
+            c.validate(&json!({"url": "x"}), &BTreeMap::new())
+                .unwrap_err()
+                .to_string(),
+            "secrets.token: is required"
+        );
+        let extra: BTreeMap<String, String> =
+            [("token".into(), "t".into()), ("other".into(), "o".into())].into();
+        assert!(c
+            .validate(&json!({"url": "x"}), &extra)
+            .unwrap_err()
+            .to_string()
+            .starts_with("secrets.other"));
     }
 }

@@ -31,7 +31,9 @@ pub struct CronExpr {
     dow_restricted: bool,
 }
 
-const MONTHS: &[&str] = &["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"];
+const MONTHS: &[&str] = &[
+    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+];
 const DAYS: &[&str] = &["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
 /// How far ahead a fire is searched for; a schedule that never fires within
 /// it is rejected at parse time.
@@ -43,7 +45,14 @@ fn field_err(field: &str, msg: impl std::fmt::Display) -> Error {
 
 /// Parses one field into a bitset. `names` maps names to values starting at
 /// `name_base`.
-fn parse_field(text: &str, field: &str, min: u32, max: u32, names: &[&str], name_base: u32) -> Result<u64> {
+fn parse_field(
+    text: &str,
+    field: &str,
+    min: u32,
+    max: u32,
+    names: &[&str],
+    name_base: u32,
+) -> Result<u64> {
     let value = |s: &str| -> Result<u32> {
         if let Ok(v) = s.parse::<u32>() {
             return if (min..=max).contains(&v) {
@@ -65,7 +74,9 @@ fn parse_field(text: &str, field: &str, min: u32, max: u32, names: &[&str], name
         }
         let (range, step) = match part.split_once('/') {
             Some((r, s)) => {
-                let step: u32 = s.parse().map_err(|_| field_err(field, format!("step {s:?} is not a number")))?;
+                let step: u32 = s
+                    .parse()
+                    .map_err(|_| field_err(field, format!("step {s:?} is not a number")))?;
                 if step == 0 {
                     return Err(field_err(field, "step must be at least 1"));
                 }
@@ -134,7 +145,10 @@ impl CronExpr {
         };
         let start = NaiveDate::from_ymd_opt(2000, 1, 1).and_then(|d| d.and_hms_opt(0, 0, 0));
         if start.and_then(|s| expr.next_naive(s)).is_none() {
-            return Err(Error::invalid("schedule.cron", format!("{trimmed:?} never fires")));
+            return Err(Error::invalid(
+                "schedule.cron",
+                format!("{trimmed:?} never fires"),
+            ));
         }
         Ok(expr)
     }
@@ -165,7 +179,11 @@ impl CronExpr {
         while t <= limit {
             let date = t.date();
             if self.months & (1 << t.month()) == 0 {
-                let (y, m) = if t.month() == 12 { (t.year() + 1, 1) } else { (t.year(), t.month() + 1) };
+                let (y, m) = if t.month() == 12 {
+                    (t.year() + 1, 1)
+                } else {
+                    (t.year(), t.month() + 1)
+                };
                 t = NaiveDate::from_ymd_opt(y, m, 1)?.and_hms_opt(0, 0, 0)?;
             } else if !self.day_matches(date) {
                 t = date.succ_opt()?.and_hms_opt(0, 0, 0)?;
@@ -210,7 +228,13 @@ impl CronExpr {
     /// instant after `after` they map to. With `second_pass_only`, only the
     /// later mapping of ambiguous times counts, and the walk stops when it
     /// leaves the fold.
-    fn search(&self, from: NaiveDateTime, after: DateTime<Utc>, tz: Tz, second_pass_only: bool) -> Option<DateTime<Utc>> {
+    fn search(
+        &self,
+        from: NaiveDateTime,
+        after: DateTime<Utc>,
+        tz: Tz,
+        second_pass_only: bool,
+    ) -> Option<DateTime<Utc>> {
         let mut n = self.next_naive(from)?;
         let limit = from + Duration::days(HORIZON_DAYS);
         while n <= limit {
@@ -253,7 +277,9 @@ fn gap_end(n: NaiveDateTime, tz: Tz) -> Option<DateTime<Utc>> {
     let mut hi = (n + Duration::hours(30)).and_utc().timestamp();
     while hi - lo > 1 {
         let mid = lo + (hi - lo) / 2;
-        let local = DateTime::<Utc>::from_timestamp(mid, 0)?.with_timezone(&tz).naive_local();
+        let local = DateTime::<Utc>::from_timestamp(mid, 0)?
+            .with_timezone(&tz)
+            .naive_local();
         if local > n {
             hi = mid;
         } else {
@@ -284,22 +310,58 @@ mod tests {
 
     #[test]
     fn five_and_six_fields() {
-        assert_eq!(fires("*/15 * * * *", Tz::UTC, "2026-01-01T00:07:00Z", 3), ["2026-01-01T00:15:00Z", "2026-01-01T00:30:00Z", "2026-01-01T00:45:00Z"]);
-        assert_eq!(fires("*/5 * * * * *", Tz::UTC, "2026-01-01T00:00:02Z", 3), ["2026-01-01T00:00:05Z", "2026-01-01T00:00:10Z", "2026-01-01T00:00:15Z"]);
-        assert_eq!(fires("30 9 * * MON-FRI", Tz::UTC, "2026-11-20T10:00:00Z", 2), ["2026-11-23T09:30:00Z", "2026-11-24T09:30:00Z"]);
+        assert_eq!(
+            fires("*/15 * * * *", Tz::UTC, "2026-01-01T00:07:00Z", 3),
+            [
+                "2026-01-01T00:15:00Z",
+                "2026-01-01T00:30:00Z",
+                "2026-01-01T00:45:00Z"
+            ]
+        );
+        assert_eq!(
+            fires("*/5 * * * * *", Tz::UTC, "2026-01-01T00:00:02Z", 3),
+            [
+                "2026-01-01T00:00:05Z",
+                "2026-01-01T00:00:10Z",
+                "2026-01-01T00:00:15Z"
+            ]
+        );
+        assert_eq!(
+            fires("30 9 * * MON-FRI", Tz::UTC, "2026-11-20T10:00:00Z", 2),
+            ["2026-11-23T09:30:00Z", "2026-11-24T09:30:00Z"]
+        );
         // Sunday is 0 and 7.
-        assert_eq!(fires("0 0 * * 0", Tz::UTC, "2026-11-20T00:00:00Z", 1), ["2026-11-22T00:00:00Z"]);
-        assert_eq!(fires("0 0 * * 7", Tz::UTC, "2026-11-20T00:00:00Z", 1), ["2026-11-22T00:00:00Z"]);
+        assert_eq!(
+            fires("0 0 * * 0", Tz::UTC, "2026-11-20T00:00:00Z", 1),
+            ["2026-11-22T00:00:00Z"]
+        );
+        assert_eq!(
+            fires("0 0 * * 7", Tz::UTC, "2026-11-20T00:00:00Z", 1),
+            ["2026-11-22T00:00:00Z"]
+        );
         // Both day fields restricted: either matches.
-        assert_eq!(fires("0 0 1 * 1", Tz::UTC, "2026-11-24T00:00:00Z", 2), ["2026-11-30T00:00:00Z", "2026-12-01T00:00:00Z"]);
-        assert_eq!(fires("@daily", Tz::UTC, "2026-02-28T12:00:00Z", 1), ["2026-03-01T00:00:00Z"]);
-        assert_eq!(fires("0 0 29 2 *", Tz::UTC, "2026-01-01T00:00:00Z", 1), ["2028-02-29T00:00:00Z"]);
+        assert_eq!(
+            fires("0 0 1 * 1", Tz::UTC, "2026-11-24T00:00:00Z", 2),
+            ["2026-11-30T00:00:00Z", "2026-12-01T00:00:00Z"]
+        );
+        assert_eq!(
+            fires("@daily", Tz::UTC, "2026-02-28T12:00:00Z", 1),
+            ["2026-03-01T00:00:00Z"]
+        );
+        assert_eq!(
+            fires("0 0 29 2 *", Tz::UTC, "2026-01-01T00:00:00Z", 1),
+            ["2028-02-29T00:00:00Z"]
+        );
     }
 
     #[test]
     fn bad_expressions_say_what_is_wrong() {
         let msg = |s: &str| CronExpr::parse(s).unwrap_err().to_string();
-        assert!(msg("* * *").contains("expected 5 fields"), "{}", msg("* * *"));
+        assert!(
+            msg("* * *").contains("expected 5 fields"),
+            "{}",
+            msg("* * *")
+        );
         assert!(msg("61 * * * *").contains("minute field: 61 is out of range 0-59"));
         assert!(msg("* 5-2 * * *").contains("hour field: range 5-2 runs backwards"));
         assert!(msg("*/0 * * * *").contains("step must be at least 1"));
@@ -314,13 +376,21 @@ mod tests {
         // exist, so the fire runs at the jump (01:00Z).
         assert_eq!(
             fires("30 1 * * *", tz, "2026-03-27T12:00:00Z", 3),
-            ["2026-03-28T01:30:00Z", "2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z"]
+            [
+                "2026-03-28T01:30:00Z",
+                "2026-03-29T01:00:00Z",
+                "2026-03-30T00:30:00Z"
+            ]
         );
         // Fall back 2026-10-25 02:00 BST -> 01:00 GMT: 01:30 happens twice,
         // the job runs once (first pass, 00:30Z).
         assert_eq!(
             fires("30 1 * * *", tz, "2026-10-23T12:00:00Z", 3),
-            ["2026-10-24T00:30:00Z", "2026-10-25T00:30:00Z", "2026-10-26T01:30:00Z"]
+            [
+                "2026-10-24T00:30:00Z",
+                "2026-10-25T00:30:00Z",
+                "2026-10-26T01:30:00Z"
+            ]
         );
     }
 
@@ -330,7 +400,11 @@ mod tests {
         // Spring: the missing hour has no fires; real time has a 30-minute step.
         assert_eq!(
             fires("*/30 * * * *", tz, "2026-03-29T00:00:00Z", 3),
-            ["2026-03-29T00:30:00Z", "2026-03-29T01:00:00Z", "2026-03-29T01:30:00Z"]
+            [
+                "2026-03-29T00:30:00Z",
+                "2026-03-29T01:00:00Z",
+                "2026-03-29T01:30:00Z"
+            ]
         );
         // Autumn: both passes of 01:00-02:00 fire, every 30 real minutes.
         assert_eq!(
@@ -351,7 +425,11 @@ mod tests {
         let tz: Tz = "Europe/London".parse().unwrap();
         assert_eq!(
             fires("* * * * * *", tz, "2026-10-25T00:59:58Z", 3),
-            ["2026-10-25T00:59:59Z", "2026-10-25T01:00:00Z", "2026-10-25T01:00:01Z"]
+            [
+                "2026-10-25T00:59:59Z",
+                "2026-10-25T01:00:00Z",
+                "2026-10-25T01:00:01Z"
+            ]
         );
     }
 }

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 
-const BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+const BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
 
 #[derive(Default, Clone)]
 struct Histogram {
@@ -34,7 +36,14 @@ pub fn labels(pairs: &[(&str, &str)]) -> String {
     }
     let body: Vec<String> = pairs
         .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")))
+        .map(|(k, v)| {
+            format!(
+                "{k}=\"{}\"",
+                v.replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n")
+            )
+        })
         .collect();
     format!("{{{}}}", body.join(","))
 }
@@ -69,12 +78,24 @@ impl Metrics {
 
     /// A finished attempt of a run.
     pub fn run_finished(&self, connector: &str, outcome: &str, seconds: f64) {
-        self.inc("ferry_runs_total", labels(&[("connector", connector), ("outcome", outcome)]), 1);
-        self.observe("ferry_run_duration_seconds", labels(&[("connector", connector)]), seconds);
+        self.inc(
+            "ferry_runs_total",
+            labels(&[("connector", connector), ("outcome", outcome)]),
+            1,
+        );
+        self.observe(
+            "ferry_run_duration_seconds",
+            labels(&[("connector", connector)]),
+            seconds,
+        );
     }
 
     pub fn counter_value(&self, name: &'static str, labels: &str) -> u64 {
-        self.lock().counters.get(&(name, labels.to_string())).copied().unwrap_or(0)
+        self.lock()
+            .counters
+            .get(&(name, labels.to_string()))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Prometheus text exposition; `extra` are gauges read just now.
@@ -91,7 +112,8 @@ impl Metrics {
             ty(&mut out, name, "counter");
             let _ = writeln!(out, "{name}{l} {v}");
         }
-        let mut gauges: Vec<(&str, &String, f64)> = inner.gauges.iter().map(|((n, l), v)| (*n, l, *v)).collect();
+        let mut gauges: Vec<(&str, &String, f64)> =
+            inner.gauges.iter().map(|((n, l), v)| (*n, l, *v)).collect();
         gauges.extend(extra.iter().map(|(n, l, v)| (*n, l, *v)));
         gauges.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         for (name, l, v) in gauges {
@@ -103,9 +125,17 @@ impl Metrics {
             let inner_labels = l.trim_start_matches('{').trim_end_matches('}');
             let sep = if inner_labels.is_empty() { "" } else { "," };
             for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(out, "{name}_bucket{{{inner_labels}{sep}le=\"{b}\"}} {}", h.counts[i]);
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{{inner_labels}{sep}le=\"{b}\"}} {}",
+                    h.counts[i]
+                );
             }
-            let _ = writeln!(out, "{name}_bucket{{{inner_labels}{sep}le=\"+Inf\"}} {}", h.count);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{inner_labels}{sep}le=\"+Inf\"}} {}",
+                h.count
+            );
             let _ = writeln!(out, "{name}_sum{l} {}", h.sum);
             let _ = writeln!(out, "{name}_count{l} {}", h.count);
         }
@@ -123,8 +153,16 @@ mod tests {
         m.run_finished("webhook", "succeeded", 0.02);
         m.run_finished("webhook", "succeeded", 2.0);
         let text = m.render(&[("ferry_store_up", String::new(), 1.0)]);
-        assert!(text.contains("ferry_runs_total{connector=\"webhook\",outcome=\"succeeded\"} 2"), "{text}");
-        assert!(text.contains("ferry_run_duration_seconds_bucket{connector=\"webhook\",le=\"0.025\"} 1"), "{text}");
+        assert!(
+            text.contains("ferry_runs_total{connector=\"webhook\",outcome=\"succeeded\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "ferry_run_duration_seconds_bucket{connector=\"webhook\",le=\"0.025\"} 1"
+            ),
+            "{text}"
+        );
         assert!(text.contains("ferry_run_duration_seconds_count{connector=\"webhook\"} 2"));
         assert!(text.contains("# TYPE ferry_store_up gauge\nferry_store_up 1"));
     }

@@ -17,17 +17,27 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { max_attempts: 5, initial_backoff_ms: 1_000, max_backoff_ms: 300_000 }
+        RetryPolicy {
+            max_attempts: 5,
+            initial_backoff_ms: 1_000,
+            max_backoff_ms: 300_000,
+        }
     }
 }
 
 impl RetryPolicy {
     pub fn validate(&self) -> Result<()> {
         if self.max_attempts == 0 || self.max_attempts > 100 {
-            return Err(Error::invalid("retry.max_attempts", "must be between 1 and 100"));
+            return Err(Error::invalid(
+                "retry.max_attempts",
+                "must be between 1 and 100",
+            ));
         }
         if self.initial_backoff_ms == 0 {
-            return Err(Error::invalid("retry.initial_backoff_ms", "must be at least 1"));
+            return Err(Error::invalid(
+                "retry.initial_backoff_ms",
+                "must be at least 1",
+            ));
         }
         if self.max_backoff_ms < self.initial_backoff_ms {
             return Err(Error::invalid(
@@ -42,7 +52,9 @@ impl RetryPolicy {
     /// `initial * 2^(attempt-1)`, capped at `max_backoff_ms`.
     pub fn ceiling_ms(&self, attempt: u32) -> u64 {
         let shift = attempt.saturating_sub(1).min(40);
-        self.initial_backoff_ms.saturating_mul(1u64 << shift).min(self.max_backoff_ms)
+        self.initial_backoff_ms
+            .saturating_mul(1u64 << shift)
+            .min(self.max_backoff_ms)
     }
 
     /// Delay before the next attempt: full jitter (uniform in
@@ -64,7 +76,11 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_caps() {
-        let p = RetryPolicy { max_attempts: 10, initial_backoff_ms: 100, max_backoff_ms: 1_000 };
+        let p = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 1_000,
+        };
         assert_eq!(p.ceiling_ms(1), 100);
         assert_eq!(p.ceiling_ms(2), 200);
         assert_eq!(p.ceiling_ms(4), 800);
@@ -74,7 +90,11 @@ mod tests {
 
     #[test]
     fn full_jitter_spans_zero_to_ceiling_and_retry_after_wins() {
-        let p = RetryPolicy { max_attempts: 10, initial_backoff_ms: 100, max_backoff_ms: 1_000 };
+        let p = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 1_000,
+        };
         assert_eq!(p.delay_ms(3, None, 0.0), 0);
         assert_eq!(p.delay_ms(3, None, 0.5), 200);
         assert_eq!(p.delay_ms(3, None, 1.0), 400);
@@ -83,9 +103,23 @@ mod tests {
 
     #[test]
     fn invalid_policies_name_the_field() {
-        let p = RetryPolicy { max_attempts: 0, ..Default::default() };
-        assert_eq!(p.validate().unwrap_err().to_string(), "retry.max_attempts: must be between 1 and 100");
-        let p = RetryPolicy { max_attempts: 3, initial_backoff_ms: 10, max_backoff_ms: 5 };
-        assert!(p.validate().unwrap_err().to_string().starts_with("retry.max_backoff_ms"));
+        let p = RetryPolicy {
+            max_attempts: 0,
+            ..Default::default()
+        };
+        assert_eq!(
+            p.validate().unwrap_err().to_string(),
+            "retry.max_attempts: must be between 1 and 100"
+        );
+        let p = RetryPolicy {
+            max_attempts: 3,
+            initial_backoff_ms: 10,
+            max_backoff_ms: 5,
+        };
+        assert!(p
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("retry.max_backoff_ms"));
     }
 }

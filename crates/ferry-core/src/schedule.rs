@@ -111,9 +111,17 @@ impl Schedule {
     pub fn compile(&self) -> Result<CompiledSchedule> {
         let expr = CronExpr::parse(&self.cron)?;
         let tz: Tz = self.timezone.parse().map_err(|_| {
-            Error::invalid("schedule.timezone", format!("{:?} is not an IANA time zone name", self.timezone))
+            Error::invalid(
+                "schedule.timezone",
+                format!("{:?} is not an IANA time zone name", self.timezone),
+            )
         })?;
-        Ok(CompiledSchedule { expr, tz, misfire: self.misfire, overlap: self.overlap })
+        Ok(CompiledSchedule {
+            expr,
+            tz,
+            misfire: self.misfire,
+            overlap: self.overlap,
+        })
     }
 }
 
@@ -123,7 +131,9 @@ fn to_dt(ms: Millis) -> DateTime<Utc> {
 
 impl CompiledSchedule {
     pub fn next_after(&self, after: Millis) -> Option<Millis> {
-        self.expr.next_after(to_dt(after), self.tz).map(|t| t.timestamp_millis())
+        self.expr
+            .next_after(to_dt(after), self.tz)
+            .map(|t| t.timestamp_millis())
     }
 
     /// Decides what a due integration fires. `due` is its stored
@@ -170,7 +180,11 @@ impl CompiledSchedule {
         }
         let fired_missed = fires.len() as u64;
         fires.extend(on_time);
-        FirePlan { fires, dropped: missed_count - fired_missed, next_fire_at: self.next_after(now) }
+        FirePlan {
+            fires,
+            dropped: missed_count - fired_missed,
+            next_fire_at: self.next_after(now),
+        }
     }
 }
 
@@ -183,17 +197,34 @@ mod tests {
     }
 
     fn sched(cron: &str, misfire: MisfirePolicy) -> CompiledSchedule {
-        Schedule { cron: cron.into(), timezone: "UTC".into(), misfire, overlap: OverlapPolicy::Skip }
-            .compile()
-            .unwrap()
+        Schedule {
+            cron: cron.into(),
+            timezone: "UTC".into(),
+            misfire,
+            overlap: OverlapPolicy::Skip,
+        }
+        .compile()
+        .unwrap()
     }
 
-    const C: CatchUp = CatchUp { grace_ms: 30_000, window_ms: 3_600_000, max_fires: 1000 };
+    const C: CatchUp = CatchUp {
+        grace_ms: 30_000,
+        window_ms: 3_600_000,
+        max_fires: 1000,
+    };
 
     #[test]
     fn on_time_fire_is_fired_by_every_policy() {
-        for p in [MisfirePolicy::Skip, MisfirePolicy::FireOnce, MisfirePolicy::FireAll] {
-            let plan = sched("*/15 * * * *", p).plan(ms("2026-01-01T00:15:00Z"), ms("2026-01-01T00:15:00.400Z"), C);
+        for p in [
+            MisfirePolicy::Skip,
+            MisfirePolicy::FireOnce,
+            MisfirePolicy::FireAll,
+        ] {
+            let plan = sched("*/15 * * * *", p).plan(
+                ms("2026-01-01T00:15:00Z"),
+                ms("2026-01-01T00:15:00.400Z"),
+                C,
+            );
             assert_eq!(plan.fires, vec![ms("2026-01-01T00:15:00Z")]);
             assert_eq!(plan.dropped, 0);
             assert_eq!(plan.next_fire_at, Some(ms("2026-01-01T00:30:00Z")));
@@ -207,10 +238,15 @@ mod tests {
         let due = ms("2026-01-01T00:00:00Z");
         let now = ms("2026-01-01T03:00:10Z");
         let skip = sched("*/15 * * * *", MisfirePolicy::Skip).plan(due, now, C);
-        assert_eq!(skip.fires, vec![ms("2026-01-01T03:00:00Z")], "only the on-time fire");
+        assert_eq!(
+            skip.fires,
+            vec![ms("2026-01-01T03:00:00Z")],
+            "only the on-time fire"
+        );
         assert_eq!(skip.dropped, 12);
 
-        let once = sched("*/15 * * * *", MisfirePolicy::FireOnce).plan(due, ms("2026-01-01T02:59:50Z"), C);
+        let once =
+            sched("*/15 * * * *", MisfirePolicy::FireOnce).plan(due, ms("2026-01-01T02:59:50Z"), C);
         // At 02:59:50 no fire is on time, so one catch-up run for the latest miss.
         assert_eq!(once.fires, vec![ms("2026-01-01T02:45:00Z")]);
         assert_eq!(once.dropped, 11);
@@ -219,7 +255,12 @@ mod tests {
         // Window of one hour: 02:15, 02:30, 02:45 (02:00 is 1h00m10s old), plus 03:00 on time.
         assert_eq!(
             all.fires,
-            vec![ms("2026-01-01T02:15:00Z"), ms("2026-01-01T02:30:00Z"), ms("2026-01-01T02:45:00Z"), ms("2026-01-01T03:00:00Z")]
+            vec![
+                ms("2026-01-01T02:15:00Z"),
+                ms("2026-01-01T02:30:00Z"),
+                ms("2026-01-01T02:45:00Z"),
+                ms("2026-01-01T03:00:00Z")
+            ]
         );
         assert_eq!(all.dropped, 9);
         assert_eq!(all.next_fire_at, Some(ms("2026-01-01T03:15:00Z")));
@@ -227,17 +268,33 @@ mod tests {
 
     #[test]
     fn fire_all_is_capped() {
-        let c = CatchUp { grace_ms: 0, window_ms: 86_400_000, max_fires: 5 };
-        let plan = sched("* * * * * *", MisfirePolicy::FireAll).plan(ms("2026-01-01T00:00:00Z"), ms("2026-01-01T01:00:00.5Z"), c);
+        let c = CatchUp {
+            grace_ms: 0,
+            window_ms: 86_400_000,
+            max_fires: 5,
+        };
+        let plan = sched("* * * * * *", MisfirePolicy::FireAll).plan(
+            ms("2026-01-01T00:00:00Z"),
+            ms("2026-01-01T01:00:00.5Z"),
+            c,
+        );
         assert_eq!(plan.fires.len(), 5);
         assert_eq!(*plan.fires.last().unwrap(), ms("2026-01-01T01:00:00Z"));
     }
 
     #[test]
     fn bad_timezone_is_named() {
-        let err = Schedule { cron: "* * * * *".into(), timezone: "Mars/Olympus".into(), misfire: MisfirePolicy::Skip, overlap: OverlapPolicy::Skip }
-            .compile()
-            .unwrap_err();
-        assert_eq!(err.to_string(), "schedule.timezone: \"Mars/Olympus\" is not an IANA time zone name");
+        let err = Schedule {
+            cron: "* * * * *".into(),
+            timezone: "Mars/Olympus".into(),
+            misfire: MisfirePolicy::Skip,
+            overlap: OverlapPolicy::Skip,
+        }
+        .compile()
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "schedule.timezone: \"Mars/Olympus\" is not an IANA time zone name"
+        );
     }
 }

@@ -28,14 +28,17 @@ pub enum SignatureError {
 /// other string is used as is.
 pub fn key_from_secret(secret: &str) -> Vec<u8> {
     match secret.strip_prefix("whsec_") {
-        Some(b64) => STANDARD.decode(b64).unwrap_or_else(|_| secret.as_bytes().to_vec()),
+        Some(b64) => STANDARD
+            .decode(b64)
+            .unwrap_or_else(|_| secret.as_bytes().to_vec()),
         None => secret.as_bytes().to_vec(),
     }
 }
 
 fn mac(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> HmacSha256 {
     // HMAC accepts keys of any length; new_from_slice cannot fail for it.
-    let mut m = <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    let mut m = <HmacSha256 as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
     m.update(id.as_bytes());
     m.update(b".");
     m.update(timestamp.as_bytes());
@@ -46,7 +49,9 @@ fn mac(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> HmacSha256 {
 
 /// The `webhook-signature` header value for a message.
 pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
-    let tag = mac(key, id, &timestamp.to_string(), body).finalize().into_bytes();
+    let tag = mac(key, id, &timestamp.to_string(), body)
+        .finalize()
+        .into_bytes();
     format!("v1,{}", STANDARD.encode(tag))
 }
 
@@ -64,14 +69,24 @@ pub fn verify(
     let id = id.ok_or(SignatureError::MissingHeader("webhook-id"))?;
     let ts_text = timestamp.ok_or(SignatureError::MissingHeader("webhook-timestamp"))?;
     let signature = signature.ok_or(SignatureError::MissingHeader("webhook-signature"))?;
-    let ts: i64 = ts_text.trim().parse().map_err(|_| SignatureError::BadTimestamp)?;
+    let ts: i64 = ts_text
+        .trim()
+        .parse()
+        .map_err(|_| SignatureError::BadTimestamp)?;
     if (now_s - ts).abs() > tolerance_s {
         return Err(SignatureError::StaleTimestamp(tolerance_s));
     }
     for candidate in signature.split_whitespace() {
-        let Some(b64) = candidate.strip_prefix("v1,") else { continue };
-        let Ok(bytes) = STANDARD.decode(b64) else { continue };
-        if mac(key, id, ts_text.trim(), body).verify_slice(&bytes).is_ok() {
+        let Some(b64) = candidate.strip_prefix("v1,") else {
+            continue;
+        };
+        let Ok(bytes) = STANDARD.decode(b64) else {
+            continue;
+        };
+        if mac(key, id, ts_text.trim(), body)
+            .verify_slice(&bytes)
+            .is_ok()
+        {
             return Ok(());
         }
     }
@@ -91,23 +106,68 @@ mod tests {
     fn fixture_vector_signs_and_verifies() {
         let key = key_from_secret(SECRET);
         assert_eq!(sign(&key, "msg_2p0X4Q0K7c7xXk1", 1763630102, BODY), SIG);
-        let ok = verify(&key, Some("msg_2p0X4Q0K7c7xXk1"), Some("1763630102"), Some(SIG), BODY, 1763630102, 300);
+        let ok = verify(
+            &key,
+            Some("msg_2p0X4Q0K7c7xXk1"),
+            Some("1763630102"),
+            Some(SIG),
+            BODY,
+            1763630102,
+            300,
+        );
         assert_eq!(ok, Ok(()));
     }
 
     #[test]
     fn any_change_is_refused() {
         let key = key_from_secret(SECRET);
-        let v = |id: &str, ts: &str, sig: &str, body: &[u8], now: i64| verify(&key, Some(id), Some(ts), Some(sig), body, now, 300);
-        assert_eq!(v("msg_2p0X4Q0K7c7xXk1", "1763630102", SIG, b"{}", 1763630102), Err(SignatureError::Mismatch));
-        assert_eq!(v("msg_other", "1763630102", SIG, BODY, 1763630102), Err(SignatureError::Mismatch));
-        assert_eq!(v("msg_2p0X4Q0K7c7xXk1", "1763630103", SIG, BODY, 1763630102), Err(SignatureError::Mismatch));
-        assert_eq!(v("msg_2p0X4Q0K7c7xXk1", "1763630102", SIG, BODY, 1763630102 + 301), Err(SignatureError::StaleTimestamp(300)));
+        let v = |id: &str, ts: &str, sig: &str, body: &[u8], now: i64| {
+            verify(&key, Some(id), Some(ts), Some(sig), body, now, 300)
+        };
+        assert_eq!(
+            v("msg_2p0X4Q0K7c7xXk1", "1763630102", SIG, b"{}", 1763630102),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            v("msg_other", "1763630102", SIG, BODY, 1763630102),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            v("msg_2p0X4Q0K7c7xXk1", "1763630103", SIG, BODY, 1763630102),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            v(
+                "msg_2p0X4Q0K7c7xXk1",
+                "1763630102",
+                SIG,
+                BODY,
+                1763630102 + 301
+            ),
+            Err(SignatureError::StaleTimestamp(300))
+        );
         let other_key = key_from_secret("whsec_b3RoZXI=");
-        assert_eq!(verify(&other_key, Some("msg_2p0X4Q0K7c7xXk1"), Some("1763630102"), Some(SIG), BODY, 1763630102, 300), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify(
+                &other_key,
+                Some("msg_2p0X4Q0K7c7xXk1"),
+                Some("1763630102"),
+                Some(SIG),
+                BODY,
+                1763630102,
+                300
+            ),
+            Err(SignatureError::Mismatch)
+        );
         // A list with one good entry passes.
         let list = format!("v1,AAAA {SIG}");
-        assert_eq!(v("msg_2p0X4Q0K7c7xXk1", "1763630102", &list, BODY, 1763630102), Ok(()));
-        assert_eq!(verify(&key, None, Some("1"), Some(SIG), BODY, 1, 300), Err(SignatureError::MissingHeader("webhook-id")));
+        assert_eq!(
+            v("msg_2p0X4Q0K7c7xXk1", "1763630102", &list, BODY, 1763630102),
+            Ok(())
+        );
+        assert_eq!(
+            verify(&key, None, Some("1"), Some(SIG), BODY, 1, 300),
+            Err(SignatureError::MissingHeader("webhook-id"))
+        );
     }
 }

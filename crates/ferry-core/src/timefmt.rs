@@ -17,7 +17,9 @@ pub fn parse(text: &str) -> Option<i64> {
     if let Ok(ms) = t.parse::<i64>() {
         return Some(ms);
     }
-    DateTime::parse_from_rfc3339(t).ok().map(|d| d.timestamp_millis())
+    DateTime::parse_from_rfc3339(t)
+        .ok()
+        .map(|d| d.timestamp_millis())
 }
 
 #[derive(Deserialize)]
@@ -35,7 +37,8 @@ pub mod ms {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
         match Either::deserialize(d)? {
             Either::Ms(v) => Ok(v),
-            Either::Text(t) => parse(&t).ok_or_else(|| serde::de::Error::custom(format!("{t:?} is not an RFC 3339 time"))),
+            Either::Text(t) => parse(&t)
+                .ok_or_else(|| serde::de::Error::custom(format!("{t:?} is not an RFC 3339 time"))),
         }
     }
 }
@@ -52,7 +55,9 @@ pub mod opt_ms {
         match Option::<Either>::deserialize(d)? {
             None => Ok(None),
             Some(Either::Ms(v)) => Ok(Some(v)),
-            Some(Either::Text(t)) => parse(&t).map(Some).ok_or_else(|| serde::de::Error::custom(format!("{t:?} is not an RFC 3339 time"))),
+            Some(Either::Text(t)) => parse(&t)
+                .map(Some)
+                .ok_or_else(|| serde::de::Error::custom(format!("{t:?} is not an RFC 3339 time"))),
         }
     }
 }

@@ -92,7 +92,8 @@ pub struct DeadLetterFilter {
     pub q: Option<String>,
 }
 
-const JOB_RUN_COLUMNS: &str = "id, integration_id, tenant, connector, revision, trigger, state, attempts, scheduled_for, \
+const JOB_RUN_COLUMNS: &str =
+    "id, integration_id, tenant, connector, revision, trigger, state, attempts, scheduled_for, \
      created_at, started_at, run_at, last_error, event_id, replay_of, attempt_log";
 const RUN_COLUMNS: &str = "id, integration_id, tenant, connector, connector_version, revision, trigger, status, attempts, \
      scheduled_for, created_at, started_at, finished_at, records_ok, records_rejected, error, rejections, attempt_log, event_id, replay_of";
@@ -142,10 +143,13 @@ fn run_from_history(row: &AnyRow) -> Result<RunView> {
         integration_id: uuid_col(row, "integration_id")?,
         tenant: row.try_get("tenant")?,
         connector: row.try_get("connector")?,
-        connector_version: row.try_get::<Option<String>, _>("connector_version")?.filter(|v| !v.is_empty()),
+        connector_version: row
+            .try_get::<Option<String>, _>("connector_version")?
+            .filter(|v| !v.is_empty()),
         revision: row.try_get("revision")?,
         trigger: trigger_col(row)?,
-        status: RunStatus::parse(&status).ok_or_else(|| Error::Corrupt(format!("status {status:?}")))?,
+        status: RunStatus::parse(&status)
+            .ok_or_else(|| Error::Corrupt(format!("status {status:?}")))?,
         attempts: row.try_get("attempts")?,
         scheduled_for: row.try_get("scheduled_for")?,
         created_at: row.try_get("created_at")?,
@@ -171,7 +175,9 @@ fn dead_letter_from_row(row: &AnyRow) -> Result<DeadLetter> {
         integration_id: uuid_col(row, "integration_id")?,
         tenant: row.try_get("tenant")?,
         connector: row.try_get("connector")?,
-        connector_version: row.try_get::<Option<String>, _>("connector_version")?.filter(|v| !v.is_empty()),
+        connector_version: row
+            .try_get::<Option<String>, _>("connector_version")?
+            .filter(|v| !v.is_empty()),
         trigger: trigger_col(row)?,
         event_id: opt_uuid_col(row, "event_id")?,
         scheduled_for: row.try_get("scheduled_for")?,
@@ -193,7 +199,10 @@ fn dead_letter_from_row(row: &AnyRow) -> Result<DeadLetter> {
 
 /// The WHERE clause for a dead-letter filter, with its binds, parameters
 /// numbered from `$1`.
-fn dl_where(f: &DeadLetterFilter, pending_only: bool) -> (String, Vec<Option<String>>, Vec<Option<i64>>) {
+fn dl_where(
+    f: &DeadLetterFilter,
+    pending_only: bool,
+) -> (String, Vec<Option<String>>, Vec<Option<i64>>) {
     let mut clauses = vec!["discarded_at IS NULL".to_string()];
     if pending_only {
         clauses.push("replayed_at IS NULL".into());
@@ -205,28 +214,47 @@ fn dl_where(f: &DeadLetterFilter, pending_only: bool) -> (String, Vec<Option<Str
     clauses.push("($5 IS NULL OR dead_at >= $5)".into());
     clauses.push("($6 IS NULL OR dead_at < $6)".into());
     let like = f.q.as_ref().map(|q| {
-        let escaped: String = q.to_lowercase().chars().filter(|c| *c != '%' && *c != '_').collect();
+        let escaped: String = q
+            .to_lowercase()
+            .chars()
+            .filter(|c| *c != '%' && *c != '_')
+            .collect();
         format!("%{escaped}%")
     });
     (
         clauses.join(" AND "),
-        vec![f.integration.map(|i| i.to_string()), f.tenant.clone(), f.connector.clone(), like],
+        vec![
+            f.integration.map(|i| i.to_string()),
+            f.tenant.clone(),
+            f.connector.clone(),
+            like,
+        ],
         vec![f.since, f.until],
     )
 }
 
 impl Queue {
     /// Runs newest first: live jobs and history merged.
-    pub async fn list_runs(&self, f: &RunFilter, limit: usize, cursor: Option<&str>) -> Result<(Vec<RunView>, Option<String>)> {
+    pub async fn list_runs(
+        &self,
+        f: &RunFilter,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<RunView>, Option<String>)> {
         let want_live = !matches!(f.status, Some(RunStatus::Succeeded | RunStatus::Dead));
-        let want_done = matches!(f.status, None | Some(RunStatus::Succeeded | RunStatus::Dead));
+        let want_done = matches!(
+            f.status,
+            None | Some(RunStatus::Succeeded | RunStatus::Dead)
+        );
         let mut items = Vec::new();
         let integration = f.integration.map(|i| i.to_string());
         if want_live {
             let state = match f.status {
                 Some(RunStatus::Running) => "state = 'running'",
                 Some(RunStatus::Retrying) => "state = 'available' AND attempts > 0",
-                Some(RunStatus::Queued) => "(state IN ('waiting', 'held') OR (state = 'available' AND attempts = 0))",
+                Some(RunStatus::Queued) => {
+                    "(state IN ('waiting', 'held') OR (state = 'available' AND attempts = 0))"
+                }
                 _ => "1 = 1",
             };
             let sql = format!(
@@ -261,7 +289,7 @@ impl Queue {
                 items.push(run_from_history(r)?);
             }
         }
-        items.sort_by(|a, b| b.id.cmp(&a.id));
+        items.sort_by_key(|r| std::cmp::Reverse(r.id));
         items.dedup_by_key(|r| r.id);
         Ok(ferry_store::paginate(items, limit, |r| r.id.to_string()))
     }
@@ -282,7 +310,12 @@ impl Queue {
         run_from_history(&done)
     }
 
-    pub async fn list_dead_letters(&self, f: &DeadLetterFilter, limit: usize, cursor: Option<&str>) -> Result<(Vec<DeadLetter>, Option<String>)> {
+    pub async fn list_dead_letters(
+        &self,
+        f: &DeadLetterFilter,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<DeadLetter>, Option<String>)> {
         let (clause, texts, times) = dl_where(f, false);
         let sql = format!("SELECT {DL_COLUMNS} FROM dead_letters WHERE {clause} AND ($7 IS NULL OR id < $7) ORDER BY id DESC LIMIT $8");
         let mut q = sqlx::query(&sql);
@@ -292,17 +325,26 @@ impl Queue {
         for t in times {
             q = q.bind(t);
         }
-        let rows = q.bind(cursor).bind(limit as i64 + 1).fetch_all(&self.db.pool).await?;
-        let items = rows.iter().map(dead_letter_from_row).collect::<Result<Vec<_>>>()?;
+        let rows = q
+            .bind(cursor)
+            .bind(limit as i64 + 1)
+            .fetch_all(&self.db.pool)
+            .await?;
+        let items = rows
+            .iter()
+            .map(dead_letter_from_row)
+            .collect::<Result<Vec<_>>>()?;
         Ok(ferry_store::paginate(items, limit, |d| d.id.to_string()))
     }
 
     pub async fn get_dead_letter(&self, id: Uuid) -> Result<DeadLetter> {
-        let row = sqlx::query(&format!("SELECT {DL_COLUMNS} FROM dead_letters WHERE id = $1"))
-            .bind(id.to_string())
-            .fetch_optional(&self.db.pool)
-            .await?
-            .ok_or(Error::NotFound)?;
+        let row = sqlx::query(&format!(
+            "SELECT {DL_COLUMNS} FROM dead_letters WHERE id = $1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&self.db.pool)
+        .await?
+        .ok_or(Error::NotFound)?;
         dead_letter_from_row(&row)
     }
 
@@ -322,7 +364,12 @@ impl Queue {
 
     /// Replays dead letters as new jobs on each integration's current
     /// revision. Returns `(dead_letter_id, run_id)` for each replayed.
-    async fn replay_rows(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>, letters: &[DeadLetter], now: i64) -> Result<Vec<(Uuid, Uuid)>> {
+    async fn replay_rows(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        letters: &[DeadLetter],
+        now: i64,
+    ) -> Result<Vec<(Uuid, Uuid)>> {
         let mut jobs = Vec::with_capacity(letters.len());
         let mut pairs = Vec::with_capacity(letters.len());
         for dl in letters {
@@ -334,7 +381,8 @@ impl Queue {
             .fetch_optional(&mut **tx)
             .await?
             .ok_or_else(|| Error::Conflict(format!("integration {} was deleted; its dead letters cannot be replayed", dl.integration_id)))?;
-            let retry: ferry_core::RetryPolicy = serde_json::from_str(&row.try_get::<String, _>("retry")?)?;
+            let retry: ferry_core::RetryPolicy =
+                serde_json::from_str(&row.try_get::<String, _>("retry")?)?;
             let run_id = ferry_core::new_id();
             jobs.push(NewJob {
                 id: run_id,
@@ -357,12 +405,14 @@ impl Queue {
         }
         self.enqueue_in(tx, &jobs, now).await?;
         for (dl, run) in &pairs {
-            sqlx::query("UPDATE dead_letters SET replayed_at = $1, replay_run_id = $2 WHERE id = $3")
-                .bind(now)
-                .bind(run.to_string())
-                .bind(dl.to_string())
-                .execute(&mut **tx)
-                .await?;
+            sqlx::query(
+                "UPDATE dead_letters SET replayed_at = $1, replay_run_id = $2 WHERE id = $3",
+            )
+            .bind(now)
+            .bind(run.to_string())
+            .bind(dl.to_string())
+            .execute(&mut **tx)
+            .await?;
         }
         Ok(pairs)
     }
@@ -374,9 +424,19 @@ impl Queue {
             return Err(Error::Conflict("this dead letter was discarded".into()));
         }
         let mut tx = self.db.pool.begin().await?;
-        let pairs = self.replay_rows(&mut tx, std::slice::from_ref(&dl), now).await?;
+        let pairs = self
+            .replay_rows(&mut tx, std::slice::from_ref(&dl), now)
+            .await?;
         let run = pairs[0].1;
-        ferry_store::audit::record(&mut *tx, actor, "dead_letter.replay", &id.to_string(), Some(&serde_json::json!({"run_id": run})), now).await?;
+        ferry_store::audit::record(
+            &mut *tx,
+            actor,
+            "dead_letter.replay",
+            &id.to_string(),
+            Some(&serde_json::json!({"run_id": run})),
+            now,
+        )
+        .await?;
         tx.commit().await?;
         self.wake.notify_one();
         Ok(run)
@@ -384,11 +444,19 @@ impl Queue {
 
     /// Replays every pending dead letter matching `f`, a page at a time;
     /// `progress` is told the running total. Returns how many were replayed.
-    pub async fn replay_matching(&self, f: &DeadLetterFilter, actor: &str, now: i64, mut progress: impl FnMut(u64)) -> Result<u64> {
+    pub async fn replay_matching(
+        &self,
+        f: &DeadLetterFilter,
+        actor: &str,
+        now: i64,
+        mut progress: impl FnMut(u64),
+    ) -> Result<u64> {
         let mut total = 0u64;
         loop {
             let (clause, texts, times) = dl_where(f, true);
-            let sql = format!("SELECT {DL_COLUMNS} FROM dead_letters WHERE {clause} ORDER BY id LIMIT 500");
+            let sql = format!(
+                "SELECT {DL_COLUMNS} FROM dead_letters WHERE {clause} ORDER BY id LIMIT 500"
+            );
             let mut q = sqlx::query(&sql);
             for t in texts {
                 q = q.bind(t);
@@ -402,7 +470,10 @@ impl Queue {
                 tx.rollback().await?;
                 break;
             }
-            let letters = rows.iter().map(dead_letter_from_row).collect::<Result<Vec<_>>>()?;
+            let letters = rows
+                .iter()
+                .map(dead_letter_from_row)
+                .collect::<Result<Vec<_>>>()?;
             let n = self.replay_rows(&mut tx, &letters, now).await?.len() as u64;
             tx.commit().await?;
             self.wake.notify_one();
@@ -410,7 +481,15 @@ impl Queue {
             progress(total);
         }
         let detail = serde_json::json!({"replayed": total, "integration": f.integration, "tenant": f.tenant, "connector": f.connector, "q": f.q});
-        ferry_store::audit::record(&self.db.pool, actor, "dead_letter.replay_bulk", "dead_letters", Some(&detail), now).await?;
+        ferry_store::audit::record(
+            &self.db.pool,
+            actor,
+            "dead_letter.replay_bulk",
+            "dead_letters",
+            Some(&detail),
+            now,
+        )
+        .await?;
         Ok(total)
     }
 
@@ -427,15 +506,24 @@ impl Queue {
         if n == 0 {
             return Err(Error::NotFound);
         }
-        ferry_store::audit::record(&mut *tx, actor, "dead_letter.discard", &id.to_string(), None, now).await?;
+        ferry_store::audit::record(
+            &mut *tx,
+            actor,
+            "dead_letter.discard",
+            &id.to_string(),
+            None,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
     pub async fn dead_letter_count(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM dead_letters WHERE discarded_at IS NULL AND replayed_at IS NULL")
-            .fetch_one(&self.db.pool)
-            .await?)
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM dead_letters WHERE discarded_at IS NULL AND replayed_at IS NULL",
+        )
+        .fetch_one(&self.db.pool)
+        .await?)
     }
 }
-

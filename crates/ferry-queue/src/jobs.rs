@@ -133,7 +133,8 @@ pub(crate) fn uuid_col(row: &AnyRow, col: &str) -> Result<Uuid> {
 
 pub(crate) fn opt_uuid_col(row: &AnyRow, col: &str) -> Result<Option<Uuid>> {
     let s: Option<String> = row.try_get(col)?;
-    s.map(|s| Uuid::parse_str(&s).map_err(|_| Error::Corrupt(format!("{col} {s:?} is not a uuid")))).transpose()
+    s.map(|s| Uuid::parse_str(&s).map_err(|_| Error::Corrupt(format!("{col} {s:?} is not a uuid"))))
+        .transpose()
 }
 
 pub(crate) fn trigger_col(row: &AnyRow) -> Result<Trigger> {
@@ -151,7 +152,9 @@ fn claimed_from_row(row: &AnyRow) -> Result<ClaimedJob> {
         trigger: trigger_col(row)?,
         attempt: row.try_get("attempts")?,
         max_attempts: row.try_get("max_attempts")?,
-        lease_token: row.try_get::<Option<String>, _>("lease_token")?.unwrap_or_default(),
+        lease_token: row
+            .try_get::<Option<String>, _>("lease_token")?
+            .unwrap_or_default(),
         scheduled_for: row.try_get("scheduled_for")?,
         event_id: opt_uuid_col(row, "event_id")?,
         payload: row.try_get("payload")?,
@@ -180,7 +183,10 @@ type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 
 impl Queue {
     pub fn new(db: Db) -> Queue {
-        Queue { db, wake: Arc::new(Notify::new()) }
+        Queue {
+            db,
+            wake: Arc::new(Notify::new()),
+        }
     }
 
     /// Enqueues jobs in one transaction. Jobs whose idempotency key was seen
@@ -196,32 +202,65 @@ impl Queue {
     }
 
     /// As `enqueue`, inside the caller's transaction (the scheduler's).
-    pub async fn enqueue_in(&self, tx: &mut Tx<'_>, jobs: &[NewJob], now: i64) -> Result<Vec<Enqueued>> {
+    pub async fn enqueue_in(
+        &self,
+        tx: &mut Tx<'_>,
+        jobs: &[NewJob],
+        now: i64,
+    ) -> Result<Vec<Enqueued>> {
         let mut existing: HashMap<String, (Uuid, Option<Uuid>)> = HashMap::new();
-        let keyed: Vec<&NewJob> = jobs.iter().filter(|j| j.idempotency_key.is_some()).collect();
+        let keyed: Vec<&NewJob> = jobs
+            .iter()
+            .filter(|j| j.idempotency_key.is_some())
+            .collect();
         for chunk in keyed.chunks(CHUNK) {
-            let mut sql = String::from("INSERT INTO job_keys (key, job_id, event_id, created_at) VALUES ");
+            let mut sql =
+                String::from("INSERT INTO job_keys (key, job_id, event_id, created_at) VALUES ");
             for i in 0..chunk.len() {
                 let b = i * 4;
-                sql.push_str(&format!("{}(${}, ${}, ${}, ${})", if i > 0 { ", " } else { "" }, b + 1, b + 2, b + 3, b + 4));
+                sql.push_str(&format!(
+                    "{}(${}, ${}, ${}, ${})",
+                    if i > 0 { ", " } else { "" },
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4
+                ));
             }
             sql.push_str(" ON CONFLICT (key) DO NOTHING RETURNING key");
             let mut q = sqlx::query(&sql);
             for j in chunk {
-                q = q.bind(j.idempotency_key.clone()).bind(j.id.to_string()).bind(j.event_id.map(|e| e.to_string())).bind(now);
+                q = q
+                    .bind(j.idempotency_key.clone())
+                    .bind(j.id.to_string())
+                    .bind(j.event_id.map(|e| e.to_string()))
+                    .bind(now);
             }
-            let inserted: HashSet<String> =
-                q.fetch_all(&mut **tx).await?.iter().map(|r| r.try_get("key")).collect::<Result<_, _>>()?;
-            let dupes: Vec<&str> =
-                chunk.iter().filter_map(|j| j.idempotency_key.as_deref()).filter(|k| !inserted.contains(*k)).collect();
+            let inserted: HashSet<String> = q
+                .fetch_all(&mut **tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get("key"))
+                .collect::<Result<_, _>>()?;
+            let dupes: Vec<&str> = chunk
+                .iter()
+                .filter_map(|j| j.idempotency_key.as_deref())
+                .filter(|k| !inserted.contains(*k))
+                .collect();
             if !dupes.is_empty() {
-                let sql = format!("SELECT key, job_id, event_id FROM job_keys WHERE key IN ({})", Db::placeholders(1, dupes.len()));
+                let sql = format!(
+                    "SELECT key, job_id, event_id FROM job_keys WHERE key IN ({})",
+                    Db::placeholders(1, dupes.len())
+                );
                 let mut q = sqlx::query(&sql);
                 for k in &dupes {
                     q = q.bind(*k);
                 }
                 for r in q.fetch_all(&mut **tx).await? {
-                    existing.insert(r.try_get("key")?, (uuid_col(&r, "job_id")?, opt_uuid_col(&r, "event_id")?));
+                    existing.insert(
+                        r.try_get("key")?,
+                        (uuid_col(&r, "job_id")?, opt_uuid_col(&r, "event_id")?),
+                    );
                 }
             }
         }
@@ -229,9 +268,17 @@ impl Queue {
         let mut fresh = Vec::with_capacity(jobs.len());
         for j in jobs {
             match j.idempotency_key.as_ref().and_then(|k| existing.get(k)) {
-                Some((job_id, event_id)) => out.push(Enqueued { job_id: *job_id, event_id: *event_id, duplicate: true }),
+                Some((job_id, event_id)) => out.push(Enqueued {
+                    job_id: *job_id,
+                    event_id: *event_id,
+                    duplicate: true,
+                }),
                 None => {
-                    out.push(Enqueued { job_id: j.id, event_id: j.event_id, duplicate: false });
+                    out.push(Enqueued {
+                        job_id: j.id,
+                        event_id: j.event_id,
+                        duplicate: false,
+                    });
                     fresh.push(j);
                 }
             }
@@ -271,21 +318,34 @@ impl Queue {
             q.execute(&mut **tx).await?;
         }
         if !fresh.is_empty() && self.db.backend == ferry_store::Backend::Postgres {
-            sqlx::query("SELECT pg_notify($1, '')").bind(crate::wake::CHANNEL).execute(&mut **tx).await?;
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(crate::wake::CHANNEL)
+                .execute(&mut **tx)
+                .await?;
         }
         Ok(out)
     }
 
     /// Claims up to `limit` available jobs that are due, oldest first,
     /// skipping `exclude_tenants` (those at their concurrency limit).
-    pub async fn claim(&self, worker: &str, limit: usize, lease_ms: i64, now: i64, exclude_tenants: &[String]) -> Result<Vec<ClaimedJob>> {
+    pub async fn claim(
+        &self,
+        worker: &str,
+        limit: usize,
+        lease_ms: i64,
+        now: i64,
+        exclude_tenants: &[String],
+    ) -> Result<Vec<ClaimedJob>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
         let exclude = if exclude_tenants.is_empty() {
             String::new()
         } else {
-            format!(" AND tenant NOT IN ({})", Db::placeholders(6, exclude_tenants.len()))
+            format!(
+                " AND tenant NOT IN ({})",
+                Db::placeholders(6, exclude_tenants.len())
+            )
         };
         let sql = format!(
             "UPDATE jobs SET state = 'running', lease_token = $1 || id, lease_until = $2, worker_id = $3, \
@@ -295,18 +355,31 @@ impl Queue {
             self.db.skip_locked()
         );
         let claim = format!("{}:", ferry_core::new_id());
-        let mut q = sqlx::query(&sql).bind(claim).bind(now + lease_ms).bind(worker).bind(now).bind(limit as i64);
+        let mut q = sqlx::query(&sql)
+            .bind(claim)
+            .bind(now + lease_ms)
+            .bind(worker)
+            .bind(now)
+            .bind(limit as i64);
         for t in exclude_tenants {
             q = q.bind(t.clone());
         }
         let rows = q.fetch_all(&self.db.pool).await?;
-        let mut jobs = rows.iter().map(claimed_from_row).collect::<Result<Vec<_>>>()?;
+        let mut jobs = rows
+            .iter()
+            .map(claimed_from_row)
+            .collect::<Result<Vec<_>>>()?;
         jobs.sort_by_key(|j| j.id);
         Ok(jobs)
     }
 
     /// Extends the leases still held; returns the ids whose lease was lost.
-    pub async fn heartbeat(&self, held: &[(Uuid, String)], lease_ms: i64, now: i64) -> Result<Vec<Uuid>> {
+    pub async fn heartbeat(
+        &self,
+        held: &[(Uuid, String)],
+        lease_ms: i64,
+        now: i64,
+    ) -> Result<Vec<Uuid>> {
         let mut lost = Vec::new();
         for chunk in held.chunks(CHUNK) {
             let n = chunk.len();
@@ -322,8 +395,18 @@ impl Queue {
             for (_, t) in chunk {
                 q = q.bind(t.clone());
             }
-            let kept: HashSet<Uuid> = q.fetch_all(&self.db.pool).await?.iter().map(|r| uuid_col(r, "id")).collect::<Result<_>>()?;
-            lost.extend(chunk.iter().map(|(id, _)| *id).filter(|id| !kept.contains(id)));
+            let kept: HashSet<Uuid> = q
+                .fetch_all(&self.db.pool)
+                .await?
+                .iter()
+                .map(|r| uuid_col(r, "id"))
+                .collect::<Result<_>>()?;
+            lost.extend(
+                chunk
+                    .iter()
+                    .map(|(id, _)| *id)
+                    .filter(|id| !kept.contains(id)),
+            );
         }
         Ok(lost)
     }
@@ -343,7 +426,11 @@ impl Queue {
         for (_, t) in held {
             q = q.bind(t.to_string());
         }
-        q.fetch_all(&mut **tx).await?.iter().map(finished_from_row).collect()
+        q.fetch_all(&mut **tx)
+            .await?
+            .iter()
+            .map(finished_from_row)
+            .collect()
     }
 
     /// Locks the integrations of overlap-keyed jobs before they leave the
@@ -355,7 +442,10 @@ impl Queue {
         let mut ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
         ids.sort();
         ids.dedup();
-        let sql = format!("SELECT id FROM integrations WHERE id IN ({}) ORDER BY id FOR UPDATE", Db::placeholders(1, ids.len()));
+        let sql = format!(
+            "SELECT id FROM integrations WHERE id IN ({}) ORDER BY id FOR UPDATE",
+            Db::placeholders(1, ids.len())
+        );
         let mut q = sqlx::query(&sql);
         for id in ids {
             q = q.bind(id);
@@ -366,7 +456,12 @@ impl Queue {
 
     /// Promotes the oldest `waiting` job of each key if nothing else with
     /// that key is live.
-    pub(crate) async fn promote_waiting(&self, tx: &mut Tx<'_>, keys: &[String], now: i64) -> Result<u64> {
+    pub(crate) async fn promote_waiting(
+        &self,
+        tx: &mut Tx<'_>,
+        keys: &[String],
+        now: i64,
+    ) -> Result<u64> {
         let mut promoted = 0;
         for key in keys {
             promoted += sqlx::query(
@@ -393,7 +488,8 @@ impl Queue {
                  event_id, replay_of) VALUES ",
             );
             for i in 0..chunk.len() {
-                let params: Vec<String> = (1..=COLS).map(|c| format!("${}", i * COLS + c)).collect();
+                let params: Vec<String> =
+                    (1..=COLS).map(|c| format!("${}", i * COLS + c)).collect();
                 sql.push_str(if i > 0 { ", (" } else { "(" });
                 sql.push_str(&params.join(", "));
                 sql.push(')');
@@ -437,12 +533,21 @@ impl Queue {
         for chunk in done.chunks(CHUNK / 2) {
             let mut tx = self.db.pool.begin().await?;
             // Lock order: integrations before jobs, as the scheduler does.
-            let keyed: Vec<Uuid> = chunk.iter().filter(|s| s.overlap).map(|s| s.integration_id).collect();
+            let keyed: Vec<Uuid> = chunk
+                .iter()
+                .filter(|s| s.overlap)
+                .map(|s| s.integration_id)
+                .collect();
             self.lock_integrations(&mut tx, &keyed).await?;
-            let held: Vec<(Uuid, &str)> = chunk.iter().map(|s| (s.id, s.lease_token.as_str())).collect();
+            let held: Vec<(Uuid, &str)> = chunk
+                .iter()
+                .map(|s| (s.id, s.lease_token.as_str()))
+                .collect();
             let taken = self.take(&mut tx, &held).await?;
             let by_id: HashMap<Uuid, &Success> = chunk.iter().map(|s| (s.id, s)).collect();
-            rejected = self.finish_success(tx, taken, &by_id, chunk, now, rejected).await?;
+            rejected = self
+                .finish_success(tx, taken, &by_id, chunk, now, rejected)
+                .await?;
         }
         Ok(rejected)
     }
@@ -457,13 +562,25 @@ impl Queue {
         mut rejected: Vec<Uuid>,
     ) -> Result<Vec<Uuid>> {
         let taken_ids: HashSet<Uuid> = taken.iter().map(|f| f.row.id).collect();
-        rejected.extend(chunk.iter().map(|s| s.id).filter(|id| !taken_ids.contains(id)));
+        rejected.extend(
+            chunk
+                .iter()
+                .map(|s| s.id)
+                .filter(|id| !taken_ids.contains(id)),
+        );
         let mut runs = Vec::with_capacity(taken.len());
         let mut keys = Vec::new();
         for f in &taken {
             let s = by_id[&f.row.id];
             if let Some((expected, state)) = &s.state {
-                ferry_store::state::compare_and_swap(&mut tx, f.row.integration_id, *expected, state, now).await?;
+                ferry_store::state::compare_and_swap(
+                    &mut tx,
+                    f.row.integration_id,
+                    *expected,
+                    state,
+                    now,
+                )
+                .await?;
             }
             let mut log = f.row.attempt_log.clone();
             log.push(s.attempt.clone());
@@ -501,7 +618,8 @@ impl Queue {
                     .fetch_optional(&mut *tx)
                     .await?;
                 let Some(row) = row else { return Ok(false) };
-                let mut log: Vec<AttemptEntry> = serde_json::from_str(&row.try_get::<String, _>("attempt_log")?)?;
+                let mut log: Vec<AttemptEntry> =
+                    serde_json::from_str(&row.try_get::<String, _>("attempt_log")?)?;
                 log.push(f.attempt.clone());
                 let n = sqlx::query(
                     "UPDATE jobs SET state = 'available', run_at = $1, lease_token = NULL, lease_until = NULL, worker_id = NULL, \
@@ -523,9 +641,14 @@ impl Queue {
                 if f.overlap {
                     self.lock_integrations(&mut tx, &[f.integration_id]).await?;
                 }
-                let taken = self.take(&mut tx, &[(f.id, f.lease_token.as_str())]).await?;
-                let Some(job) = taken.into_iter().next() else { return Ok(false) };
-                self.bury(&mut tx, job, &f.connector_version, f.attempt.clone(), now).await?;
+                let taken = self
+                    .take(&mut tx, &[(f.id, f.lease_token.as_str())])
+                    .await?;
+                let Some(job) = taken.into_iter().next() else {
+                    return Ok(false);
+                };
+                self.bury(&mut tx, job, &f.connector_version, f.attempt.clone(), now)
+                    .await?;
                 tx.commit().await?;
                 Ok(true)
             }
@@ -533,7 +656,14 @@ impl Queue {
     }
 
     /// Moves a taken job to `runs` (dead) and `dead_letters`.
-    async fn bury(&self, tx: &mut Tx<'_>, job: Finished, connector_version: &str, last: AttemptEntry, now: i64) -> Result<()> {
+    async fn bury(
+        &self,
+        tx: &mut Tx<'_>,
+        job: Finished,
+        connector_version: &str,
+        last: AttemptEntry,
+        now: i64,
+    ) -> Result<()> {
         let mut log = job.row.attempt_log.clone();
         log.push(last.clone());
         let log_text = serde_json::to_string(&log)?;
@@ -600,7 +730,11 @@ impl Queue {
 
     /// Pausing holds an integration's queued jobs; resuming frees them.
     pub async fn set_held(&self, integration: Uuid, held: bool, now: i64) -> Result<u64> {
-        let (from, to) = if held { ("available", "held") } else { ("held", "available") };
+        let (from, to) = if held {
+            ("available", "held")
+        } else {
+            ("held", "available")
+        };
         let n = sqlx::query("UPDATE jobs SET state = $1, run_at = CASE WHEN run_at < $2 THEN $2 ELSE run_at END WHERE integration_id = $3 AND state = $4")
             .bind(to)
             .bind(now)
@@ -635,7 +769,10 @@ impl Queue {
                 started_at: job.started_at.unwrap_or(now),
                 finished_at: now,
                 outcome: "lease_expired".into(),
-                error: Some(format!("lease expired: worker {} stopped heartbeating", worker.as_deref().unwrap_or("?"))),
+                error: Some(format!(
+                    "lease expired: worker {} stopped heartbeating",
+                    worker.as_deref().unwrap_or("?")
+                )),
                 class: Some("transient".into()),
                 worker,
             };
@@ -689,15 +826,25 @@ impl Queue {
 
     /// Job counts by state, for metrics.
     pub async fn counts(&self) -> Result<Vec<(String, i64)>> {
-        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state").fetch_all(&self.db.pool).await?;
-        rows.iter().map(|r| Ok((r.try_get("state")?, r.try_get("n")?))).collect()
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
+            .fetch_all(&self.db.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("state")?, r.try_get("n")?)))
+            .collect()
     }
 
     /// Deletes history older than `before`: finished runs and idempotency
     /// keys. Dead letters are kept until discarded or replayed.
     pub async fn prune_history(&self, before: i64) -> Result<u64> {
-        let runs = sqlx::query("DELETE FROM runs WHERE finished_at < $1 AND status = 'succeeded'").bind(before).execute(&self.db.pool).await?;
-        let keys = sqlx::query("DELETE FROM job_keys WHERE created_at < $1").bind(before).execute(&self.db.pool).await?;
+        let runs = sqlx::query("DELETE FROM runs WHERE finished_at < $1 AND status = 'succeeded'")
+            .bind(before)
+            .execute(&self.db.pool)
+            .await?;
+        let keys = sqlx::query("DELETE FROM job_keys WHERE created_at < $1")
+            .bind(before)
+            .execute(&self.db.pool)
+            .await?;
         Ok(runs.rows_affected() + keys.rows_affected())
     }
 }

@@ -37,7 +37,11 @@ impl Default for SchedulerConfig {
         SchedulerConfig {
             tick: Duration::from_millis(200),
             batch: 1000,
-            catch_up: CatchUp { grace_ms: 30_000, window_ms: 3_600_000, max_fires: 1000 },
+            catch_up: CatchUp {
+                grace_ms: 30_000,
+                window_ms: 3_600_000,
+                max_fires: 1000,
+            },
         }
     }
 }
@@ -75,7 +79,12 @@ struct Due {
 
 impl Scheduler {
     pub fn new(queue: Queue, config: SchedulerConfig, clock: Arc<dyn Clock>) -> Scheduler {
-        Scheduler { queue, config, clock, lag_ms: AtomicI64::new(0) }
+        Scheduler {
+            queue,
+            config,
+            clock,
+            lag_ms: AtomicI64::new(0),
+        }
     }
 
     fn db(&self) -> &Db {
@@ -109,7 +118,11 @@ impl Scheduler {
              ORDER BY i.next_fire_at LIMIT $2{}",
             self.db().skip_locked_of("i")
         );
-        let rows = sqlx::query(&sql).bind(now).bind(self.config.batch as i64).fetch_all(&mut *tx).await?;
+        let rows = sqlx::query(&sql)
+            .bind(now)
+            .bind(self.config.batch as i64)
+            .fetch_all(&mut *tx)
+            .await?;
         if rows.is_empty() {
             tx.rollback().await?;
             return Ok(0);
@@ -119,7 +132,8 @@ impl Scheduler {
             let schedule: Option<String> = r.try_get("schedule")?;
             let id: String = r.try_get("id")?;
             due.push(Due {
-                id: Uuid::parse_str(&id).map_err(|_| ferry_store::Error::Corrupt(format!("integration id {id:?}")))?,
+                id: Uuid::parse_str(&id)
+                    .map_err(|_| ferry_store::Error::Corrupt(format!("integration id {id:?}")))?,
                 tenant: r.try_get("tenant")?,
                 connector: r.try_get("connector")?,
                 revision: r.try_get("revision")?,
@@ -133,7 +147,11 @@ impl Scheduler {
         // Which integrations already have a live scheduled run (overlap).
         let keyed: Vec<String> = due
             .iter()
-            .filter(|d| d.schedule.as_ref().is_some_and(|s| s.overlap != OverlapPolicy::Allow))
+            .filter(|d| {
+                d.schedule
+                    .as_ref()
+                    .is_some_and(|s| s.overlap != OverlapPolicy::Allow)
+            })
             .map(|d| d.id.to_string())
             .collect();
         let mut live: HashSet<String> = HashSet::new();
@@ -204,8 +222,9 @@ impl Scheduler {
         let enqueued = self.queue.enqueue_in(&mut tx, &jobs, now).await?;
         report.enqueued += enqueued.iter().filter(|e| !e.duplicate).count();
         for chunk in next.chunks(400) {
-            let values: Vec<String> =
-                (0..chunk.len()).map(|i| format!("(${}, CAST(${} AS BIGINT))", 2 * i + 1, 2 * i + 2)).collect();
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| format!("(${}, CAST(${} AS BIGINT))", 2 * i + 1, 2 * i + 2))
+                .collect();
             let sql = format!(
                 "WITH v(id, n) AS (VALUES {}) UPDATE integrations SET next_fire_at = (SELECT n FROM v WHERE v.id = integrations.id) \
                  WHERE id IN (SELECT id FROM v)",
@@ -238,7 +257,13 @@ impl Scheduler {
                         failing = false;
                     }
                     if r.enqueued > 0 || r.misfires_dropped > 0 || r.overlap_skipped > 0 {
-                        tracing::debug!(due = r.due, enqueued = r.enqueued, dropped = r.misfires_dropped, skipped = r.overlap_skipped, "scheduler tick");
+                        tracing::debug!(
+                            due = r.due,
+                            enqueued = r.enqueued,
+                            dropped = r.misfires_dropped,
+                            skipped = r.overlap_skipped,
+                            "scheduler tick"
+                        );
                     }
                 }
                 Err(e) => {
@@ -249,7 +274,7 @@ impl Scheduler {
                 }
             }
             ticks += 1;
-            if ticks % 25 == 0 {
+            if ticks.is_multiple_of(25) {
                 if let Err(e) = self.queue.promote_stranded(now).await {
                     tracing::debug!(error = %e, "promote stranded failed");
                 }
@@ -269,5 +294,7 @@ pub async fn jobs_per_integration(db: &Db) -> Result<HashMap<String, i64>> {
     )
     .fetch_all(&db.pool)
     .await?;
-    rows.iter().map(|r| Ok((r.try_get("integration_id")?, r.try_get("n")?))).collect()
+    rows.iter()
+        .map(|r| Ok((r.try_get("integration_id")?, r.try_get("n")?)))
+        .collect()
 }

@@ -16,7 +16,14 @@ pub struct AuditEntry {
     pub detail: Option<serde_json::Value>,
 }
 
-pub async fn record<'e, E>(exec: E, actor: &str, action: &str, target: &str, detail: Option<&serde_json::Value>, now: i64) -> Result<()>
+pub async fn record<'e, E>(
+    exec: E,
+    actor: &str,
+    action: &str,
+    target: &str,
+    detail: Option<&serde_json::Value>,
+    now: i64,
+) -> Result<()>
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
@@ -32,7 +39,11 @@ where
     Ok(())
 }
 
-pub async fn list(db: &Db, limit: usize, cursor: Option<&str>) -> Result<(Vec<AuditEntry>, Option<String>)> {
+pub async fn list(
+    db: &Db,
+    limit: usize,
+    cursor: Option<&str>,
+) -> Result<(Vec<AuditEntry>, Option<String>)> {
     let rows = sqlx::query("SELECT id, at, actor, action, target, detail FROM audit_log WHERE ($1 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2")
         .bind(cursor)
         .bind(limit as i64 + 1)

@@ -29,7 +29,10 @@ impl SecretKey {
             .decode(text.trim())
             .map_err(|_| Error::Crypto("FERRY_SECRET_KEY is not valid base64".into()))?;
         if bytes.len() != 32 {
-            return Err(Error::Crypto(format!("FERRY_SECRET_KEY must decode to 32 bytes, got {}", bytes.len())));
+            return Err(Error::Crypto(format!(
+                "FERRY_SECRET_KEY must decode to 32 bytes, got {}",
+                bytes.len()
+            )));
         }
         Ok(SecretKey(*Key::<Aes256Gcm>::from_slice(&bytes)))
     }
@@ -56,7 +59,10 @@ impl SecretKey {
                     .map_err(|e| Error::Crypto(format!("cannot write {}: {e}", path.display())))?;
                 Ok(key)
             }
-            Err(e) => Err(Error::Crypto(format!("cannot read {}: {e}", path.display()))),
+            Err(e) => Err(Error::Crypto(format!(
+                "cannot read {}: {e}",
+                path.display()
+            ))),
         }
     }
 
@@ -64,7 +70,13 @@ impl SecretKey {
         let mut nonce = [0u8; 12];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let ct = Aes256Gcm::new(&self.0)
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: aad.as_bytes() })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: aad.as_bytes(),
+                },
+            )
             .map_err(|_| Error::Crypto("encryption failed".into()))?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&ct);
@@ -72,14 +84,24 @@ impl SecretKey {
     }
 
     pub fn decrypt(&self, sealed: &str, aad: &str) -> Result<Vec<u8>> {
-        let bytes = STANDARD.decode(sealed).map_err(|_| Error::Crypto("sealed value is not base64".into()))?;
+        let bytes = STANDARD
+            .decode(sealed)
+            .map_err(|_| Error::Crypto("sealed value is not base64".into()))?;
         if bytes.len() < 12 + 16 {
             return Err(Error::Crypto("sealed value is too short".into()));
         }
         let (nonce, ct) = bytes.split_at(12);
         Aes256Gcm::new(&self.0)
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: aad.as_bytes() })
-            .map_err(|_| Error::Crypto("cannot decrypt: wrong FERRY_SECRET_KEY or tampered value".into()))
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ct,
+                    aad: aad.as_bytes(),
+                },
+            )
+            .map_err(|_| {
+                Error::Crypto("cannot decrypt: wrong FERRY_SECRET_KEY or tampered value".into())
+            })
     }
 }
 
@@ -107,8 +129,16 @@ mod tests {
         let sealed = k.encrypt(b"hunter2", "integration-a").unwrap();
         assert!(!sealed.contains("hunter2"));
         assert_eq!(k.decrypt(&sealed, "integration-a").unwrap(), b"hunter2");
-        assert!(k.decrypt(&sealed, "integration-b").is_err(), "bound to its integration");
-        assert!(SecretKey::generate().decrypt(&sealed, "integration-a").is_err(), "other key fails");
+        assert!(
+            k.decrypt(&sealed, "integration-b").is_err(),
+            "bound to its integration"
+        );
+        assert!(
+            SecretKey::generate()
+                .decrypt(&sealed, "integration-a")
+                .is_err(),
+            "other key fails"
+        );
     }
 
     #[test]
@@ -119,7 +149,10 @@ mod tests {
         let b = SecretKey::load_or_create(None, &dir).unwrap();
         let sealed = a.encrypt(b"x", "i").unwrap();
         assert_eq!(b.decrypt(&sealed, "i").unwrap(), b"x");
-        assert!(SecretKey::from_base64("c2hvcnQ=").unwrap_err().to_string().contains("32 bytes"));
+        assert!(SecretKey::from_base64("c2hvcnQ=")
+            .unwrap_err()
+            .to_string()
+            .contains("32 bytes"));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

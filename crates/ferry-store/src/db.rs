@@ -25,7 +25,11 @@ pub struct DbOptions {
 
 impl DbOptions {
     pub fn new(url: impl Into<String>) -> Self {
-        DbOptions { url: url.into(), max_connections: 16, acquire_timeout: Duration::from_secs(5) }
+        DbOptions {
+            url: url.into(),
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -53,16 +57,17 @@ const MIGRATIONS: &[Migration] = &[Migration {
 impl Db {
     pub async fn connect(opts: &DbOptions) -> Result<Db> {
         sqlx::any::install_default_drivers();
-        let backend = if opts.url.starts_with("postgres://") || opts.url.starts_with("postgresql://") {
-            Backend::Postgres
-        } else if opts.url.starts_with("sqlite:") {
-            Backend::Sqlite
-        } else {
-            return Err(Error::Db(format!(
-                "database url must start with sqlite: or postgres://, got {:?}",
-                opts.url.split(':').next().unwrap_or("")
-            )));
-        };
+        let backend =
+            if opts.url.starts_with("postgres://") || opts.url.starts_with("postgresql://") {
+                Backend::Postgres
+            } else if opts.url.starts_with("sqlite:") {
+                Backend::Sqlite
+            } else {
+                return Err(Error::Db(format!(
+                    "database url must start with sqlite: or postgres://, got {:?}",
+                    opts.url.split(':').next().unwrap_or("")
+                )));
+            };
         let connect = AnyConnectOptions::from_str(&opts.url)
             .map_err(|e| Error::Db(format!("database url: {e}")))?;
         let pool = match backend {
@@ -89,7 +94,11 @@ impl Db {
                     .await?
             }
         };
-        Ok(Db { pool, backend, url: opts.url.clone() })
+        Ok(Db {
+            pool,
+            backend,
+            url: opts.url.clone(),
+        })
     }
 
     /// Applies pending migrations. Safe to run from many nodes at once on
@@ -165,7 +174,10 @@ impl Db {
 
     /// `$first, $first+1, …` for `n` values: for `IN (…)` lists.
     pub fn placeholders(first: usize, n: usize) -> String {
-        (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+        (first..first + n)
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     pub async fn close(&self) {

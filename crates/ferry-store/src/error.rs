@@ -20,14 +20,22 @@ pub enum Error {
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         match &e {
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
-                Error::Unavailable(e.to_string())
-            }
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => Error::Unavailable(e.to_string()),
             sqlx::Error::Tls(_) => Error::Unavailable(e.to_string()),
             sqlx::Error::RowNotFound => Error::NotFound,
-            sqlx::Error::Database(db) if db.is_unique_violation() => Error::Conflict(db.message().to_string()),
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                Error::Conflict(db.message().to_string())
+            }
             // PostgreSQL: admin shutdown / cannot connect now / connection failures.
-            sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("57P01" | "57P02" | "57P03" | "08000" | "08003" | "08006")) => {
+            sqlx::Error::Database(db)
+                if matches!(
+                    db.code().as_deref(),
+                    Some("57P01" | "57P02" | "57P03" | "08000" | "08003" | "08006")
+                ) =>
+            {
                 Error::Unavailable(db.message().to_string())
             }
             _ => Error::Db(e.to_string()),

@@ -137,7 +137,14 @@ async fn insert_revision(
     Ok(())
 }
 
-pub async fn create(db: &Db, key: &SecretKey, spec: &IntegrationSpec, next_fire_at: Option<i64>, now: i64, actor: &str) -> Result<Integration> {
+pub async fn create(
+    db: &Db,
+    key: &SecretKey,
+    spec: &IntegrationSpec,
+    next_fire_at: Option<i64>,
+    now: i64,
+    actor: &str,
+) -> Result<Integration> {
     let id = ferry_core::new_id();
     let mut tx = db.pool.begin().await?;
     sqlx::query(
@@ -160,16 +167,23 @@ pub async fn create(db: &Db, key: &SecretKey, spec: &IntegrationSpec, next_fire_
 }
 
 pub async fn get(db: &Db, id: Uuid) -> Result<Integration> {
-    let row = sqlx::query(&format!("{SELECT} WHERE i.id = $1 AND i.deleted_at IS NULL"))
-        .bind(id.to_string())
-        .fetch_optional(&db.pool)
-        .await?
-        .ok_or(Error::NotFound)?;
+    let row = sqlx::query(&format!(
+        "{SELECT} WHERE i.id = $1 AND i.deleted_at IS NULL"
+    ))
+    .bind(id.to_string())
+    .fetch_optional(&db.pool)
+    .await?
+    .ok_or(Error::NotFound)?;
     from_row(&row)
 }
 
 /// Newest first, `limit` at a time; `cursor` is the last id of the previous page.
-pub async fn list(db: &Db, tenant: Option<&str>, limit: usize, cursor: Option<&str>) -> Result<(Vec<Integration>, Option<String>)> {
+pub async fn list(
+    db: &Db,
+    tenant: Option<&str>,
+    limit: usize,
+    cursor: Option<&str>,
+) -> Result<(Vec<Integration>, Option<String>)> {
     let rows = sqlx::query(&format!(
         "{SELECT} WHERE i.deleted_at IS NULL AND ($1 IS NULL OR i.tenant = $1) AND ($2 IS NULL OR i.id < $2) \
          ORDER BY i.id DESC LIMIT $3"
@@ -184,6 +198,7 @@ pub async fn list(db: &Db, tenant: Option<&str>, limit: usize, cursor: Option<&s
 }
 
 /// Writes a new revision if the current one is still `expected_revision`.
+#[allow(clippy::too_many_arguments)] // each is a distinct part of the write
 pub async fn update(
     db: &Db,
     key: &SecretKey,
@@ -209,7 +224,9 @@ pub async fn update(
     .await?
     .rows_affected();
     if changed == 0 {
-        return Err(Error::Conflict("the integration changed since it was read; read it again".into()));
+        return Err(Error::Conflict(
+            "the integration changed since it was read; read it again".into(),
+        ));
     }
     insert_revision(&mut tx, key, id, expected_revision + 1, spec, now, actor).await?;
     tx.commit().await?;
@@ -294,7 +311,10 @@ pub async fn enabled_among(db: &Db, ids: &[Uuid]) -> Result<Vec<(Uuid, bool)>> {
     for row in rows {
         let id = parse_uuid(&row.try_get::<String, _>("id")?)?;
         let deleted: Option<i64> = row.try_get("deleted_at")?;
-        out.push((id, deleted.is_none() && row.try_get::<i64, _>("enabled")? != 0));
+        out.push((
+            id,
+            deleted.is_none() && row.try_get::<i64, _>("enabled")? != 0,
+        ));
     }
     Ok(out)
 }

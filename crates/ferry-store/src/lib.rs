@@ -24,7 +24,11 @@ pub use integrations::{Integration, IntegrationSpec, Revision};
 
 /// Splits a page of rows sorted newest first into the page and the cursor
 /// of the next one.
-pub fn paginate<T>(mut rows: Vec<T>, limit: usize, id: impl Fn(&T) -> String) -> (Vec<T>, Option<String>) {
+pub fn paginate<T>(
+    mut rows: Vec<T>,
+    limit: usize,
+    id: impl Fn(&T) -> String,
+) -> (Vec<T>, Option<String>) {
     if rows.len() > limit {
         rows.truncate(limit);
         let next = rows.last().map(id);

@@ -19,10 +19,15 @@ pub async fn heartbeat(db: &Db, node_id: &str, now: i64) -> Result<()> {
     .bind(&probe)
     .execute(&db.pool)
     .await?;
-    let row = sqlx::query("SELECT probe FROM nodes WHERE id = $1").bind(node_id).fetch_one(&db.pool).await?;
+    let row = sqlx::query("SELECT probe FROM nodes WHERE id = $1")
+        .bind(node_id)
+        .fetch_one(&db.pool)
+        .await?;
     let read: Option<String> = row.try_get("probe")?;
     if read.as_deref() != Some(probe.as_str()) {
-        return Err(Error::Db("readiness probe read back a different value".into()));
+        return Err(Error::Db(
+            "readiness probe read back a different value".into(),
+        ));
     }
     Ok(())
 }

@@ -22,17 +22,23 @@ pub async fn get<'e, E>(exec: E, id: Uuid) -> Result<State>
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
-    let row = sqlx::query("SELECT version, state, updated_at FROM integration_state WHERE integration_id = $1")
-        .bind(id.to_string())
-        .fetch_optional(exec)
-        .await?;
+    let row = sqlx::query(
+        "SELECT version, state, updated_at FROM integration_state WHERE integration_id = $1",
+    )
+    .bind(id.to_string())
+    .fetch_optional(exec)
+    .await?;
     match row {
         Some(r) => Ok(State {
             version: r.try_get("version")?,
             state: serde_json::from_str(&r.try_get::<String, _>("state")?)?,
             updated_at: r.try_get("updated_at")?,
         }),
-        None => Ok(State { version: 0, state: Value::Object(Default::default()), updated_at: None }),
+        None => Ok(State {
+            version: 0,
+            state: Value::Object(Default::default()),
+            updated_at: None,
+        }),
     }
 }
 
@@ -69,7 +75,9 @@ pub async fn compare_and_swap(
         .rows_affected()
     };
     if n == 0 {
-        return Err(Error::Conflict(format!("integration state moved past version {expected}")));
+        return Err(Error::Conflict(format!(
+            "integration state moved past version {expected}"
+        )));
     }
     Ok(expected + 1)
 }

@@ -10,7 +10,9 @@ use sqlx::Row;
 use crate::db::Db;
 use crate::error::{Error, Result};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Viewer,
@@ -47,11 +49,20 @@ pub struct Token {
 }
 
 pub fn hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Creates a token and returns it with its plaintext, which is not kept.
-pub async fn create(db: &Db, name: &str, role: Role, tenant: Option<&str>, now: i64) -> Result<(Token, String)> {
+pub async fn create(
+    db: &Db,
+    name: &str,
+    role: Role,
+    tenant: Option<&str>,
+    now: i64,
+) -> Result<(Token, String)> {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     let plain = format!("fry_{}", URL_SAFE_NO_PAD.encode(bytes));
@@ -65,7 +76,16 @@ pub async fn create(db: &Db, name: &str, role: Role, tenant: Option<&str>, now: 
         .bind(now)
         .execute(&db.pool)
         .await?;
-    Ok((Token { id, name: name.to_string(), role, tenant: tenant.map(str::to_string), created_at: now }, plain))
+    Ok((
+        Token {
+            id,
+            name: name.to_string(),
+            role,
+            tenant: tenant.map(str::to_string),
+            created_at: now,
+        },
+        plain,
+    ))
 }
 
 /// The live token whose hash matches. Lookup is by hash, so response time

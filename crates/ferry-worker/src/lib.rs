@@ -80,6 +80,13 @@ pub struct Worker {
     slot_freed: Notify,
 }
 
+/// Why an attempt failed and when (if ever) to try again.
+struct Why {
+    error: String,
+    class: &'static str,
+    retry_at: Option<i64>,
+}
+
 enum Outcome {
     Done(Success),
     Failed(Failure),
@@ -138,14 +145,30 @@ impl Worker {
                 for f in inflight.values() {
                     *per.entry(f.tenant.as_str()).or_default() += 1;
                 }
-                let saturated: Vec<String> =
-                    per.into_iter().filter(|(_, n)| *n >= self.config.per_tenant).map(|(t, _)| t.to_string()).collect();
-                (self.config.concurrency.saturating_sub(inflight.len()), saturated)
+                let saturated: Vec<String> = per
+                    .into_iter()
+                    .filter(|(_, n)| *n >= self.config.per_tenant)
+                    .map(|(t, _)| t.to_string())
+                    .collect();
+                (
+                    self.config.concurrency.saturating_sub(inflight.len()),
+                    saturated,
+                )
             };
             let mut claimed = 0;
             if free > 0 {
                 let now = self.clock.now_ms();
-                match self.queue.claim(&self.id, free.min(self.config.claim_batch), self.config.lease.as_millis() as i64, now, &saturated).await {
+                match self
+                    .queue
+                    .claim(
+                        &self.id,
+                        free.min(self.config.claim_batch),
+                        self.config.lease.as_millis() as i64,
+                        now,
+                        &saturated,
+                    )
+                    .await
+                {
                     Ok(jobs) => {
                         if store_down {
                             tracing::info!("worker: store reachable again");
@@ -196,7 +219,12 @@ impl Worker {
         let _ = rescue.await;
     }
 
-    async fn start(self: &Arc<Self>, jobs: Vec<ClaimedJob>, tasks: &mut JoinSet<()>, done: &mpsc::Sender<Success>) {
+    async fn start(
+        self: &Arc<Self>,
+        jobs: Vec<ClaimedJob>,
+        tasks: &mut JoinSet<()>,
+        done: &mpsc::Sender<Success>,
+    ) {
         let now = self.clock.now_ms();
         let ids: Vec<Uuid> = {
             let mut v: Vec<Uuid> = jobs.iter().map(|j| j.integration_id).collect();
@@ -204,16 +232,17 @@ impl Worker {
             v.dedup();
             v
         };
-        let enabled: HashMap<Uuid, bool> = match integrations::enabled_among(&self.queue.db, &ids).await {
-            Ok(v) => v.into_iter().collect(),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot check integrations; releasing claimed jobs");
-                for j in &jobs {
-                    let _ = self.queue.release(j.id, &j.lease_token, false, now).await;
+        let enabled: HashMap<Uuid, bool> =
+            match integrations::enabled_among(&self.queue.db, &ids).await {
+                Ok(v) => v.into_iter().collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot check integrations; releasing claimed jobs");
+                    for j in &jobs {
+                        let _ = self.queue.release(j.id, &j.lease_token, false, now).await;
+                    }
+                    return;
                 }
-                return;
-            }
-        };
+            };
         let mut per_tenant: HashMap<String, usize> = HashMap::new();
         for f in self.inflight().values() {
             *per_tenant.entry(f.tenant.clone()).or_default() += 1;
@@ -223,12 +252,25 @@ impl Worker {
                 Some(true) => {}
                 Some(false) => {
                     // Paused: hold it until the integration resumes.
-                    let _ = self.queue.release(job.id, &job.lease_token, true, now).await;
+                    let _ = self
+                        .queue
+                        .release(job.id, &job.lease_token, true, now)
+                        .await;
                     continue;
                 }
                 None => {
                     // Deleted: dead-letter, never drop.
-                    let f = self.failure(&job, "", now, now, "integration was deleted".into(), "permanent", None);
+                    let f = self.failure(
+                        &job,
+                        "",
+                        now,
+                        now,
+                        Why {
+                            error: "integration was deleted".to_string(),
+                            class: "permanent",
+                            retry_at: None,
+                        },
+                    );
                     let _ = self.queue.fail(&f, now).await;
                     continue;
                 }
@@ -236,7 +278,10 @@ impl Worker {
             let n = per_tenant.entry(job.tenant.clone()).or_default();
             if *n >= self.config.per_tenant {
                 // Over this tenant's share: give it back for later, or another node.
-                let _ = self.queue.release(job.id, &job.lease_token, false, job.created_at.min(now)).await;
+                let _ = self
+                    .queue
+                    .release(job.id, &job.lease_token, false, job.created_at.min(now))
+                    .await;
                 continue;
             }
             *n += 1;
@@ -244,7 +289,12 @@ impl Worker {
             let reason = Arc::new(AtomicU8::new(REASON_NONE));
             self.inflight().insert(
                 job.id,
-                InFlight { token: job.lease_token.clone(), tenant: job.tenant.clone(), cancel: cancel.clone(), reason: reason.clone() },
+                InFlight {
+                    token: job.lease_token.clone(),
+                    tenant: job.tenant.clone(),
+                    cancel: cancel.clone(),
+                    reason: reason.clone(),
+                },
             );
             let me = self.clone();
             let done = done.clone();
@@ -282,7 +332,14 @@ impl Worker {
         }
     }
 
-    fn failure(&self, job: &ClaimedJob, version: &str, started: i64, now: i64, error: String, class: &str, retry_at: Option<i64>) -> Failure {
+    fn failure(
+        &self,
+        job: &ClaimedJob,
+        version: &str,
+        started: i64,
+        now: i64,
+        why: Why,
+    ) -> Failure {
         Failure {
             id: job.id,
             integration_id: job.integration_id,
@@ -294,16 +351,21 @@ impl Worker {
                 started_at: started,
                 finished_at: now,
                 outcome: "failed".into(),
-                error: Some(error),
-                class: Some(class.into()),
+                error: Some(why.error),
+                class: Some(why.class.into()),
                 worker: Some(self.id.clone()),
             },
-            retry_at,
+            retry_at: why.retry_at,
         }
     }
 
     async fn revision(&self, id: Uuid, rev: i64) -> Result<Arc<Revision>, ferry_store::Error> {
-        if let Some(r) = self.revisions.lock().unwrap_or_else(|p| p.into_inner()).get(&(id, rev)) {
+        if let Some(r) = self
+            .revisions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(id, rev))
+        {
             return Ok(r.clone());
         }
         let r = Arc::new(integrations::revision(&self.queue.db, &self.key, id, rev).await?);
@@ -315,22 +377,52 @@ impl Worker {
         Ok(r)
     }
 
-    async fn execute(&self, job: ClaimedJob, cancel: CancellationToken, reason: Arc<AtomicU8>) -> Outcome {
+    async fn execute(
+        &self,
+        job: ClaimedJob,
+        cancel: CancellationToken,
+        reason: Arc<AtomicU8>,
+    ) -> Outcome {
         let started = self.clock.now_ms();
         let rev = match self.revision(job.integration_id, job.revision).await {
             Ok(r) => r,
             Err(e) if e.is_unavailable() => return Outcome::Release { hold: false },
             Err(e) => {
-                let f = self.failure(&job, "", started, started, format!("cannot load integration revision {}: {e}", job.revision), "permanent", None);
+                let f = self.failure(
+                    &job,
+                    "",
+                    started,
+                    started,
+                    Why {
+                        error: format!("cannot load integration revision {}: {e}", job.revision),
+                        class: "permanent",
+                        retry_at: None,
+                    },
+                );
                 return Outcome::Failed(f);
             }
         };
-        let registered = match self.registry.resolve(&job.connector, Some(&rev.connector_version)) {
+        let registered = match self
+            .registry
+            .resolve(&job.connector, Some(&rev.connector_version))
+        {
             Ok(r) => r.clone(),
             Err(e) => {
                 // Another node (another release) may have it: retry, then dead-letter.
-                let retry_at = (job.attempt < job.max_attempts).then(|| started + rev.retry.delay_ms(job.attempt as u32, None, rand::random()) as i64);
-                let f = self.failure(&job, "", started, started, format!("{e} on this node"), "transient", retry_at);
+                let retry_at = (job.attempt < job.max_attempts).then(|| {
+                    started + rev.retry.delay_ms(job.attempt as u32, None, rand::random()) as i64
+                });
+                let f = self.failure(
+                    &job,
+                    "",
+                    started,
+                    started,
+                    Why {
+                        error: format!("{e} on this node"),
+                        class: "transient",
+                        retry_at,
+                    },
+                );
                 return Outcome::Failed(f);
             }
         };
@@ -374,7 +466,8 @@ impl Worker {
         let now = self.clock.now_ms();
         match reason.load(Ordering::SeqCst) {
             REASON_LEASE_LOST => {
-                self.metrics.run_finished(&job.connector, "lease_lost", elapsed);
+                self.metrics
+                    .run_finished(&job.connector, "lease_lost", elapsed);
                 return Outcome::LeaseLost;
             }
             REASON_SHUTDOWN => return Outcome::Release { hold: false },
@@ -382,8 +475,15 @@ impl Worker {
         }
         match result {
             Ok(report) => {
-                self.metrics.run_finished(&job.connector, "succeeded", elapsed);
-                span.in_scope(|| tracing::debug!(records_ok = report.records_ok, records_rejected = report.records_rejected, "run succeeded"));
+                self.metrics
+                    .run_finished(&job.connector, "succeeded", elapsed);
+                span.in_scope(|| {
+                    tracing::debug!(
+                        records_ok = report.records_ok,
+                        records_rejected = report.records_rejected,
+                        "run succeeded"
+                    )
+                });
                 Outcome::Done(Success {
                     id: job.id,
                     integration_id: job.integration_id,
@@ -412,21 +512,43 @@ impl Worker {
                     // Credentials refused: one immediate retry (the connector
                     // refreshes them), then it is permanent.
                     ConnectorError::Auth(_) => {
-                        let again = job.attempt_log.last().and_then(|a| a.class.as_deref()) == Some("auth");
+                        let again =
+                            job.attempt_log.last().and_then(|a| a.class.as_deref()) == Some("auth");
                         (!again && job.attempt < job.max_attempts).then_some(now)
                     }
                     ConnectorError::Transient(_) | ConnectorError::RateLimited { .. } => {
                         let after = match &err {
-                            ConnectorError::RateLimited { retry_after, .. } => retry_after.map(|d| d.as_millis() as u64),
+                            ConnectorError::RateLimited { retry_after, .. } => {
+                                retry_after.map(|d| d.as_millis() as u64)
+                            }
                             _ => None,
                         };
-                        (job.attempt < job.max_attempts).then(|| now + rev.retry.delay_ms(job.attempt as u32, after, rand::random()) as i64)
+                        (job.attempt < job.max_attempts).then(|| {
+                            now + rev
+                                .retry
+                                .delay_ms(job.attempt as u32, after, rand::random())
+                                as i64
+                        })
                     }
                 };
-                let outcome = if retry_at.is_some() { "retrying" } else { "dead" };
+                let outcome = if retry_at.is_some() {
+                    "retrying"
+                } else {
+                    "dead"
+                };
                 self.metrics.run_finished(&job.connector, outcome, elapsed);
                 span.in_scope(|| tracing::info!(error = %err, class, outcome, "run failed"));
-                Outcome::Failed(self.failure(&job, &version, started, now, err.to_string(), class, retry_at))
+                Outcome::Failed(self.failure(
+                    &job,
+                    &version,
+                    started,
+                    now,
+                    Why {
+                        error: err.to_string(),
+                        class,
+                        retry_at,
+                    },
+                ))
             }
         }
     }
@@ -451,7 +573,12 @@ impl Worker {
                             overlap: s.overlap,
                             lease_token: s.lease_token.clone(),
                             connector_version: s.connector_version.clone(),
-                            attempt: AttemptEntry { outcome: "failed".into(), error: Some(msg.clone()), class: Some("transient".into()), ..s.attempt.clone() },
+                            attempt: AttemptEntry {
+                                outcome: "failed".into(),
+                                error: Some(msg.clone()),
+                                class: Some("transient".into()),
+                                ..s.attempt.clone()
+                            },
                             retry_at: Some(now),
                         };
                         let _ = self.queue.fail(&f, now).await;
@@ -498,12 +625,20 @@ impl Worker {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(self.config.heartbeat_every) => {}
             }
-            let held: Vec<(Uuid, String)> = self.inflight().iter().map(|(id, f)| (*id, f.token.clone())).collect();
+            let held: Vec<(Uuid, String)> = self
+                .inflight()
+                .iter()
+                .map(|(id, f)| (*id, f.token.clone()))
+                .collect();
             if held.is_empty() {
                 continue;
             }
             let now = self.clock.now_ms();
-            match self.queue.heartbeat(&held, self.config.lease.as_millis() as i64, now).await {
+            match self
+                .queue
+                .heartbeat(&held, self.config.lease.as_millis() as i64, now)
+                .await
+            {
                 Ok(lost) => {
                     let inflight = self.inflight();
                     for id in lost {

@@ -21,7 +21,12 @@ pub async fn healthz() -> impl IntoResponse {
 pub async fn probe_store(state: &AppState) -> Result<u64, String> {
     let started = Instant::now();
     let now = state.clock.now_ms();
-    match tokio::time::timeout(PROBE_TIMEOUT, ferry_store::nodes::heartbeat(&state.db, &state.node_id, now)).await {
+    match tokio::time::timeout(
+        PROBE_TIMEOUT,
+        ferry_store::nodes::heartbeat(&state.db, &state.node_id, now),
+    )
+    .await
+    {
         Ok(Ok(())) => {
             state.metrics.set("ferry_store_up", String::new(), 1.0);
             Ok(started.elapsed().as_millis() as u64)
@@ -32,7 +37,9 @@ pub async fn probe_store(state: &AppState) -> Result<u64, String> {
         }
         Err(_) => {
             state.metrics.set("ferry_store_up", String::new(), 0.0);
-            Err(format!("store round trip took longer than {PROBE_TIMEOUT:?}"))
+            Err(format!(
+                "store round trip took longer than {PROBE_TIMEOUT:?}"
+            ))
         }
     }
 }
@@ -43,22 +50,31 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     match probe_store(&state).await {
         Ok(ms) => (
             StatusCode::OK,
-            Json(json!({"status": "ready", "store": {"ok": true, "round_trip_ms": ms}, "spool": spool, "scheduler_lag_seconds": lag, "node": state.node_id})),
+            Json(
+                json!({"status": "ready", "store": {"ok": true, "round_trip_ms": ms}, "spool": spool, "scheduler_lag_seconds": lag, "node": state.node_id}),
+            ),
         ),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "degraded", "store": {"ok": false, "error": e}, "spool": spool, "scheduler_lag_seconds": lag, "node": state.node_id})),
+            Json(
+                json!({"status": "degraded", "store": {"ok": false, "error": e}, "spool": spool, "scheduler_lag_seconds": lag, "node": state.node_id}),
+            ),
         ),
     }
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let mut extra: Vec<(&'static str, String, f64)> = vec![("ferry_spool_depth", String::new(), 0.0)];
+    let mut extra: Vec<(&'static str, String, f64)> =
+        vec![("ferry_spool_depth", String::new(), 0.0)];
     let store_up = probe_store(&state).await.is_ok();
     if store_up {
         if let Ok(counts) = state.queue.counts().await {
             for st in ["waiting", "available", "running", "held"] {
-                let n = counts.iter().find(|(s, _)| s == st).map(|(_, n)| *n).unwrap_or(0);
+                let n = counts
+                    .iter()
+                    .find(|(s, _)| s == st)
+                    .map(|(_, n)| *n)
+                    .unwrap_or(0);
                 extra.push(("ferry_jobs", labels(&[("state", st)]), n as f64));
             }
         }
@@ -67,7 +83,14 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         }
     }
     if let Some(s) = &state.scheduler {
-        extra.push(("ferry_scheduler_lag_seconds", String::new(), s.lag_seconds()));
+        extra.push((
+            "ferry_scheduler_lag_seconds",
+            String::new(),
+            s.lag_seconds(),
+        ));
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&extra))
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(&extra),
+    )
 }

@@ -17,11 +17,19 @@ use serde_json::json;
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
 
-pub async fn intake(State(state): State<AppState>, Path(id): Path<String>, req: Request) -> Response {
+pub async fn intake(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Response {
     respond(handle(&state, &id, String::new(), req).await)
 }
 
-pub async fn intake_sub(State(state): State<AppState>, Path((id, rest)): Path<(String, String)>, req: Request) -> Response {
+pub async fn intake_sub(
+    State(state): State<AppState>,
+    Path((id, rest)): Path<(String, String)>,
+    req: Request,
+) -> Response {
     respond(handle(&state, &id, format!("/{rest}"), req).await)
 }
 
@@ -32,13 +40,20 @@ fn respond(r: ApiResult<Response>) -> Response {
 /// The URL the provider called, as signature schemes that sign it need it.
 fn called_url(req: &Request) -> String {
     let h = req.headers();
-    let proto = h.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).unwrap_or("http");
+    let proto = h
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("http");
     let host = h
         .get("x-forwarded-host")
         .or_else(|| h.get(header::HOST))
         .and_then(|v| v.to_str().ok())
         .unwrap_or("localhost");
-    let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
     format!("{proto}://{host}{path}")
 }
 
@@ -46,7 +61,14 @@ async fn handle(state: &AppState, id: &str, sub_path: String, req: Request) -> A
     let unknown = || ApiError::not_found("integration");
     let id = uuid::Uuid::parse_str(id).map_err(|_| unknown())?;
     let too_large = || {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("webhook bodies are limited to {} bytes", state.max_body_bytes))
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!(
+                "webhook bodies are limited to {} bytes",
+                state.max_body_bytes
+            ),
+        )
     };
     // The body is read up to the limit before answering 413, so a sender
     // still writing gets the answer rather than a reset connection.
@@ -54,30 +76,67 @@ async fn handle(state: &AppState, id: &str, sub_path: String, req: Request) -> A
     let headers: BTreeMap<String, String> = req
         .headers()
         .iter()
-        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_ascii_lowercase(), v.to_string())))
+        .filter_map(|(k, v)| {
+            v.to_str()
+                .ok()
+                .map(|v| (k.as_str().to_ascii_lowercase(), v.to_string()))
+        })
         .collect();
-    let body = axum::body::to_bytes(req.into_body(), state.max_body_bytes).await.map_err(|_| too_large())?;
+    let body = axum::body::to_bytes(req.into_body(), state.max_body_bytes)
+        .await
+        .map_err(|_| too_large())?;
 
-    let integration = integrations::get(&state.db, id).await.map_err(|e| match e {
-        ferry_store::Error::NotFound => unknown(),
-        e => e.into(),
-    })?;
+    let integration = integrations::get(&state.db, id)
+        .await
+        .map_err(|e| match e {
+            ferry_store::Error::NotFound => unknown(),
+            e => e.into(),
+        })?;
     let rev = integrations::revision(&state.db, &state.key, id, integration.revision).await?;
-    let registered = state.registry.resolve(&integration.connector, Some(&rev.connector_version)).map_err(|_| unknown())?;
+    let registered = state
+        .registry
+        .resolve(&integration.connector, Some(&rev.connector_version))
+        .map_err(|_| unknown())?;
     let now = state.clock.now_ms();
-    let inbound = InboundRequest { url, sub_path, headers, body: body.to_vec() };
-    let ctx = WebhookContext { integration_id: id, config: &rev.config, secrets: &rev.secrets, now_ms: now };
-    let decision = registered.connector.verify_webhook(&ctx, &inbound).map_err(|e| match e {
-        WebhookError::Unauthorized(m) => ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", m),
-        WebhookError::Malformed(m) => ApiError::bad_request("malformed_body", m),
-        WebhookError::NotSupported => ApiError::new(StatusCode::NOT_FOUND, "webhooks_not_supported", "this integration does not accept webhooks"),
-    })?;
+    let inbound = InboundRequest {
+        url,
+        sub_path,
+        headers,
+        body: body.to_vec(),
+    };
+    let ctx = WebhookContext {
+        integration_id: id,
+        config: &rev.config,
+        secrets: &rev.secrets,
+        now_ms: now,
+    };
+    let decision = registered
+        .connector
+        .verify_webhook(&ctx, &inbound)
+        .map_err(|e| match e {
+            WebhookError::Unauthorized(m) => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", m)
+            }
+            WebhookError::Malformed(m) => ApiError::bad_request("malformed_body", m),
+            WebhookError::NotSupported => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "webhooks_not_supported",
+                "this integration does not accept webhooks",
+            ),
+        })?;
     let (key, payload) = match decision {
-        Intake::Respond { status, content_type, body } => {
+        Intake::Respond {
+            status,
+            content_type,
+            body,
+        } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
             return Ok((status, [(header::CONTENT_TYPE, content_type)], body).into_response());
         }
-        Intake::Accept { idempotency_key, payload } => (idempotency_key, payload),
+        Intake::Accept {
+            idempotency_key,
+            payload,
+        } => (idempotency_key, payload),
     };
     let event_id = ferry_core::new_id();
     let job = NewJob {
@@ -98,8 +157,22 @@ async fn handle(state: &AppState, id: &str, sub_path: String, req: Request) -> A
         waiting: false,
     };
     let enqueued = state.queue.enqueue(&[job], now).await?;
-    let first = enqueued.first().and_then(|e| e.event_id).unwrap_or(event_id);
+    let first = enqueued
+        .first()
+        .and_then(|e| e.event_id)
+        .unwrap_or(event_id);
     let duplicate = enqueued.first().is_some_and(|e| e.duplicate);
-    state.metrics.inc("ferry_webhooks_total", ferry_core::metrics::labels(&[("connector", &integration.connector), ("outcome", if duplicate { "duplicate" } else { "accepted" })]), 1);
-    Ok((StatusCode::ACCEPTED, Json(json!({"event_id": first, "duplicate": duplicate}))).into_response())
+    state.metrics.inc(
+        "ferry_webhooks_total",
+        ferry_core::metrics::labels(&[
+            ("connector", &integration.connector),
+            ("outcome", if duplicate { "duplicate" } else { "accepted" }),
+        ]),
+        1,
+    );
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"event_id": first, "duplicate": duplicate})),
+    )
+        .into_response())
 }

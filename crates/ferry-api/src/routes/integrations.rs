@@ -46,7 +46,9 @@ fn yes() -> bool {
 }
 
 /// `Some(None)` when the field is present and null, `None` when absent.
-fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -69,7 +71,10 @@ pub struct PatchIntegration {
 fn view(i: &Integration) -> Value {
     let mut v = serde_json::to_value(i).unwrap_or_else(|_| json!({}));
     if let Some(o) = v.as_object_mut() {
-        o.insert("status".into(), json!(if i.enabled { "active" } else { "paused" }));
+        o.insert(
+            "status".into(),
+            json!(if i.enabled { "active" } else { "paused" }),
+        );
         o.insert("webhook_path".into(), json!(format!("/v1/hooks/{}", i.id)));
     }
     v
@@ -91,7 +96,10 @@ fn merge_patch(target: &mut Value, patch: &Value) {
 }
 
 fn valid_tenant(t: &str) -> bool {
-    !t.is_empty() && t.len() <= 64 && t.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    !t.is_empty()
+        && t.len() <= 64
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 /// Checks a spec against its connector: schema, secrets, schedule, retry.
@@ -100,13 +108,25 @@ fn validate(state: &AppState, spec: &IntegrationSpec) -> ApiResult<()> {
         return Err(ApiError::invalid("name: must be 1 to 200 characters"));
     }
     if !valid_tenant(&spec.tenant) {
-        return Err(ApiError::invalid("tenant: must be 1 to 64 letters, digits, '-', '_' or '.'"));
+        return Err(ApiError::invalid(
+            "tenant: must be 1 to 64 letters, digits, '-', '_' or '.'",
+        ));
     }
-    let registered = state.registry.resolve(&spec.connector, Some(&spec.connector_version)).map_err(ApiError::from)?;
+    let registered = state
+        .registry
+        .resolve(&spec.connector, Some(&spec.connector_version))
+        .map_err(ApiError::from)?;
     if let Some(s) = &spec.schedule {
         s.compile()?;
-        if !registered.manifest().triggers.contains(&TriggerKind::Schedule) {
-            return Err(ApiError::invalid(format!("schedule: connector {} does not run on a schedule", spec.connector)));
+        if !registered
+            .manifest()
+            .triggers
+            .contains(&TriggerKind::Schedule)
+        {
+            return Err(ApiError::invalid(format!(
+                "schedule: connector {} does not run on a schedule",
+                spec.connector
+            )));
         }
     }
     spec.retry.validate()?;
@@ -121,16 +141,33 @@ fn first_fire(spec: &IntegrationSpec, now: i64) -> ApiResult<Option<i64>> {
     }
 }
 
-pub async fn create(State(state): State<AppState>, who: Principal, JsonBody(body): JsonBody<CreateIntegration>) -> ApiResult<impl IntoResponse> {
+pub async fn create(
+    State(state): State<AppState>,
+    who: Principal,
+    JsonBody(body): JsonBody<CreateIntegration>,
+) -> ApiResult<impl IntoResponse> {
     who.require(Role::Admin)?;
     if let Some(t) = &who.tenant {
         if t != &body.tenant {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("this token is scoped to tenant {t}")));
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("this token is scoped to tenant {t}"),
+            ));
         }
     }
     let version = match body.connector_version {
         Some(v) => v,
-        None => state.registry.resolve(&body.connector, None).map_err(ApiError::from)?.manifest().version.split('.').next().unwrap_or("1").to_string(),
+        None => state
+            .registry
+            .resolve(&body.connector, None)
+            .map_err(ApiError::from)?
+            .manifest()
+            .version
+            .split('.')
+            .next()
+            .unwrap_or("1")
+            .to_string(),
     };
     let spec = IntegrationSpec {
         name: body.name,
@@ -145,8 +182,24 @@ pub async fn create(State(state): State<AppState>, who: Principal, JsonBody(body
     };
     validate(&state, &spec)?;
     let now = state.clock.now_ms();
-    let created = integrations::create(&state.db, &state.key, &spec, first_fire(&spec, now)?, now, &who.actor).await?;
-    ferry_store::audit::record(&state.db.pool, &who.actor, "integration.create", &created.id.to_string(), Some(&json!({"revision": 1})), now).await?;
+    let created = integrations::create(
+        &state.db,
+        &state.key,
+        &spec,
+        first_fire(&spec, now)?,
+        now,
+        &who.actor,
+    )
+    .await?;
+    ferry_store::audit::record(
+        &state.db.pool,
+        &who.actor,
+        "integration.create",
+        &created.id.to_string(),
+        Some(&json!({"revision": 1})),
+        now,
+    )
+    .await?;
     tracing::info!(integration_id = %created.id, tenant = %created.tenant, connector = %created.connector, "integration created");
     Ok((StatusCode::CREATED, Json(view(&created))))
 }
@@ -158,27 +211,48 @@ pub struct ListQuery {
     page: Page,
 }
 
-pub async fn list(State(state): State<AppState>, who: Principal, Query(q): Query<ListQuery>) -> ApiResult<impl IntoResponse> {
+pub async fn list(
+    State(state): State<AppState>,
+    who: Principal,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<impl IntoResponse> {
     let tenant = who.tenant.clone().or(q.tenant);
-    let (items, next) = integrations::list(&state.db, tenant.as_deref(), q.page.limit()?, q.page.cursor.as_deref()).await?;
+    let (items, next) = integrations::list(
+        &state.db,
+        tenant.as_deref(),
+        q.page.limit()?,
+        q.page.cursor.as_deref(),
+    )
+    .await?;
     Ok(list_body(items.iter().map(view).collect(), next))
 }
 
 pub(crate) async fn load(state: &AppState, who: &Principal, id: &str) -> ApiResult<Integration> {
     let id = parse_id(id, "integration")?;
-    let i = integrations::get(&state.db, id).await.map_err(|e| match e {
-        ferry_store::Error::NotFound => ApiError::not_found("integration"),
-        e => e.into(),
-    })?;
+    let i = integrations::get(&state.db, id)
+        .await
+        .map_err(|e| match e {
+            ferry_store::Error::NotFound => ApiError::not_found("integration"),
+            e => e.into(),
+        })?;
     who.check_tenant(&i.tenant, "integration")?;
     Ok(i)
 }
 
-pub async fn show(State(state): State<AppState>, who: Principal, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+pub async fn show(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     Ok(Json(view(&load(&state, &who, &id).await?)))
 }
 
-pub async fn patch(State(state): State<AppState>, who: Principal, Path(id): Path<String>, JsonBody(p): JsonBody<PatchIntegration>) -> ApiResult<impl IntoResponse> {
+pub async fn patch(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    JsonBody(p): JsonBody<PatchIntegration>,
+) -> ApiResult<impl IntoResponse> {
     who.require(Role::Admin)?;
     let current = load(&state, &who, &id).await?;
     let rev = integrations::revision(&state.db, &state.key, current.id, current.revision).await?;
@@ -208,8 +282,22 @@ pub async fn patch(State(state): State<AppState>, who: Principal, Path(id): Path
     };
     validate(&state, &spec)?;
     let now = state.clock.now_ms();
-    let next = if schedule_changed { first_fire(&spec, now)? } else { current.next_fire_at };
-    let updated = integrations::update(&state.db, &state.key, current.id, current.revision, &spec, next, now, &who.actor).await?;
+    let next = if schedule_changed {
+        first_fire(&spec, now)?
+    } else {
+        current.next_fire_at
+    };
+    let updated = integrations::update(
+        &state.db,
+        &state.key,
+        current.id,
+        current.revision,
+        &spec,
+        next,
+        now,
+        &who.actor,
+    )
+    .await?;
     let changed: Vec<&str> = [
         ("name", name_changed),
         ("config", p.config.is_some()),
@@ -222,40 +310,82 @@ pub async fn patch(State(state): State<AppState>, who: Principal, Path(id): Path
     .filter(|(_, c)| *c)
     .map(|(n, _)| *n)
     .collect();
-    ferry_store::audit::record(&state.db.pool, &who.actor, "integration.update", &id, Some(&json!({"revision": updated.revision, "changed": changed})), now).await?;
+    ferry_store::audit::record(
+        &state.db.pool,
+        &who.actor,
+        "integration.update",
+        &id,
+        Some(&json!({"revision": updated.revision, "changed": changed})),
+        now,
+    )
+    .await?;
     Ok(Json(view(&updated)))
 }
 
-pub async fn delete(State(state): State<AppState>, who: Principal, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+pub async fn delete(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     who.require(Role::Admin)?;
     let i = load(&state, &who, &id).await?;
     let now = state.clock.now_ms();
     integrations::delete(&state.db, i.id, now).await?;
-    ferry_store::audit::record(&state.db.pool, &who.actor, "integration.delete", &id, None, now).await?;
+    ferry_store::audit::record(
+        &state.db.pool,
+        &who.actor,
+        "integration.delete",
+        &id,
+        None,
+        now,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn set_enabled(state: &AppState, who: &Principal, id: &str, enabled: bool) -> ApiResult<Json<Value>> {
+async fn set_enabled(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    enabled: bool,
+) -> ApiResult<Json<Value>> {
     who.require(Role::Operator)?;
     let i = load(state, who, id).await?;
     let now = state.clock.now_ms();
     let updated = integrations::set_enabled(&state.db, i.id, enabled, now).await?;
     state.queue.set_held(i.id, !enabled, now).await?;
-    let action = if enabled { "integration.resume" } else { "integration.pause" };
+    let action = if enabled {
+        "integration.resume"
+    } else {
+        "integration.pause"
+    };
     ferry_store::audit::record(&state.db.pool, &who.actor, action, id, None, now).await?;
     Ok(Json(view(&updated)))
 }
 
-pub async fn pause(State(state): State<AppState>, who: Principal, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+pub async fn pause(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     set_enabled(&state, &who, &id, false).await
 }
 
-pub async fn resume(State(state): State<AppState>, who: Principal, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+pub async fn resume(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     set_enabled(&state, &who, &id, true).await
 }
 
 /// Runs an integration now, with an optional JSON payload.
-pub async fn trigger(State(state): State<AppState>, who: Principal, Path(id): Path<String>, body: axum::body::Bytes) -> ApiResult<impl IntoResponse> {
+pub async fn trigger(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<impl IntoResponse> {
     who.require(Role::Operator)?;
     let i = load(&state, &who, &id).await?;
     let payload = if body.iter().all(u8::is_ascii_whitespace) {
@@ -289,12 +419,26 @@ pub async fn trigger(State(state): State<AppState>, who: Principal, Path(id): Pa
             now,
         )
         .await?;
-    ferry_store::audit::record(&state.db.pool, &who.actor, "integration.trigger", &id, Some(&json!({"run_id": run_id})), now).await?;
+    ferry_store::audit::record(
+        &state.db.pool,
+        &who.actor,
+        "integration.trigger",
+        &id,
+        Some(&json!({"run_id": run_id})),
+        now,
+    )
+    .await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"run_id": run_id}))))
 }
 
-pub async fn state(State(state): State<AppState>, who: Principal, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+pub async fn state(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     let i = load(&state, &who, &id).await?;
     let s = ferry_store::state::get(&state.db.pool, i.id).await?;
-    Ok(Json(json!({"integration_id": i.id, "version": s.version, "state": s.state, "updated_at": s.updated_at.map(ferry_core::timefmt::format)})))
+    Ok(Json(
+        json!({"integration_id": i.id, "version": s.version, "state": s.state, "updated_at": s.updated_at.map(ferry_core::timefmt::format)}),
+    ))
 }

@@ -23,8 +23,16 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/connectors", get(misc::connectors))
         .route("/v1/tokens", post(misc::create_token))
         .route("/v1/audit", get(misc::audit))
-        .route("/v1/integrations", post(integrations::create).get(integrations::list))
-        .route("/v1/integrations/{id}", get(integrations::show).patch(integrations::patch).delete(integrations::delete))
+        .route(
+            "/v1/integrations",
+            post(integrations::create).get(integrations::list),
+        )
+        .route(
+            "/v1/integrations/{id}",
+            get(integrations::show)
+                .patch(integrations::patch)
+                .delete(integrations::delete),
+        )
         .route("/v1/integrations/{id}/pause", post(integrations::pause))
         .route("/v1/integrations/{id}/resume", post(integrations::resume))
         .route("/v1/integrations/{id}/runs", post(integrations::trigger))
@@ -35,7 +43,10 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/hooks/{id}/{*rest}", post(hooks::intake_sub))
         .route("/v1/dead-letters", get(dead_letters::list))
         .route("/v1/dead-letters/replay", post(dead_letters::replay_bulk))
-        .route("/v1/dead-letters/{id}", get(dead_letters::show).delete(dead_letters::discard))
+        .route(
+            "/v1/dead-letters/{id}",
+            get(dead_letters::show).delete(dead_letters::discard),
+        )
         .route("/v1/dead-letters/{id}/replay", post(dead_letters::replay))
         .fallback(|| async { ApiError::not_found("route") })
         .with_state(state)
@@ -54,7 +65,9 @@ impl Page {
         match self.limit.as_deref().map(str::parse::<usize>) {
             None => Ok(50),
             Some(Ok(n)) if (1..=1000).contains(&n) => Ok(n),
-            Some(_) => Err(ApiError::invalid("limit: must be a whole number between 1 and 1000")),
+            Some(_) => Err(ApiError::invalid(
+                "limit: must be a whole number between 1 and 1000",
+            )),
         }
     }
 }
@@ -66,16 +79,24 @@ pub fn parse_id(text: &str, what: &str) -> ApiResult<uuid::Uuid> {
 /// Query strings parsed by us, so a bad one is a 400 in our format.
 pub struct Query<T>(pub T);
 
-impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S> for Query<T> {
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S>
+    for Query<T>
+{
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
         serde_urlencoded::from_str(parts.uri.query().unwrap_or(""))
             .map(Query)
             .map_err(|e| ApiError::bad_request("invalid_query", format!("query string: {e}")))
     }
 }
 
-pub fn list_body<T: serde::Serialize>(items: Vec<T>, next: Option<String>) -> axum::Json<serde_json::Value> {
+pub fn list_body<T: serde::Serialize>(
+    items: Vec<T>,
+    next: Option<String>,
+) -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({"items": items, "next_cursor": next}))
 }
 

@@ -31,23 +31,43 @@ fn summary(r: &RunView) -> Value {
     v
 }
 
-pub async fn list(State(state): State<AppState>, who: Principal, Query(q): Query<RunQuery>) -> ApiResult<impl IntoResponse> {
+pub async fn list(
+    State(state): State<AppState>,
+    who: Principal,
+    Query(q): Query<RunQuery>,
+) -> ApiResult<impl IntoResponse> {
     let status = match q.status.as_deref() {
         None | Some("") => None,
         Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
-            ApiError::invalid(format!("status: {s:?} is not one of queued, running, succeeded, retrying, dead"))
+            ApiError::invalid(format!(
+                "status: {s:?} is not one of queued, running, succeeded, retrying, dead"
+            ))
         })?),
     };
     let integration = match q.integration.as_deref() {
         None | Some("") => None,
-        Some(i) => Some(uuid::Uuid::parse_str(i).map_err(|_| ApiError::invalid(format!("integration: {i:?} is not an id")))?),
+        Some(i) => Some(
+            uuid::Uuid::parse_str(i)
+                .map_err(|_| ApiError::invalid(format!("integration: {i:?} is not an id")))?,
+        ),
     };
-    let filter = RunFilter { integration, tenant: who.tenant.clone(), status };
-    let (items, next) = state.queue.list_runs(&filter, q.page.limit()?, q.page.cursor.as_deref()).await?;
+    let filter = RunFilter {
+        integration,
+        tenant: who.tenant.clone(),
+        status,
+    };
+    let (items, next) = state
+        .queue
+        .list_runs(&filter, q.page.limit()?, q.page.cursor.as_deref())
+        .await?;
     Ok(list_body(items.iter().map(summary).collect(), next))
 }
 
-pub async fn show(State(state): State<AppState>, who: Principal, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+pub async fn show(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     let id = parse_id(&id, "run")?;
     let run = state.queue.get_run(id).await.map_err(|e| match e {
         ferry_store::Error::NotFound => ApiError::not_found("run"),

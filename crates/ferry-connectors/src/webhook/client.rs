@@ -46,13 +46,26 @@ impl Client {
         for (k, v) in d.headers {
             req = req.header(k.as_str(), v.as_str());
         }
-        let resp = req.body(d.body.to_vec()).send().await.map_err(|e| classify_transport(e))?;
+        let resp = req
+            .body(d.body.to_vec())
+            .send()
+            .await
+            .map_err(classify_transport)?;
         let status = resp.status().as_u16();
         if (200..300).contains(&status) {
             return Ok(());
         }
-        let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let body = resp.text().await.unwrap_or_default();
-        Err(classify_status(status, retry_after.as_deref(), &body, d.now_ms))
+        Err(classify_status(
+            status,
+            retry_after.as_deref(),
+            &body,
+            d.now_ms,
+        ))
     }
 }

@@ -64,6 +64,7 @@ pub fn manifest() -> Manifest {
 
 impl WebhookConfig {
     pub fn from_value(v: &serde_json::Value) -> Result<Self, ferry_core::ConnectorError> {
-        serde_json::from_value(v.clone()).map_err(|e| ferry_core::ConnectorError::InvalidConfig(format!("config: {e}")))
+        serde_json::from_value(v.clone())
+            .map_err(|e| ferry_core::ConnectorError::InvalidConfig(format!("config: {e}")))
     }
 }

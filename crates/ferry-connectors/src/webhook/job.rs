@@ -15,7 +15,10 @@ fn envelope(ctx: &RunContext) -> Value {
         .scheduled_for
         .and_then(chrono::DateTime::<chrono::Utc>::from_timestamp_millis)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-    let payload = ctx.payload.as_deref().map(|p| serde_json::from_str(p).unwrap_or_else(|_| Value::String(p.to_string())));
+    let payload = ctx
+        .payload
+        .as_deref()
+        .map(|p| serde_json::from_str(p).unwrap_or_else(|_| Value::String(p.to_string())));
     json!({
         "run_id": ctx.run_id,
         "integration_id": ctx.integration_id,
@@ -36,7 +39,10 @@ pub async fn run(client: &Client, ctx: RunContext) -> Result<RunReport, Connecto
     // an envelope under the run id.
     let (webhook_id, body) = match (ctx.event_id, ctx.payload.as_deref()) {
         (Some(event_id), Some(raw)) => (event_id.to_string(), raw.as_bytes().to_vec()),
-        _ => (ctx.run_id.to_string(), envelope(&ctx).to_string().into_bytes()),
+        _ => (
+            ctx.run_id.to_string(),
+            envelope(&ctx).to_string().into_bytes(),
+        ),
     };
     client
         .deliver(Delivery {
@@ -50,5 +56,8 @@ pub async fn run(client: &Client, ctx: RunContext) -> Result<RunReport, Connecto
             now_ms: ctx.now_ms,
         })
         .await?;
-    Ok(RunReport { records_ok: 1, ..RunReport::default() })
+    Ok(RunReport {
+        records_ok: 1,
+        ..RunReport::default()
+    })
 }

@@ -9,11 +9,14 @@
 mod client;
 mod config;
 mod job;
-mod webhook;
 #[cfg(test)]
 mod tests;
+mod verify;
 
-use ferry_core::{Connector, ConnectorError, InboundRequest, Intake, Manifest, RunContext, RunReport, WebhookContext, WebhookError};
+use ferry_core::{
+    Connector, ConnectorError, InboundRequest, Intake, Manifest, RunContext, RunReport,
+    WebhookContext, WebhookError,
+};
 
 pub use config::WebhookConfig;
 
@@ -24,7 +27,10 @@ pub struct WebhookConnector {
 
 impl WebhookConnector {
     pub fn new() -> Self {
-        WebhookConnector { manifest: config::manifest(), client: client::Client::new() }
+        WebhookConnector {
+            manifest: config::manifest(),
+            client: client::Client::new(),
+        }
     }
 }
 
@@ -40,8 +46,12 @@ impl Connector for WebhookConnector {
         &self.manifest
     }
 
-    fn verify_webhook(&self, ctx: &WebhookContext<'_>, req: &InboundRequest) -> Result<Intake, WebhookError> {
-        webhook::verify(ctx, req)
+    fn verify_webhook(
+        &self,
+        ctx: &WebhookContext<'_>,
+        req: &InboundRequest,
+    ) -> Result<Intake, WebhookError> {
+        verify::verify(ctx, req)
     }
 
     async fn run(&self, ctx: RunContext) -> Result<RunReport, ConnectorError> {

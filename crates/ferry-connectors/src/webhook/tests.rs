@@ -7,7 +7,10 @@ use std::time::Duration;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use ferry_core::signing;
-use ferry_core::{Connector, ConnectorError, InboundRequest, Intake, RunContext, Trigger, WebhookContext, WebhookError};
+use ferry_core::{
+    Connector, ConnectorError, InboundRequest, Intake, RunContext, Trigger, WebhookContext,
+    WebhookError,
+};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -46,13 +49,20 @@ fn ctx(url: &str, event: Option<(Uuid, &str)>) -> RunContext {
         run_id: Uuid::now_v7(),
         integration_id: Uuid::now_v7(),
         tenant: "acme".into(),
-        trigger: if event.is_some() { Trigger::Event } else { Trigger::Schedule },
+        trigger: if event.is_some() {
+            Trigger::Event
+        } else {
+            Trigger::Schedule
+        },
         attempt: 1,
         scheduled_for: Some(1_763_630_100_000),
         event_id: event.map(|e| e.0),
         payload: event.map(|e| e.1.to_string()),
         config: Arc::new(json!({"url": url})),
-        secrets: Arc::new(BTreeMap::from([("signing_secret".to_string(), SECRET.to_string())])),
+        secrets: Arc::new(BTreeMap::from([(
+            "signing_secret".to_string(),
+            SECRET.to_string(),
+        )])),
         state: json!({}),
         cancel: CancellationToken::new(),
         now_ms: 1_763_630_102_000,
@@ -63,7 +73,10 @@ fn ctx(url: &str, event: Option<(Uuid, &str)>) -> RunContext {
 async fn event_is_forwarded_byte_for_byte_and_signed() {
     let (url, seen) = receiver(200).await;
     let event = Uuid::now_v7();
-    let report = WebhookConnector::new().run(ctx(&url, Some((event, FIXTURE_BODY)))).await.unwrap();
+    let report = WebhookConnector::new()
+        .run(ctx(&url, Some((event, FIXTURE_BODY))))
+        .await
+        .unwrap();
     assert_eq!(report.records_ok, 1);
     let seen = seen.lock().unwrap();
     let (h, body) = &seen[0];
@@ -103,14 +116,22 @@ async fn scheduled_run_posts_the_envelope_under_the_run_id() {
 async fn answers_are_classified() {
     let connector = WebhookConnector::new();
     let (url, _) = receiver(500).await;
-    assert!(matches!(connector.run(ctx(&url, None)).await, Err(ConnectorError::Transient(m)) if m.starts_with("HTTP 500")));
+    assert!(
+        matches!(connector.run(ctx(&url, None)).await, Err(ConnectorError::Transient(m)) if m.starts_with("HTTP 500"))
+    );
     let (url, _) = receiver(429).await;
     assert!(matches!(connector.run(ctx(&url, None)).await,
         Err(ConnectorError::RateLimited { retry_after: Some(d), .. }) if d == Duration::from_secs(7)));
     let (url, _) = receiver(410).await;
-    assert!(matches!(connector.run(ctx(&url, None)).await, Err(ConnectorError::Permanent(_))));
+    assert!(matches!(
+        connector.run(ctx(&url, None)).await,
+        Err(ConnectorError::Permanent(_))
+    ));
     // Nothing listens on port 9 of localhost: a connection error is transient.
-    assert!(matches!(connector.run(ctx("http://127.0.0.1:9/in", None)).await, Err(ConnectorError::Transient(_))));
+    assert!(matches!(
+        connector.run(ctx("http://127.0.0.1:9/in", None)).await,
+        Err(ConnectorError::Transient(_))
+    ));
 }
 
 fn inbound(id: &str, ts: &str, sig: &str, body: &str) -> InboundRequest {
@@ -129,18 +150,51 @@ fn inbound(id: &str, ts: &str, sig: &str, body: &str) -> InboundRequest {
 #[test]
 fn inbound_fixture_is_accepted_and_tampering_refused() {
     let c = WebhookConnector::new();
-    let secrets = BTreeMap::from([("signing_secret".to_string(), "other".to_string()), ("inbound_secret".to_string(), SECRET.to_string())]);
+    let secrets = BTreeMap::from([
+        ("signing_secret".to_string(), "other".to_string()),
+        ("inbound_secret".to_string(), SECRET.to_string()),
+    ]);
     let config = json!({"url": "http://x/"});
-    let wctx = WebhookContext { integration_id: Uuid::nil(), config: &config, secrets: &secrets, now_ms: 1_763_630_102_000 };
+    let wctx = WebhookContext {
+        integration_id: Uuid::nil(),
+        config: &config,
+        secrets: &secrets,
+        now_ms: 1_763_630_102_000,
+    };
     let sig = "v1,knOykZ4RZAzi9rj66YdorESgxY7ytGNxjh56C2B17TE=";
-    let ok = c.verify_webhook(&wctx, &inbound("msg_2p0X4Q0K7c7xXk1", "1763630102", sig, FIXTURE_BODY)).unwrap();
-    assert_eq!(ok, Intake::Accept { idempotency_key: Some("msg_2p0X4Q0K7c7xXk1".into()), payload: FIXTURE_BODY.into() });
+    let ok = c
+        .verify_webhook(
+            &wctx,
+            &inbound("msg_2p0X4Q0K7c7xXk1", "1763630102", sig, FIXTURE_BODY),
+        )
+        .unwrap();
+    assert_eq!(
+        ok,
+        Intake::Accept {
+            idempotency_key: Some("msg_2p0X4Q0K7c7xXk1".into()),
+            payload: FIXTURE_BODY.into()
+        }
+    );
     let tampered = FIXTURE_BODY.replace("ada", "eve");
-    assert!(matches!(c.verify_webhook(&wctx, &inbound("msg_2p0X4Q0K7c7xXk1", "1763630102", sig, &tampered)), Err(WebhookError::Unauthorized(_))));
-    let stale = WebhookContext { now_ms: 1_763_630_102_000 + 301_000, ..wctx.clone() };
-    assert!(matches!(c.verify_webhook(&stale, &inbound("msg_2p0X4Q0K7c7xXk1", "1763630102", sig, FIXTURE_BODY)), Err(WebhookError::Unauthorized(m)) if m.contains("window")));
+    assert!(matches!(
+        c.verify_webhook(
+            &wctx,
+            &inbound("msg_2p0X4Q0K7c7xXk1", "1763630102", sig, &tampered)
+        ),
+        Err(WebhookError::Unauthorized(_))
+    ));
+    let stale = WebhookContext {
+        now_ms: 1_763_630_102_000 + 301_000,
+        ..wctx.clone()
+    };
+    assert!(
+        matches!(c.verify_webhook(&stale, &inbound("msg_2p0X4Q0K7c7xXk1", "1763630102", sig, FIXTURE_BODY)), Err(WebhookError::Unauthorized(m)) if m.contains("window"))
+    );
     // Correctly signed but not JSON: malformed, not unauthorized.
     let key = signing::key_from_secret(SECRET);
     let bad = signing::sign(&key, "m2", 1_763_630_102, b"not json");
-    assert!(matches!(c.verify_webhook(&wctx, &inbound("m2", "1763630102", &bad, "not json")), Err(WebhookError::Malformed(_))));
+    assert!(matches!(
+        c.verify_webhook(&wctx, &inbound("m2", "1763630102", &bad, "not json")),
+        Err(WebhookError::Malformed(_))
+    ));
 }

@@ -8,7 +8,9 @@ use ferry_core::{InboundRequest, Intake, WebhookContext, WebhookError};
 use super::config::{WebhookConfig, INBOUND_SECRET, SIGNING_SECRET};
 
 pub fn verify(ctx: &WebhookContext<'_>, req: &InboundRequest) -> Result<Intake, WebhookError> {
-    let tolerance = WebhookConfig::from_value(ctx.config).map(|c| c.tolerance_s).unwrap_or(300);
+    let tolerance = WebhookConfig::from_value(ctx.config)
+        .map(|c| c.tolerance_s)
+        .unwrap_or(300);
     let secret = ctx
         .secrets
         .get(INBOUND_SECRET)
@@ -24,8 +26,12 @@ pub fn verify(ctx: &WebhookContext<'_>, req: &InboundRequest) -> Result<Intake, 
         tolerance,
     )
     .map_err(|e| WebhookError::Unauthorized(e.to_string()))?;
-    let text = std::str::from_utf8(&req.body).map_err(|_| WebhookError::Malformed("body is not UTF-8".into()))?;
+    let text = std::str::from_utf8(&req.body)
+        .map_err(|_| WebhookError::Malformed("body is not UTF-8".into()))?;
     serde_json::from_str::<serde::de::IgnoredAny>(text)
         .map_err(|e| WebhookError::Malformed(format!("body is not valid JSON: {e}")))?;
-    Ok(Intake::Accept { idempotency_key: req.header("webhook-id").map(str::to_string), payload: text.to_string() })
+    Ok(Intake::Accept {
+        idempotency_key: req.header("webhook-id").map(str::to_string),
+        payload: text.to_string(),
+    })
 }
