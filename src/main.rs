@@ -2,6 +2,7 @@
 //! `migrate` and `tokens create` talk to the database directly; the other
 //! commands talk to a running node over its HTTP API.
 
+mod demo;
 mod remote;
 
 use std::path::PathBuf;
@@ -41,6 +42,12 @@ enum Command {
     /// Run a node: API, scheduler and worker (as `roles` says).
     #[command(after_help = env_help())]
     Serve(NodeArgs),
+    /// Run a whole node with a local receiver and show it working.
+    Demo {
+        /// How long to run, e.g. 30s or 2m.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+    },
     /// Apply database migrations and exit.
     Migrate(NodeArgs),
     /// Manage API tokens (directly in the database).
@@ -139,6 +146,15 @@ async fn serve(args: NodeArgs) -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::Demo { duration } => {
+            let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+                .unwrap_or_else(|_| "warn".into());
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .init();
+            demo::run(duration).await
+        }
         Command::Migrate(args) => {
             let config = load_config(&args)?;
             init_logging(config.log_format == "json");

@@ -1,0 +1,350 @@
+//! `ferry demo`: a whole node in one process on a temporary SQLite
+//! database, driving the `webhook` connector against a local receiver:
+//! real cron schedules, a storm of signed webhooks (with duplicates and
+//! bad requests), a fault burst that forces retries and dead letters, an
+//! operator replay, and a closing summary.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use ferry_core::signing;
+use serde_json::{json, Value};
+
+const OUT_SECRET: &str = "whsec_ZGVtby1vdXRib3VuZC1zaWduaW5nLWtleS0wMDAx";
+const IN_SECRET: &str = "whsec_ZGVtby1pbmJvdW5kLXNpZ25pbmcta2V5LTAwMDE=";
+
+#[derive(Default)]
+struct Receiver {
+    failing: AtomicBool,
+    delivered: AtomicU64,
+    refused: AtomicU64,
+    bad_signatures: AtomicU64,
+}
+
+async fn start_receiver(r: Arc<Receiver>) -> anyhow::Result<String> {
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |headers: HeaderMap, body: String| {
+            let r = r.clone();
+            async move {
+                let h = |n: &str| {
+                    headers
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string)
+                };
+                let now = chrono::Utc::now().timestamp();
+                let key = signing::key_from_secret(OUT_SECRET);
+                if signing::verify(
+                    &key,
+                    h("webhook-id").as_deref(),
+                    h("webhook-timestamp").as_deref(),
+                    h("webhook-signature").as_deref(),
+                    body.as_bytes(),
+                    now,
+                    300,
+                )
+                .is_err()
+                {
+                    r.bad_signatures.fetch_add(1, Ordering::Relaxed);
+                    return StatusCode::UNAUTHORIZED;
+                }
+                if r.failing.load(Ordering::Relaxed) {
+                    r.refused.fetch_add(1, Ordering::Relaxed);
+                    return StatusCode::SERVICE_UNAVAILABLE;
+                }
+                r.delivered.fetch_add(1, Ordering::Relaxed);
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(format!("http://{addr}/hook"))
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+}
+
+async fn hook(
+    http: &reqwest::Client,
+    url: &str,
+    id: &str,
+    body: &str,
+    secret: &str,
+) -> anyhow::Result<u16> {
+    let ts = chrono::Utc::now().timestamp();
+    let sig = signing::sign(&signing::key_from_secret(secret), id, ts, body.as_bytes());
+    let resp = http
+        .post(url)
+        .header("webhook-id", id)
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", sig)
+        .body(body.to_string())
+        .send()
+        .await?;
+    Ok(resp.status().as_u16())
+}
+
+pub async fn run(duration: Duration) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("ferry-demo-{}", uuid::Uuid::new_v4()));
+    let mut config = ferry_api::Config::default();
+    config.data_dir = dir.clone();
+    config.listen = "127.0.0.1:0".parse()?;
+    config.scheduler.tick = Duration::from_millis(100);
+    config.worker.poll = Duration::from_millis(100);
+    config.worker.shutdown_grace = Duration::from_secs(2);
+    let token = format!("demo-{}", uuid::Uuid::new_v4().simple());
+    config.security.admin_token = Some(token.clone());
+    let running = ferry_api::start(
+        &config,
+        ferry_connectors::builtin()?,
+        Arc::new(ferry_core::SystemClock),
+    )
+    .await?;
+    let base = format!(
+        "http://{}",
+        running.addr.context("the demo node serves HTTP")?
+    );
+    println!("Ferry demo: a node on {base}, SQLite in {}", dir.display());
+
+    let receiver = Arc::new(Receiver::default());
+    let url = start_receiver(receiver.clone()).await?;
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: base.clone(),
+        token,
+    };
+
+    let mk = |name: &str, cron: Option<&str>, overlap: &str, attempts: u32| {
+        let mut v = json!({
+            "name": name, "tenant": "demo", "connector": "webhook",
+            "config": {"url": url},
+            "secrets": {"signing_secret": OUT_SECRET, "inbound_secret": IN_SECRET},
+            "retry": {"max_attempts": attempts, "initial_backoff_ms": 200, "max_backoff_ms": 2000}
+        });
+        if let Some(c) = cron {
+            v["schedule"] = json!({"cron": c, "timezone": "Europe/London", "overlap": overlap});
+        }
+        v
+    };
+    let mut ids = Vec::new();
+    for spec in [
+        mk("every 2 seconds", Some("*/2 * * * * *"), "allow", 6),
+        mk(
+            "every 5 seconds, one at a time",
+            Some("*/5 * * * * *"),
+            "queue",
+            6,
+        ),
+        mk("events only, fragile", None, "skip", 2),
+    ] {
+        let (s, v) = api
+            .send(reqwest::Method::POST, "/v1/integrations", Some(spec))
+            .await?;
+        anyhow::ensure!(s == 201, "creating an integration failed: {v}");
+        println!(
+            "  created integration {} ({})",
+            v["id"].as_str().unwrap_or("?"),
+            v["name"].as_str().unwrap_or("")
+        );
+        ids.push(v["id"].as_str().unwrap_or_default().to_string());
+    }
+    let hook_url = |i: usize| format!("{base}/v1/hooks/{}", ids[i]);
+
+    // Bad input is refused with a reason, and nothing is enqueued.
+    let (s, v) = api.send(reqwest::Method::POST, "/v1/integrations", Some(json!({"name": "bad", "tenant": "demo", "connector": "webhook", "schedule": {"cron": "99 * * * *"}, "config": {"url": url}, "secrets": {"signing_secret": "x"}}))).await?;
+    println!(
+        "  bad cron            -> {s} {}",
+        v["error"]["message"].as_str().unwrap_or("")
+    );
+    let s = hook(
+        &api.http,
+        &hook_url(2),
+        "evt-forged",
+        r#"{"forged":true}"#,
+        "whsec_d3Jvbmcta2V5",
+    )
+    .await?;
+    println!("  forged signature    -> {s}");
+    let s = hook(
+        &api.http,
+        &hook_url(2),
+        "evt-bad-json",
+        "{not json",
+        IN_SECRET,
+    )
+    .await?;
+    println!("  malformed body      -> {s}");
+
+    let started = Instant::now();
+    let mut storm_sent = false;
+    let mut fault_started = false;
+    let mut fault_ended = false;
+    let mut replayed = 0;
+    let mut accepted = 0u64;
+    let mut duplicates = 0u64;
+    while started.elapsed() < duration {
+        let t = started.elapsed().as_secs_f64() / duration.as_secs_f64();
+        if !storm_sent && t > 0.15 {
+            storm_sent = true;
+            println!("-> webhook storm: 300 signed events (every 10th sent twice)");
+            let mut tasks = tokio::task::JoinSet::new();
+            for n in 0..300 {
+                let http = api.http.clone();
+                let u = hook_url(n % 3);
+                tasks.spawn(async move {
+                    let body = format!(r#"{{"type":"demo.event","n":{n}}}"#);
+                    let first = hook(&http, &u, &format!("evt-{n}"), &body, IN_SECRET)
+                        .await
+                        .unwrap_or(0);
+                    let again = if n % 10 == 0 {
+                        hook(&http, &u, &format!("evt-{n}"), &body, IN_SECRET)
+                            .await
+                            .unwrap_or(0)
+                    } else {
+                        0
+                    };
+                    (first, again)
+                });
+            }
+            while let Some(Ok((a, b))) = tasks.join_next().await {
+                accepted += u64::from(a == 202);
+                duplicates += u64::from(b == 202);
+            }
+        }
+        if !fault_started && t > 0.35 {
+            fault_started = true;
+            receiver.failing.store(true, Ordering::Relaxed);
+            println!("-> fault burst: the receiver answers 503");
+            for n in 0..20 {
+                hook(
+                    &api.http,
+                    &hook_url(2),
+                    &format!("during-fault-{n}"),
+                    &format!(r#"{{"fault":{n}}}"#),
+                    IN_SECRET,
+                )
+                .await?;
+            }
+        }
+        if fault_started && !fault_ended && t > 0.6 {
+            fault_ended = true;
+            receiver.failing.store(false, Ordering::Relaxed);
+            println!("-> receiver healthy again; retries drain");
+        }
+        if fault_ended && replayed == 0 && t > 0.75 {
+            let (_, dry) = api
+                .send(
+                    reqwest::Method::POST,
+                    "/v1/dead-letters/replay",
+                    Some(json!({"filter": {"tenant": "demo"}, "dry_run": true})),
+                )
+                .await?;
+            let (_, done) = api
+                .send(
+                    reqwest::Method::POST,
+                    "/v1/dead-letters/replay",
+                    Some(json!({"filter": {"tenant": "demo"}})),
+                )
+                .await?;
+            replayed = done["replayed"].as_i64().unwrap_or(0).max(1);
+            println!(
+                "-> operator replays dead letters: dry run matched {}, replayed {}",
+                dry["matched"], done["replayed"]
+            );
+        }
+        let (_, runs) = api
+            .send(reqwest::Method::GET, "/v1/runs?limit=1000", None)
+            .await?;
+        let items = runs["items"].as_array().cloned().unwrap_or_default();
+        let by = |s: &str| items.iter().filter(|r| r["status"] == s).count();
+        println!(
+            "  {:>4.1}s  delivered {:>4}  refused {:>3}  | runs: succeeded {:>4} retrying {:>3} running {:>2} queued {:>3} dead {:>3}",
+            started.elapsed().as_secs_f64(),
+            receiver.delivered.load(Ordering::Relaxed),
+            receiver.refused.load(Ordering::Relaxed),
+            by("succeeded"),
+            by("retrying"),
+            by("running"),
+            by("queued"),
+            by("dead"),
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    let (_, dls) = api
+        .send(reqwest::Method::GET, "/v1/dead-letters?limit=1000", None)
+        .await?;
+    let dead = dls["items"].as_array().map(Vec::len).unwrap_or(0);
+    let metrics = api
+        .http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let metric = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    println!("\nSummary");
+    println!("  webhooks accepted        {accepted} (+{duplicates} duplicates answered with the first event id)");
+    println!(
+        "  deliveries received      {}",
+        receiver.delivered.load(Ordering::Relaxed)
+    );
+    println!(
+        "  deliveries refused (503) {}",
+        receiver.refused.load(Ordering::Relaxed)
+    );
+    println!(
+        "  bad signatures seen      {}",
+        receiver.bad_signatures.load(Ordering::Relaxed)
+    );
+    println!(
+        "  runs succeeded           {}",
+        metric("ferry_runs_total{connector=\"webhook\",outcome=\"succeeded\"}")
+    );
+    println!(
+        "  attempts retried         {}",
+        metric("ferry_runs_total{connector=\"webhook\",outcome=\"retrying\"}")
+    );
+    println!("  dead letters (all time)  {dead}, replayed by the operator: {replayed}");
+    running.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
