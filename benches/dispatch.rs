@@ -1,1 +1,201 @@
-fn main() {}
+//! Dispatch: enqueue N no-op jobs (batches of 1,000), run them with two
+//! workers (two pools, as two nodes would), report enqueue jobs/s and
+//! end-to-end jobs/s; then a paced phase (well under capacity) for pickup
+//! latency p50/p99 (enqueue commit → connector start).
+//!
+//! `cargo bench --bench dispatch` (FERRY_BENCH_JOBS, default 100000;
+//! PostgreSQL when FERRY_BENCH_POSTGRES_URL or FERRY_TEST_POSTGRES_URL is set).
+
+#[path = "common.rs"]
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ferry_core::{
+    Clock, Connector, ConnectorError, Manifest, Registry, RunContext, RunReport, SystemClock,
+    Trigger, TriggerKind,
+};
+use ferry_queue::{NewJob, Queue};
+use ferry_store::{Db, DbOptions};
+use ferry_worker::{Worker, WorkerConfig};
+use tokio_util::sync::CancellationToken;
+
+struct Noop {
+    manifest: Manifest,
+    latencies: Arc<Mutex<Vec<i64>>>,
+}
+
+#[async_trait::async_trait]
+impl Connector for Noop {
+    fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+    async fn run(&self, ctx: RunContext) -> Result<RunReport, ConnectorError> {
+        if let Some(t) = ctx.payload.as_deref().and_then(|p| p.parse::<i64>().ok()) {
+            self.latencies
+                .lock()
+                .expect("lock")
+                .push(SystemClock.now_ms() - t);
+        }
+        Ok(RunReport::default())
+    }
+}
+
+fn job(integration: uuid::Uuid, now: i64, payload: Option<String>) -> NewJob {
+    NewJob {
+        id: ferry_core::new_id(),
+        integration_id: integration,
+        tenant: "bench".into(),
+        connector: "noop".into(),
+        revision: 1,
+        trigger: Trigger::Manual,
+        run_at: now,
+        max_attempts: 3,
+        scheduled_for: None,
+        event_id: None,
+        payload,
+        idempotency_key: None,
+        overlap_key: None,
+        replay_of: None,
+        waiting: false,
+    }
+}
+
+async fn runs(db: &Db) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM runs")
+        .fetch_one(&db.pool)
+        .await
+        .expect("count")
+}
+
+async fn bench(name: &str, a: Db, b: Db, n: usize) {
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let mut registry = Registry::new();
+    registry
+        .register(Noop {
+            manifest: Manifest {
+                id: "noop".into(),
+                version: "1.0.0".into(),
+                name: "noop".into(),
+                description: String::new(),
+                triggers: vec![TriggerKind::Schedule],
+                config_schema: serde_json::json!({}),
+                secrets: vec![],
+            },
+            latencies: latencies.clone(),
+        })
+        .expect("register");
+    let registry = Arc::new(registry);
+    let key = ferry_store::SecretKey::generate();
+    let spec = ferry_store::IntegrationSpec {
+        name: "bench".into(),
+        tenant: "bench".into(),
+        connector: "noop".into(),
+        connector_version: "1".into(),
+        schedule: None,
+        config: serde_json::json!({}),
+        secrets: Default::default(),
+        retry: Default::default(),
+        enabled: true,
+    };
+    let now = SystemClock.now_ms();
+    let integration = ferry_store::integrations::create(&a, &key, &spec, None, now, "bench")
+        .await
+        .expect("integration");
+    let qa = Queue::new(a.clone());
+    let qb = Queue::new(b.clone());
+
+    let started = Instant::now();
+    for _ in 0..n / 1000 {
+        let batch: Vec<NewJob> = (0..1000).map(|_| job(integration.id, now, None)).collect();
+        qa.enqueue(&batch, now).await.expect("enqueue");
+    }
+    let enqueue_rate = n as f64 / started.elapsed().as_secs_f64();
+
+    let config = WorkerConfig {
+        concurrency: 512,
+        per_tenant: 512,
+        claim_batch: 256,
+        poll: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let metrics = Arc::new(ferry_core::metrics::Metrics::default());
+    let cancel = CancellationToken::new();
+    let mut tasks = Vec::new();
+    for (id, q) in [("a", qa.clone()), ("b", qb.clone())] {
+        if q.db.backend == ferry_store::Backend::Postgres {
+            tasks.push(tokio::spawn(ferry_queue::wake::listen(
+                q.db.url.clone(),
+                q.wake.clone(),
+                cancel.clone(),
+            )));
+        }
+        let w = Worker::new(
+            format!("bench-{id}"),
+            q,
+            key.clone(),
+            registry.clone(),
+            Arc::new(SystemClock),
+            config.clone(),
+            metrics.clone(),
+        );
+        tasks.push(tokio::spawn(w.run(cancel.clone())));
+    }
+    let started = Instant::now();
+    while (runs(&a).await as usize) < n {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let e2e_rate = n as f64 / started.elapsed().as_secs_f64();
+
+    // Paced: 1,000 jobs/s for 5 s, 10 at a time.
+    let before = runs(&a).await as usize;
+    for _ in 0..500 {
+        let t = SystemClock.now_ms();
+        let batch: Vec<NewJob> = (0..10)
+            .map(|_| job(integration.id, t, Some(t.to_string())))
+            .collect();
+        qa.enqueue(&batch, t).await.expect("enqueue");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    while (runs(&a).await as usize) < before + 5_000 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cancel.cancel();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let mut l = latencies.lock().expect("lock").clone();
+    l.sort_unstable();
+    println!(
+        "| {name} | {n} | {enqueue_rate:.0} | {e2e_rate:.0} | {} ms | {} ms |",
+        common::percentile(&l, 0.5),
+        common::percentile(&l, 0.99)
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let n: usize = std::env::var("FERRY_BENCH_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    println!("| engine | jobs | enqueue jobs/s | end-to-end jobs/s | pickup p50 | pickup p99 |");
+    println!("|---|---|---|---|---|---|");
+    let dir = std::env::temp_dir().join(format!("ferry-bench-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let db = common::sqlite(&dir).await;
+    bench("SQLite", db.clone(), db, n).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    match common::postgres().await {
+        Some(url) => {
+            let a = Db::connect(&DbOptions::new(url.clone()))
+                .await
+                .expect("pg a");
+            a.migrate().await.expect("migrate");
+            let b = Db::connect(&DbOptions::new(url)).await.expect("pg b");
+            bench("PostgreSQL", a, b, n).await;
+        }
+        None => println!("(PostgreSQL skipped: set FERRY_BENCH_POSTGRES_URL)"),
+    }
+}

@@ -118,9 +118,11 @@ async fn hook(
 
 pub async fn run(duration: Duration) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("ferry-demo-{}", uuid::Uuid::new_v4()));
-    let mut config = ferry_api::Config::default();
-    config.data_dir = dir.clone();
-    config.listen = "127.0.0.1:0".parse()?;
+    let mut config = ferry_api::Config {
+        data_dir: dir.clone(),
+        listen: "127.0.0.1:0".parse()?,
+        ..Default::default()
+    };
     config.scheduler.tick = Duration::from_millis(100);
     config.worker.poll = Duration::from_millis(100);
     config.worker.shutdown_grace = Duration::from_secs(2);

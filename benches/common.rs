@@ -1,0 +1,35 @@
+//! Shared by the benchmark programs: fresh databases and percentiles.
+
+use ferry_store::{Db, DbOptions};
+
+pub async fn sqlite(dir: &std::path::Path) -> Db {
+    let url = format!("sqlite://{}?mode=rwc", dir.join("bench.db").display());
+    let db = Db::connect(&DbOptions::new(url)).await.expect("sqlite");
+    db.migrate().await.expect("migrate");
+    db
+}
+
+/// A fresh database on the server named by FERRY_BENCH_POSTGRES_URL (or
+/// FERRY_TEST_POSTGRES_URL), or `None`.
+pub async fn postgres() -> Option<String> {
+    use sqlx::Connection;
+    let base = std::env::var("FERRY_BENCH_POSTGRES_URL")
+        .or_else(|_| std::env::var("FERRY_TEST_POSTGRES_URL"))
+        .ok()?;
+    let name = format!("ferry_b_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&base).await.expect("connect");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create db");
+    let head = base.split('?').next().unwrap_or(&base);
+    let cut = head.rfind('/').expect("a database in the url");
+    Some(format!("{}/{name}", &head[..cut]))
+}
+
+pub fn percentile(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
