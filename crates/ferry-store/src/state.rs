@@ -81,3 +81,47 @@ pub async fn compare_and_swap(
     }
     Ok(expected + 1)
 }
+
+/// The states of many integrations in one query (for a claimed batch);
+/// absent ones are version 0 and `{}`.
+pub async fn get_many(
+    db: &crate::Db,
+    ids: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, State>> {
+    let mut out: std::collections::HashMap<Uuid, State> = ids
+        .iter()
+        .map(|id| {
+            (
+                *id,
+                State {
+                    version: 0,
+                    state: Value::Object(Default::default()),
+                    updated_at: None,
+                },
+            )
+        })
+        .collect();
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    let sql = format!(
+        "SELECT integration_id, version, state, updated_at FROM integration_state WHERE integration_id IN ({})",
+        crate::Db::placeholders(1, ids.len())
+    );
+    let mut q = sqlx::query(&sql);
+    for id in ids {
+        q = q.bind(id.to_string());
+    }
+    for r in q.fetch_all(&db.pool).await? {
+        let id = crate::integrations::parse_uuid(&r.try_get::<String, _>("integration_id")?)?;
+        out.insert(
+            id,
+            State {
+                version: r.try_get("version")?,
+                state: serde_json::from_str(&r.try_get::<String, _>("state")?)?,
+                updated_at: r.try_get("updated_at")?,
+            },
+        );
+    }
+    Ok(out)
+}

@@ -243,6 +243,17 @@ impl Worker {
                     return;
                 }
             };
+        // One read of integration state per claimed batch, not per job.
+        let states = match ferry_store::state::get_many(&self.queue.db, &ids).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read integration state; releasing claimed jobs");
+                for j in &jobs {
+                    let _ = self.queue.release(j.id, &j.lease_token, false, now).await;
+                }
+                return;
+            }
+        };
         let mut per_tenant: HashMap<String, usize> = HashMap::new();
         for f in self.inflight().values() {
             *per_tenant.entry(f.tenant.clone()).or_default() += 1;
@@ -298,9 +309,10 @@ impl Worker {
             );
             let me = self.clone();
             let done = done.clone();
+            let state = states.get(&job.integration_id).cloned();
             tasks.spawn(async move {
                 let id = job.id;
-                let outcome = me.execute(job, cancel, reason).await;
+                let outcome = me.execute(job, state, cancel, reason).await;
                 let now = me.clock.now_ms();
                 let keep_until_completed = matches!(outcome, Outcome::Done(_));
                 match outcome {
@@ -380,6 +392,7 @@ impl Worker {
     async fn execute(
         &self,
         job: ClaimedJob,
+        state: Option<ferry_store::state::State>,
         cancel: CancellationToken,
         reason: Arc<AtomicU8>,
     ) -> Outcome {
@@ -427,9 +440,8 @@ impl Worker {
             }
         };
         let version = registered.manifest().version.clone();
-        let state = match ferry_store::state::get(&self.queue.db.pool, job.integration_id).await {
-            Ok(s) => s,
-            Err(_) => return Outcome::Release { hold: false },
+        let Some(state) = state else {
+            return Outcome::Release { hold: false };
         };
         let span = tracing::info_span!("run", run_id = %job.id, integration_id = %job.integration_id, tenant = %job.tenant, connector = %job.connector, attempt = job.attempt);
         let ctx = RunContext {
