@@ -217,15 +217,9 @@ impl Queue {
             let mut sql =
                 String::from("INSERT INTO job_keys (key, job_id, event_id, created_at) VALUES ");
             for i in 0..chunk.len() {
-                let b = i * 4;
-                sql.push_str(&format!(
-                    "{}(${}, ${}, ${}, ${})",
-                    if i > 0 { ", " } else { "" },
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4
-                ));
+                sql.push_str(if i > 0 { ", (" } else { "(" });
+                sql.push_str(&self.db.placeholders(i * 4 + 1, 4));
+                sql.push(')');
             }
             sql.push_str(" ON CONFLICT (key) DO NOTHING RETURNING key");
             let mut q = sqlx::query(&sql);
@@ -250,7 +244,7 @@ impl Queue {
             if !dupes.is_empty() {
                 let sql = format!(
                     "SELECT key, job_id, event_id FROM job_keys WHERE key IN ({})",
-                    Db::placeholders(1, dupes.len())
+                    self.db.placeholders(1, dupes.len())
                 );
                 let mut q = sqlx::query(&sql);
                 for k in &dupes {
@@ -290,10 +284,8 @@ impl Queue {
                  scheduled_for, event_id, payload, overlap_key, replay_of, created_at) VALUES ",
             );
             for i in 0..chunk.len() {
-                let b = i * COLS;
-                let params: Vec<String> = (1..=COLS).map(|c| format!("${}", b + c)).collect();
                 sql.push_str(if i > 0 { ", (" } else { "(" });
-                sql.push_str(&params.join(", "));
+                sql.push_str(&self.db.placeholders(i * COLS + 1, COLS));
                 sql.push(')');
             }
             let mut q = sqlx::query(&sql);
@@ -344,7 +336,10 @@ impl Queue {
         } else {
             format!(
                 " AND tenant NOT IN ({})",
-                Db::placeholders(6, exclude_tenants.len())
+                (6..6 + exclude_tenants.len())
+                    .map(|i| format!("${i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         };
         let sql = format!(
@@ -384,9 +379,10 @@ impl Queue {
         for chunk in held.chunks(CHUNK) {
             let n = chunk.len();
             let sql = format!(
-                "UPDATE jobs SET lease_until = $1 WHERE state = 'running' AND id IN ({}) AND lease_token IN ({}) RETURNING id",
-                Db::placeholders(2, n),
-                Db::placeholders(2 + n, n)
+                "UPDATE jobs SET lease_until = {} WHERE state = 'running' AND id IN ({}) AND lease_token IN ({}) RETURNING id",
+                self.db.param(1),
+                self.db.placeholders(2, n),
+                self.db.placeholders(2 + n, n)
             );
             let mut q = sqlx::query(&sql).bind(now + lease_ms);
             for (id, _) in chunk {
@@ -416,8 +412,8 @@ impl Queue {
         let n = held.len();
         let sql = format!(
             "DELETE FROM jobs WHERE state = 'running' AND id IN ({}) AND lease_token IN ({}) RETURNING {JOB_COLUMNS}",
-            Db::placeholders(1, n),
-            Db::placeholders(1 + n, n)
+            self.db.placeholders(1, n),
+            self.db.placeholders(1 + n, n)
         );
         let mut q = sqlx::query(&sql);
         for (id, _) in held {
@@ -444,7 +440,7 @@ impl Queue {
         ids.dedup();
         let sql = format!(
             "SELECT id FROM integrations WHERE id IN ({}) ORDER BY id FOR UPDATE",
-            Db::placeholders(1, ids.len())
+            self.db.placeholders(1, ids.len())
         );
         let mut q = sqlx::query(&sql);
         for id in ids {
@@ -488,10 +484,8 @@ impl Queue {
                  event_id, replay_of) VALUES ",
             );
             for i in 0..chunk.len() {
-                let params: Vec<String> =
-                    (1..=COLS).map(|c| format!("${}", i * COLS + c)).collect();
                 sql.push_str(if i > 0 { ", (" } else { "(" });
-                sql.push_str(&params.join(", "));
+                sql.push_str(&self.db.placeholders(i * COLS + 1, COLS));
                 sql.push(')');
             }
             let mut q = sqlx::query(&sql);

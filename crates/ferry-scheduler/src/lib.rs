@@ -158,7 +158,7 @@ impl Scheduler {
         for chunk in keyed.chunks(500) {
             let sql = format!(
                 "SELECT DISTINCT overlap_key FROM jobs WHERE overlap_key IN ({}) AND state IN ('waiting', 'available', 'running')",
-                Db::placeholders(1, chunk.len())
+                self.db().placeholders(1, chunk.len())
             );
             let mut q = sqlx::query_scalar::<_, String>(&sql);
             for k in chunk {
@@ -222,8 +222,15 @@ impl Scheduler {
         let enqueued = self.queue.enqueue_in(&mut tx, &jobs, now).await?;
         report.enqueued += enqueued.iter().filter(|e| !e.duplicate).count();
         for chunk in next.chunks(400) {
+            let db = self.db();
             let values: Vec<String> = (0..chunk.len())
-                .map(|i| format!("(${}, CAST(${} AS BIGINT))", 2 * i + 1, 2 * i + 2))
+                .map(|i| {
+                    format!(
+                        "({}, CAST({} AS BIGINT))",
+                        db.param(2 * i + 1),
+                        db.param(2 * i + 2)
+                    )
+                })
                 .collect();
             let sql = format!(
                 "WITH v(id, n) AS (VALUES {}) UPDATE integrations SET next_fire_at = (SELECT n FROM v WHERE v.id = integrations.id) \

@@ -300,7 +300,7 @@ pub async fn enabled_among(db: &Db, ids: &[Uuid]) -> Result<Vec<(Uuid, bool)>> {
     }
     let sql = format!(
         "SELECT id, enabled, deleted_at FROM integrations WHERE id IN ({})",
-        Db::placeholders(1, ids.len())
+        db.placeholders(1, ids.len())
     );
     let mut q = sqlx::query(&sql);
     for id in ids {

@@ -106,7 +106,7 @@ pub async fn get_many(
     }
     let sql = format!(
         "SELECT integration_id, version, state, updated_at FROM integration_state WHERE integration_id IN ({})",
-        crate::Db::placeholders(1, ids.len())
+        db.placeholders(1, ids.len())
     );
     let mut q = sqlx::query(&sql);
     for id in ids {
