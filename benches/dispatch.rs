@@ -165,6 +165,13 @@ async fn bench(name: &str, a: Db, b: Db, n: usize) {
     for t in tasks {
         let _ = t.await;
     }
+    let text = metrics.render(&[]);
+    for line in text
+        .lines()
+        .filter(|l| l.contains("_sum") || l.contains("_count") || l.contains("_total"))
+    {
+        eprintln!("  {name} {line}");
+    }
     let mut l = latencies.lock().expect("lock").clone();
     l.sort_unstable();
     println!(
