@@ -44,21 +44,8 @@ impl Connector for Noop {
 
 fn job(integration: uuid::Uuid, now: i64, payload: Option<String>) -> NewJob {
     NewJob {
-        id: ferry_core::new_id(),
-        integration_id: integration,
-        tenant: "bench".into(),
-        connector: "noop".into(),
-        revision: 1,
-        trigger: Trigger::Manual,
-        run_at: now,
-        max_attempts: 3,
-        scheduled_for: None,
-        event_id: None,
         payload,
-        idempotency_key: None,
-        overlap_key: None,
-        replay_of: None,
-        waiting: false,
+        ..NewJob::new(integration, "bench", "noop", 1, Trigger::Manual, now, 3)
     }
 }
 

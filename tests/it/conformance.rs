@@ -13,21 +13,18 @@ const T0: i64 = 1_800_000_000_000;
 
 fn job(i: &ferry_store::Integration, run_at: i64, key: Option<&str>) -> NewJob {
     NewJob {
-        id: ferry_core::new_id(),
-        integration_id: i.id,
-        tenant: i.tenant.clone(),
-        connector: i.connector.clone(),
-        revision: i.revision,
-        trigger: Trigger::Event,
-        run_at,
-        max_attempts: 2,
-        scheduled_for: None,
         event_id: Some(ferry_core::new_id()),
         payload: Some(r#"{"n":1}"#.into()),
         idempotency_key: key.map(str::to_string),
-        overlap_key: None,
-        replay_of: None,
-        waiting: false,
+        ..NewJob::new(
+            i.id,
+            &i.tenant,
+            &i.connector,
+            i.revision,
+            Trigger::Event,
+            run_at,
+            2,
+        )
     }
 }
 

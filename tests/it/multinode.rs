@@ -104,22 +104,16 @@ async fn two_workers_run_each_job_once_postgres() {
     let qa = Queue::new(a.clone());
     const N: usize = 20_000;
     let jobs: Vec<NewJob> = (0..N)
-        .map(|_| NewJob {
-            id: ferry_core::new_id(),
-            integration_id: i.id,
-            tenant: format!("tenant-{}", rand_tenant()),
-            connector: "counting".into(),
-            revision: 1,
-            trigger: Trigger::Manual,
-            run_at: now,
-            max_attempts: 3,
-            scheduled_for: None,
-            event_id: None,
-            payload: None,
-            idempotency_key: None,
-            overlap_key: None,
-            replay_of: None,
-            waiting: false,
+        .map(|_| {
+            NewJob::new(
+                i.id,
+                &format!("tenant-{}", rand_tenant()),
+                "counting",
+                1,
+                Trigger::Manual,
+                now,
+                3,
+            )
         })
         .collect();
     for chunk in jobs.chunks(2_000) {

@@ -37,6 +37,14 @@ impl ApiError {
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message)
     }
+
+    /// A store error while reading `what`: "not found" names it.
+    pub fn reading(what: &'static str) -> impl Fn(ferry_store::Error) -> ApiError {
+        move |e| match e {
+            ferry_store::Error::NotFound => ApiError::not_found(what),
+            e => e.into(),
+        }
+    }
 }
 
 impl From<ferry_store::Error> for ApiError {

@@ -383,25 +383,23 @@ impl Queue {
             .ok_or_else(|| Error::Conflict(format!("integration {} was deleted; its dead letters cannot be replayed", dl.integration_id)))?;
             let retry: ferry_core::RetryPolicy =
                 serde_json::from_str(&row.try_get::<String, _>("retry")?)?;
-            let run_id = ferry_core::new_id();
-            jobs.push(NewJob {
-                id: run_id,
-                integration_id: dl.integration_id,
-                tenant: dl.tenant.clone(),
-                connector: dl.connector.clone(),
-                revision: row.try_get("revision")?,
-                trigger: Trigger::Replay,
-                run_at: now,
-                max_attempts: retry.max_attempts as i64,
+            let job = NewJob {
                 scheduled_for: dl.scheduled_for,
                 event_id: dl.event_id,
                 payload: dl.raw_payload.clone(),
-                idempotency_key: None,
-                overlap_key: None,
                 replay_of: Some(dl.id),
-                waiting: false,
-            });
-            pairs.push((dl.id, run_id));
+                ..NewJob::new(
+                    dl.integration_id,
+                    &dl.tenant,
+                    &dl.connector,
+                    row.try_get("revision")?,
+                    Trigger::Replay,
+                    now,
+                    retry.max_attempts as i64,
+                )
+            };
+            pairs.push((dl.id, job.id));
+            jobs.push(job);
         }
         self.enqueue_in(tx, &jobs, now).await?;
         for (dl, run) in &pairs {

@@ -59,6 +59,38 @@ pub struct NewJob {
     pub waiting: bool,
 }
 
+impl NewJob {
+    /// A job of `integration` due at `run_at`, with a fresh id and nothing
+    /// optional set; callers fill in the rest with struct update syntax.
+    pub fn new(
+        integration_id: Uuid,
+        tenant: &str,
+        connector: &str,
+        revision: i64,
+        trigger: Trigger,
+        run_at: i64,
+        max_attempts: i64,
+    ) -> NewJob {
+        NewJob {
+            id: ferry_core::new_id(),
+            integration_id,
+            tenant: tenant.to_string(),
+            connector: connector.to_string(),
+            revision,
+            trigger,
+            run_at,
+            max_attempts,
+            scheduled_for: None,
+            event_id: None,
+            payload: None,
+            idempotency_key: None,
+            overlap_key: None,
+            replay_of: None,
+            waiting: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Enqueued {
     pub job_id: Uuid,

@@ -201,21 +201,19 @@ impl Scheduler {
                 }
                 report.max_lateness_ms = report.max_lateness_ms.max(now - fire);
                 jobs.push(NewJob {
-                    id: ferry_core::new_id(),
-                    integration_id: d.id,
-                    tenant: d.tenant.clone(),
-                    connector: d.connector.clone(),
-                    revision: d.revision,
-                    trigger: Trigger::Schedule,
-                    run_at: fire,
-                    max_attempts: d.retry.max_attempts as i64,
                     scheduled_for: Some(fire),
-                    event_id: None,
-                    payload: None,
                     idempotency_key: Some(format!("schedule:{}:{}", d.id, fire)),
                     overlap_key,
-                    replay_of: None,
                     waiting,
+                    ..NewJob::new(
+                        d.id,
+                        &d.tenant,
+                        &d.connector,
+                        d.revision,
+                        Trigger::Schedule,
+                        fire,
+                        d.retry.max_attempts as i64,
+                    )
                 });
             }
         }

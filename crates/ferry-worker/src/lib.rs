@@ -256,22 +256,20 @@ impl Worker {
             v.dedup();
             v
         };
-        let enabled: HashMap<Uuid, bool> =
-            match integrations::enabled_among(&self.queue.db, &ids).await {
-                Ok(v) => v.into_iter().collect(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot check integrations; releasing claimed jobs");
-                    for j in &jobs {
-                        let _ = self.queue.release(j.id, &j.lease_token, false, now).await;
-                    }
-                    return;
-                }
-            };
-        // One read of integration state per claimed batch, not per job.
-        let states = match ferry_store::state::get_many(&self.queue.db, &ids).await {
-            Ok(s) => s,
+        // What every job of the batch needs from the store, read once:
+        // whether its integration may run, and its state (one query each).
+        let lookups = async {
+            let enabled = integrations::enabled_among(&self.queue.db, &ids).await?;
+            let states = ferry_store::state::get_many(&self.queue.db, &ids).await?;
+            Ok::<_, ferry_store::Error>((
+                enabled.into_iter().collect::<HashMap<Uuid, bool>>(),
+                states,
+            ))
+        };
+        let (enabled, states) = match lookups.await {
+            Ok(v) => v,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read integration state; releasing claimed jobs");
+                tracing::warn!(error = %e, "cannot read the claimed jobs' integrations; releasing them");
                 for j in &jobs {
                     let _ = self.queue.release(j.id, &j.lease_token, false, now).await;
                 }

@@ -107,10 +107,11 @@ pub async fn list(
 
 async fn load(state: &AppState, who: &Principal, id: &str) -> ApiResult<ferry_queue::DeadLetter> {
     let id = parse_id(id, "dead letter")?;
-    let dl = state.queue.get_dead_letter(id).await.map_err(|e| match e {
-        ferry_store::Error::NotFound => ApiError::not_found("dead letter"),
-        e => e.into(),
-    })?;
+    let dl = state
+        .queue
+        .get_dead_letter(id)
+        .await
+        .map_err(ApiError::reading("dead letter"))?;
     who.check_tenant(&dl.tenant, "dead letter")?;
     Ok(dl)
 }

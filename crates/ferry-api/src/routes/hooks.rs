@@ -88,10 +88,7 @@ async fn handle(state: &AppState, id: &str, sub_path: String, req: Request) -> A
 
     let integration = integrations::get(&state.db, id)
         .await
-        .map_err(|e| match e {
-            ferry_store::Error::NotFound => unknown(),
-            e => e.into(),
-        })?;
+        .map_err(ApiError::reading("integration"))?;
     let rev = integrations::revision(&state.db, &state.key, id, integration.revision).await?;
     let registered = state
         .registry
@@ -140,21 +137,18 @@ async fn handle(state: &AppState, id: &str, sub_path: String, req: Request) -> A
     };
     let event_id = ferry_core::new_id();
     let job = NewJob {
-        id: ferry_core::new_id(),
-        integration_id: id,
-        tenant: integration.tenant.clone(),
-        connector: integration.connector.clone(),
-        revision: integration.revision,
-        trigger: Trigger::Event,
-        run_at: now,
-        max_attempts: rev.retry.max_attempts as i64,
-        scheduled_for: None,
         event_id: Some(event_id),
         payload: Some(payload),
         idempotency_key: key.map(|k| format!("hook:{id}:{k}")),
-        overlap_key: None,
-        replay_of: None,
-        waiting: false,
+        ..NewJob::new(
+            id,
+            &integration.tenant,
+            &integration.connector,
+            integration.revision,
+            Trigger::Event,
+            now,
+            rev.retry.max_attempts as i64,
+        )
     };
     let enqueued = state.queue.enqueue(&[job], now).await?;
     let first = enqueued

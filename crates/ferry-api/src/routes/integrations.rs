@@ -231,10 +231,7 @@ pub(crate) async fn load(state: &AppState, who: &Principal, id: &str) -> ApiResu
     let id = parse_id(id, "integration")?;
     let i = integrations::get(&state.db, id)
         .await
-        .map_err(|e| match e {
-            ferry_store::Error::NotFound => ApiError::not_found("integration"),
-            e => e.into(),
-        })?;
+        .map_err(ApiError::reading("integration"))?;
     who.check_tenant(&i.tenant, "integration")?;
     Ok(i)
 }
@@ -401,20 +398,16 @@ pub async fn trigger(
         .enqueue(
             &[NewJob {
                 id: run_id,
-                integration_id: i.id,
-                tenant: i.tenant.clone(),
-                connector: i.connector.clone(),
-                revision: i.revision,
-                trigger: Trigger::Manual,
-                run_at: now,
-                max_attempts: i.retry.max_attempts as i64,
-                scheduled_for: None,
-                event_id: None,
                 payload,
-                idempotency_key: None,
-                overlap_key: None,
-                replay_of: None,
-                waiting: false,
+                ..NewJob::new(
+                    i.id,
+                    &i.tenant,
+                    &i.connector,
+                    i.revision,
+                    Trigger::Manual,
+                    now,
+                    i.retry.max_attempts as i64,
+                )
             }],
             now,
         )

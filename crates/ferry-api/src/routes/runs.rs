@@ -69,10 +69,11 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let id = parse_id(&id, "run")?;
-    let run = state.queue.get_run(id).await.map_err(|e| match e {
-        ferry_store::Error::NotFound => ApiError::not_found("run"),
-        e => e.into(),
-    })?;
+    let run = state
+        .queue
+        .get_run(id)
+        .await
+        .map_err(ApiError::reading("run"))?;
     who.check_tenant(&run.tenant, "run")?;
     Ok(Json(run))
 }
