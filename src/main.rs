@@ -177,7 +177,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             })?;
             let config = load_config(&node)?;
             let db = ferry_api::engine::open_db(&config).await?;
-            let now = chrono_now();
+            let now = ferry_core::Clock::now_ms(&SystemClock);
             let name = name.unwrap_or_else(|| format!("{} token", role.as_str()));
             let (token, plain) =
                 ferry_store::tokens::create(&db, &name, role, tenant.as_deref(), now).await?;
@@ -197,11 +197,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Remote(cmd) => remote::run(cmd).await,
     }
-}
-
-fn chrono_now() -> i64 {
-    use ferry_core::Clock;
-    SystemClock.now_ms()
 }
 
 #[tokio::main]

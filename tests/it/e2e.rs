@@ -58,8 +58,11 @@ impl Node {
     }
 
     fn stop(mut self) -> std::process::ExitStatus {
-        // SAFETY: sending a signal to our own child process.
-        unsafe { libc_kill(self.child.id() as i32, 15) };
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM failed");
         self.child.wait().expect("wait")
     }
 }
@@ -70,11 +73,6 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 #[derive(Clone, Default)]

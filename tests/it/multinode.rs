@@ -16,17 +16,24 @@ use tokio_util::sync::CancellationToken;
 
 use crate::common::*;
 
-#[tokio::test]
-async fn two_schedulers_fire_each_fire_once_postgres() {
-    let Some(url) = pg_fresh_url("two_schedulers_fire_each_fire_once_postgres").await else {
-        return;
-    };
+/// Two nodes' connection pools on one fresh PostgreSQL database, both of
+/// which have run the migrations (the second run is a no-op).
+async fn two_nodes(test: &str) -> Option<(Db, Db)> {
+    let url = pg_fresh_url(test).await?;
     let a = Db::connect(&DbOptions::new(url.clone()))
         .await
         .expect("node a");
     a.migrate().await.expect("migrate");
     let b = Db::connect(&DbOptions::new(url)).await.expect("node b");
     b.migrate().await.expect("migrate twice is a no-op");
+    Some((a, b))
+}
+
+#[tokio::test]
+async fn two_schedulers_fire_each_fire_once_postgres() {
+    let Some((a, b)) = two_nodes("two_schedulers_fire_each_fire_once_postgres").await else {
+        return;
+    };
     let t0: i64 = 1_800_000_000_000;
     let schedule = every("* * * * * *", M::FireOnce, O::Allow);
     let mut ids = Vec::new();
@@ -85,14 +92,9 @@ async fn two_schedulers_fire_each_fire_once_postgres() {
 
 #[tokio::test]
 async fn two_workers_run_each_job_once_postgres() {
-    let Some(url) = pg_fresh_url("two_workers_run_each_job_once_postgres").await else {
+    let Some((a, b)) = two_nodes("two_workers_run_each_job_once_postgres").await else {
         return;
     };
-    let a = Db::connect(&DbOptions::new(url.clone()))
-        .await
-        .expect("node a");
-    a.migrate().await.expect("migrate");
-    let b = Db::connect(&DbOptions::new(url)).await.expect("node b");
     let counts = Counting::default();
     let mut registry = Registry::new();
     registry

@@ -142,7 +142,7 @@ pub async fn start(
         node_id,
     };
 
-    // Heartbeat (keeps ferry_store_up true to life) and history retention.
+    // Heartbeat (the one place ferry_store_up is kept) and history retention.
     {
         let state = state.clone();
         let cancel = cancel.clone();
@@ -150,7 +150,7 @@ pub async fn start(
         tracker.spawn(async move {
             let mut beats: u64 = 0;
             loop {
-                let _ = crate::routes::probe_store_for_engine(&state).await;
+                let _ = crate::routes::health::probe_store(&state).await;
                 if beats.is_multiple_of(1800) {
                     let before = state.clock.now_ms() - retention_ms;
                     match state.queue.prune_history(before).await {

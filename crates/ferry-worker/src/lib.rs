@@ -589,6 +589,7 @@ impl Worker {
 
     async fn complete_now(&self, batch: Vec<Success>) {
         let mut delay = Duration::from_millis(50);
+        let mut first_failure: Option<Instant> = None;
         loop {
             let now = self.clock.now_ms();
             let started = Instant::now();
@@ -628,13 +629,18 @@ impl Worker {
                     break;
                 }
                 Err(e) => {
-                    // Keep the leases alive (still in flight) and try again.
+                    // The jobs stay in flight (heartbeated) while we retry.
+                    // Past one lease length, give up: the leases expire and
+                    // rescue runs the jobs again (at least once, never lost),
+                    // and a shutdown is not held up by a store that stays down.
+                    if first_failure.get_or_insert_with(Instant::now).elapsed() >= self.config.lease
+                    {
+                        tracing::error!(error = %e, jobs = batch.len(), "cannot record completions; leaving them to lease expiry");
+                        break;
+                    }
                     tracing::warn!(error = %e, jobs = batch.len(), "cannot record completions; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
-                    if delay == Duration::from_secs(2) && self.inflight().is_empty() {
-                        break;
-                    }
                 }
             }
         }

@@ -66,21 +66,20 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut extra: Vec<(&'static str, String, f64)> =
         vec![("ferry_spool_depth", String::new(), 0.0)];
-    let store_up = probe_store(&state).await.is_ok();
-    if store_up {
-        if let Ok(counts) = state.queue.counts().await {
-            for st in ["waiting", "available", "running", "held"] {
-                let n = counts
-                    .iter()
-                    .find(|(s, _)| s == st)
-                    .map(|(_, n)| *n)
-                    .unwrap_or(0);
-                extra.push(("ferry_jobs", labels(&[("state", st)]), n as f64));
-            }
+    // `ferry_store_up` is kept by the engine's heartbeat loop; a scrape only
+    // reads. If the store is down these queries fail and are left out.
+    if let Ok(counts) = state.queue.counts().await {
+        for st in ["waiting", "available", "running", "held"] {
+            let n = counts
+                .iter()
+                .find(|(s, _)| s == st)
+                .map(|(_, n)| *n)
+                .unwrap_or(0);
+            extra.push(("ferry_jobs", labels(&[("state", st)]), n as f64));
         }
-        if let Ok(n) = state.queue.dead_letter_count().await {
-            extra.push(("ferry_dead_letters", String::new(), n as f64));
-        }
+    }
+    if let Ok(n) = state.queue.dead_letter_count().await {
+        extra.push(("ferry_dead_letters", String::new(), n as f64));
     }
     if let Some(s) = &state.scheduler {
         extra.push((

@@ -2,7 +2,7 @@
 //! resource.
 
 mod dead_letters;
-mod health;
+pub(crate) mod health;
 mod hooks;
 mod integrations;
 mod misc;
@@ -98,9 +98,4 @@ pub fn list_body<T: serde::Serialize>(
     next: Option<String>,
 ) -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({"items": items, "next_cursor": next}))
-}
-
-/// The engine's heartbeat loop probes the store the way `/readyz` does.
-pub async fn probe_store_for_engine(state: &AppState) -> Result<u64, String> {
-    health::probe_store(state).await
 }
