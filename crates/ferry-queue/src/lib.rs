@@ -11,8 +11,10 @@
 //! This module never decides *when* to retry (that is `ferry_core::retry`)
 //! nor what a job does (connectors): it moves rows.
 
+pub mod forward;
 pub mod history;
 pub mod jobs;
+pub mod spool;
 pub mod wake;
 
 pub use history::{DeadLetter, DeadLetterFilter, RunFilter, RunView};

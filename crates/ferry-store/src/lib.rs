@@ -12,6 +12,7 @@ pub mod audit;
 pub mod crypto;
 pub mod db;
 pub mod error;
+pub mod health;
 pub mod integrations;
 pub mod nodes;
 pub mod state;
@@ -20,6 +21,7 @@ pub mod tokens;
 pub use crypto::SecretKey;
 pub use db::{Backend, Db, DbOptions};
 pub use error::{Error, Result};
+pub use health::StoreHealth;
 pub use integrations::{Integration, IntegrationSpec, Revision};
 
 /// Splits a page of rows sorted newest first into the page and the cursor
