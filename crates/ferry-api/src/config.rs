@@ -23,6 +23,7 @@ pub struct Config {
     pub worker: WorkerSection,
     pub scheduler: SchedulerSection,
     pub intake: IntakeSection,
+    pub spool: SpoolSection,
     pub history: HistorySection,
 }
 
@@ -73,6 +74,30 @@ pub struct SchedulerSection {
 #[serde(default, deny_unknown_fields)]
 pub struct IntakeSection {
     pub max_body_bytes: usize,
+    /// Idempotency keys remembered in memory; older ones are asked of the store.
+    pub dedup_window: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpoolSection {
+    /// Bytes on disk past which intake answers 503.
+    pub max_bytes: u64,
+    /// The `Retry-After` of that 503.
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
+    /// Events moved into the store per transaction.
+    pub forward_batch: usize,
+}
+
+impl Default for SpoolSection {
+    fn default() -> Self {
+        SpoolSection {
+            max_bytes: 1 << 30,
+            retry_after: Duration::from_secs(5),
+            forward_batch: 500,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -103,6 +128,7 @@ impl Default for Config {
             worker: WorkerSection::default(),
             scheduler: SchedulerSection::default(),
             intake: IntakeSection::default(),
+            spool: SpoolSection::default(),
             history: HistorySection::default(),
         }
     }
@@ -146,6 +172,7 @@ impl Default for IntakeSection {
     fn default() -> Self {
         IntakeSection {
             max_body_bytes: 1024 * 1024,
+            dedup_window: 100_000,
         }
     }
 }
@@ -251,6 +278,26 @@ pub const ENV: &[(&str, &str, &str)] = &[
         "FERRY_INTAKE_MAX_BODY_BYTES",
         "intake.max_body_bytes",
         "largest webhook body accepted (413 above)",
+    ),
+    (
+        "FERRY_INTAKE_DEDUP_WINDOW",
+        "intake.dedup_window",
+        "idempotency keys remembered in memory",
+    ),
+    (
+        "FERRY_SPOOL_MAX_BYTES",
+        "spool.max_bytes",
+        "spool size past which intake answers 503",
+    ),
+    (
+        "FERRY_SPOOL_RETRY_AFTER",
+        "spool.retry_after",
+        "Retry-After of that 503",
+    ),
+    (
+        "FERRY_SPOOL_FORWARD_BATCH",
+        "spool.forward_batch",
+        "events moved into the store per transaction",
     ),
     (
         "FERRY_HISTORY_RETENTION",
@@ -380,6 +427,9 @@ fn parse_env_value(key: &str, value: &str) -> Result<toml::Value, String> {
         "worker.claim_batch",
         "scheduler.max_catchup_fires",
         "intake.max_body_bytes",
+        "intake.dedup_window",
+        "spool.max_bytes",
+        "spool.forward_batch",
     ];
     if numeric.contains(&key) {
         return value

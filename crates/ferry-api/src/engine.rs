@@ -10,14 +10,17 @@ use std::time::Duration;
 use ferry_core::metrics::Metrics;
 use ferry_core::schedule::CatchUp;
 use ferry_core::{Clock, Registry};
+use ferry_queue::forward::Forwarder;
+use ferry_queue::spool::{Spool, SpoolConfig};
 use ferry_queue::Queue;
 use ferry_scheduler::{Scheduler, SchedulerConfig};
-use ferry_store::{Db, DbOptions, SecretKey};
+use ferry_store::{Db, DbOptions, SecretKey, StoreHealth};
 use ferry_worker::{Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::intake::{ConfigCache, HeldVerifier, Intake, RecentKeys};
 use crate::AppState;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +29,8 @@ pub enum StartError {
     DataDir(String, std::io::Error),
     #[error("{0}")]
     Store(#[from] ferry_store::Error),
+    #[error("{0}")]
+    Spool(#[from] ferry_queue::spool::OpenError),
     #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
 }
@@ -40,24 +45,79 @@ pub struct Running {
 }
 
 impl Running {
-    /// Graceful stop: see the module doc.
+    /// Graceful stop: see the module doc. The spool is closed last, after
+    /// the server has answered its last request.
     pub async fn shutdown(self) {
         self.cancel.cancel();
         self.tracker.close();
         self.tracker.wait().await;
+        self.state.intake.spool.close();
+        if let Err(e) = self.state.intake.cache.save_if_dirty(self.state.clock.now_ms()) {
+            tracing::warn!(error = %e, "cannot write the config snapshot");
+        }
         self.state.db.close().await;
     }
 }
 
 /// Connects and migrates the database named by `config`.
 pub async fn open_db(config: &Config) -> Result<Db, StartError> {
+    let db = connect(config, false).await?;
+    db.migrate().await?;
+    Ok(db)
+}
+
+async fn connect(config: &Config, lazy: bool) -> Result<Db, StartError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
     let mut opts = DbOptions::new(config.database_url());
     opts.max_connections = config.database.max_connections;
-    let db = Db::connect(&opts).await?;
-    db.migrate().await?;
-    Ok(db)
+    opts.lazy = lazy;
+    Ok(Db::connect(&opts).await?)
+}
+
+/// Retries migrations until they apply (the store may be down at start).
+async fn migrated(db: &Db, health: &StoreHealth, cancel: &CancellationToken) -> bool {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match db.migrate().await {
+            Ok(()) => return true,
+            Err(e) => {
+                if health.mark_down(e.to_string()) {
+                    tracing::warn!(error = %e, "store unreachable; accepting webhooks into the spool until it answers");
+                }
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return false,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Opens the spool and reports what recovery found.
+fn open_spool(config: &Config, metrics: &Metrics) -> Result<Spool, StartError> {
+    let (spool, rec) = Spool::open(SpoolConfig::new(
+        config.data_dir.join("spool"),
+        config.spool.max_bytes,
+    ))?;
+    if rec.damage.is_empty() {
+        tracing::info!(segments = rec.segments, pending = rec.pending, "spool recovered");
+    } else {
+        tracing::error!(
+            segments = rec.segments,
+            pending = rec.pending,
+            damaged_stretches = rec.damage.len(),
+            damaged_bytes = rec.damaged_bytes(),
+            "spool recovered with damage: the damaged records are lost, every intact one is kept"
+        );
+    }
+    metrics.inc(
+        "ferry_spool_damaged_bytes_total",
+        String::new(),
+        rec.damaged_bytes() as u64,
+    );
+    Ok(spool)
 }
 
 pub async fn start(
@@ -65,7 +125,13 @@ pub async fn start(
     registry: Registry,
     clock: Arc<dyn Clock>,
 ) -> Result<Running, StartError> {
-    let db = open_db(config).await?;
+    // PostgreSQL is connected lazily so a node comes up during an outage;
+    // SQLite is local, and a failure there is a configuration error.
+    let db = connect(config, true).await?;
+    let health = Arc::new(StoreHealth::default());
+    if db.backend == ferry_store::Backend::Sqlite {
+        db.migrate().await?;
+    }
     let key = SecretKey::load_or_create(config.security.secret_key.as_deref(), &config.data_dir)?;
     let node_id = format!("node-{}", uuid::Uuid::new_v4());
     let queue = Queue::new(db.clone());
@@ -73,6 +139,34 @@ pub async fn start(
     let registry = Arc::new(registry);
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
+
+    let spool = open_spool(config, &metrics)?;
+    let cache = Arc::new(ConfigCache::open(
+        config.data_dir.join("config-snapshot"),
+        key.clone(),
+    ));
+    let intake = Arc::new(Intake {
+        spool: spool.clone(),
+        cache: cache.clone(),
+        keys: RecentKeys::new(config.intake.dedup_window),
+        health: health.clone(),
+        retry_after: config.spool.retry_after,
+    });
+    intake.learn_pending();
+    let forwarder = Arc::new(Forwarder {
+        spool,
+        queue: queue.clone(),
+        verifier: Arc::new(HeldVerifier {
+            db: db.clone(),
+            cache: cache.clone(),
+            registry: registry.clone(),
+        }),
+        clock: clock.clone(),
+        health: health.clone(),
+        batch: config.spool.forward_batch.max(1),
+        store_timeout: Duration::from_secs(10),
+        counts: Default::default(),
+    });
 
     if db.backend == ferry_store::Backend::Postgres {
         tracker.spawn(ferry_queue::wake::listen(
@@ -96,7 +190,6 @@ pub async fn start(
             },
             clock.clone(),
         ));
-        tracker.spawn(s.clone().run(cancel.clone()));
         s
     });
 
@@ -120,9 +213,53 @@ pub async fn start(
             },
             metrics.clone(),
         );
-        tracker.spawn(w.clone().run(cancel.clone()));
         w
     });
+
+    // Everything that needs the schema waits for the migrations; intake and
+    // the HTTP server do not.
+    {
+        let (db, health, cancel2, tracker2) =
+            (db.clone(), health.clone(), cancel.clone(), tracker.clone());
+        let (scheduler, worker, forwarder) =
+            (scheduler.clone(), worker.clone(), forwarder.clone());
+        tracker.spawn(async move {
+            if !migrated(&db, &health, &cancel2).await {
+                return;
+            }
+            tracker2.spawn(forwarder.run(cancel2.clone()));
+            if let Some(s) = scheduler {
+                tracker2.spawn(s.run(cancel2.clone()));
+            }
+            if let Some(w) = worker {
+                tracker2.spawn(w.run(cancel2.clone()));
+            }
+        });
+    }
+
+    // The config cache follows changes made anywhere and is snapshotted.
+    {
+        let (db, cache, health, clock, cancel) =
+            (db.clone(), cache.clone(), health.clone(), clock.clone(), cancel.clone());
+        tracker.spawn(async move {
+            loop {
+                if health.is_up() {
+                    match tokio::time::timeout(Duration::from_secs(5), cache.refresh(&db)).await {
+                        Ok(Err(e)) => tracing::debug!(error = %e, "config refresh failed"),
+                        Err(_) => tracing::debug!("config refresh timed out"),
+                        Ok(Ok(_)) => {}
+                    }
+                }
+                if let Err(e) = cache.save_if_dirty(clock.now_ms()) {
+                    tracing::warn!(error = %e, "cannot write the config snapshot");
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        });
+    }
 
     let state = AppState {
         db: db.clone(),
@@ -140,6 +277,9 @@ pub async fn start(
         scheduler,
         max_body_bytes: config.intake.max_body_bytes,
         node_id,
+        intake,
+        forwarder,
+        health,
     };
 
     // Heartbeat (the one place ferry_store_up is kept) and history retention.

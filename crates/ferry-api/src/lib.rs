@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod intake;
 pub mod routes;
 
 use std::sync::Arc;
@@ -36,4 +37,7 @@ pub struct AppState {
     pub scheduler: Option<Arc<Scheduler>>,
     pub max_body_bytes: usize,
     pub node_id: String,
+    pub intake: Arc<intake::Intake>,
+    pub forwarder: Arc<ferry_queue::forward::Forwarder>,
+    pub health: Arc<ferry_store::StoreHealth>,
 }

@@ -850,6 +850,19 @@ impl Queue {
         Ok(n)
     }
 
+    /// The event id first enqueued under an idempotency key, if any.
+    pub async fn event_for_key(&self, key: &str) -> Result<Option<Uuid>> {
+        let found: Option<Option<String>> =
+            sqlx::query_scalar("SELECT event_id FROM job_keys WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.db.pool)
+                .await?;
+        found
+            .flatten()
+            .map(|s| Uuid::parse_str(&s).map_err(|e| Error::Db(format!("job_keys.event_id: {e}"))))
+            .transpose()
+    }
+
     /// Job counts by state, for metrics.
     pub async fn counts(&self) -> Result<Vec<(String, i64)>> {
         let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")

@@ -21,6 +21,9 @@ pub struct DbOptions {
     /// writer anyway, and a single connection cannot deadlock on upgrades.
     pub max_connections: u32,
     pub acquire_timeout: Duration,
+    /// PostgreSQL: open connections on first use, so a node can start (and
+    /// take webhooks into its spool) while the store is unreachable.
+    pub lazy: bool,
 }
 
 impl DbOptions {
@@ -29,6 +32,7 @@ impl DbOptions {
             url: url.into(),
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
+            lazy: false,
         }
     }
 }
@@ -47,12 +51,20 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sqlite: include_str!("../../../migrations/sqlite/0001_init.sql"),
-    postgres: include_str!("../../../migrations/postgres/0001_init.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sqlite: include_str!("../../../migrations/sqlite/0001_init.sql"),
+        postgres: include_str!("../../../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "integrations_updated",
+        sqlite: include_str!("../../../migrations/sqlite/0002_integrations_updated.sql"),
+        postgres: include_str!("../../../migrations/postgres/0002_integrations_updated.sql"),
+    },
+];
 
 impl Db {
     pub async fn connect(opts: &DbOptions) -> Result<Db> {
@@ -87,11 +99,14 @@ impl Db {
                     .await?
             }
             Backend::Postgres => {
-                AnyPoolOptions::new()
+                let pool = AnyPoolOptions::new()
                     .max_connections(opts.max_connections)
-                    .acquire_timeout(opts.acquire_timeout)
-                    .connect_with(connect)
-                    .await?
+                    .acquire_timeout(opts.acquire_timeout);
+                if opts.lazy {
+                    pool.connect_lazy_with(connect)
+                } else {
+                    pool.connect_with(connect).await?
+                }
             }
         };
         Ok(Db {

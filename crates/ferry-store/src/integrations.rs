@@ -293,6 +293,40 @@ pub async fn revision(db: &Db, key: &SecretKey, id: Uuid, revision: i64) -> Resu
     })
 }
 
+/// A change to an integration row, as the intake's config cache follows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub id: Uuid,
+    pub revision: i64,
+    pub enabled: bool,
+    pub deleted: bool,
+    pub updated_at: i64,
+}
+
+/// Integrations changed (edited, paused, resumed, deleted) after `since`,
+/// oldest change first, at most `limit`.
+pub async fn changed_since(db: &Db, since: i64, limit: usize) -> Result<Vec<Change>> {
+    let rows = sqlx::query(
+        "SELECT id, revision, enabled, deleted_at, updated_at FROM integrations \
+         WHERE updated_at > $1 ORDER BY updated_at LIMIT $2",
+    )
+    .bind(since)
+    .bind(limit as i64)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Change {
+                id: parse_uuid(&row.try_get::<String, _>("id")?)?,
+                revision: row.try_get("revision")?,
+                enabled: row.try_get::<i64, _>("enabled")? != 0,
+                deleted: row.try_get::<Option<i64>, _>("deleted_at")?.is_some(),
+                updated_at: row.try_get("updated_at")?,
+            })
+        })
+        .collect()
+}
+
 /// Which of `ids` are runnable now: exist, not deleted, enabled.
 pub async fn enabled_among(db: &Db, ids: &[Uuid]) -> Result<Vec<(Uuid, bool)>> {
     if ids.is_empty() {

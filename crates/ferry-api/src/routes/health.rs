@@ -1,5 +1,6 @@
 //! Liveness, readiness (a real store round trip) and Prometheus metrics.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -28,25 +29,51 @@ pub async fn probe_store(state: &AppState) -> Result<u64, String> {
     .await
     {
         Ok(Ok(())) => {
-            state.metrics.set("ferry_store_up", String::new(), 1.0);
+            if !state.health.is_up() {
+                tracing::info!("store reachable again");
+            }
+            state.health.mark_up();
+            // The forwarder may be sleeping off a backoff: wake it to drain.
+            state.intake.spool.nudge();
             Ok(started.elapsed().as_millis() as u64)
         }
-        Ok(Err(e)) => {
-            state.metrics.set("ferry_store_up", String::new(), 0.0);
-            Err(e.to_string())
-        }
-        Err(_) => {
-            state.metrics.set("ferry_store_up", String::new(), 0.0);
-            Err(format!(
-                "store round trip took longer than {PROBE_TIMEOUT:?}"
-            ))
-        }
+        Ok(Err(e)) => Err(down(state, e.to_string())),
+        Err(_) => Err(down(
+            state,
+            format!("store round trip took longer than {PROBE_TIMEOUT:?}"),
+        )),
+    }
+}
+
+fn down(state: &AppState, error: String) -> String {
+    if state.health.mark_down(error.clone()) {
+        tracing::warn!(error = %error, "store unreachable; webhooks go on into the spool");
+    }
+    error
+}
+
+/// The spool's figures as `/readyz` shows them.
+fn spool_json(state: &AppState) -> serde_json::Value {
+    let s = state.intake.spool.stats();
+    json!({
+        "depth": s.depth,
+        "bytes": s.bytes,
+        "damaged": s.damaged,
+        "forward_lag_seconds": forward_lag(state),
+    })
+}
+
+/// Age of the oldest event not yet in the store.
+fn forward_lag(state: &AppState) -> f64 {
+    match state.intake.spool.stats().oldest_received_at {
+        Some(t) => ((state.clock.now_ms() - t).max(0) as f64) / 1000.0,
+        None => 0.0,
     }
 }
 
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let lag = state.scheduler.as_ref().map(|s| s.lag_seconds());
-    let spool = json!({"depth": 0, "bytes": 0});
+    let spool = spool_json(&state);
     match probe_store(&state).await {
         Ok(ms) => (
             StatusCode::OK,
@@ -64,8 +91,31 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let mut extra: Vec<(&'static str, String, f64)> =
-        vec![("ferry_spool_depth", String::new(), 0.0)];
+    let spool = state.intake.spool.stats();
+    let counts = &state.forwarder.counts;
+    let up = if state.health.is_up() { 1.0 } else { 0.0 };
+    let mut extra: Vec<(&'static str, String, f64)> = vec![
+        ("ferry_spool_depth", String::new(), spool.depth as f64),
+        ("ferry_spool_bytes", String::new(), spool.bytes as f64),
+        ("ferry_spool_damaged_total", String::new(), spool.damaged as f64),
+        ("ferry_forward_lag_seconds", String::new(), forward_lag(&state)),
+        ("ferry_store_up", String::new(), up),
+        (
+            "ferry_forwarded_total",
+            String::new(),
+            counts.forwarded.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "ferry_forward_duplicates_total",
+            String::new(),
+            counts.duplicates.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "ferry_spool_rejected_total",
+            String::new(),
+            counts.rejected.load(Ordering::Relaxed) as f64,
+        ),
+    ];
     // `ferry_store_up` is kept by the engine's heartbeat loop; a scrape only
     // reads. If the store is down these queries fail and are left out.
     if let Ok(counts) = state.queue.counts().await {

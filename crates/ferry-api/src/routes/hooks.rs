@@ -1,7 +1,9 @@
 //! Webhook intake: `POST /v1/hooks/{integration_id}[/…]`. The connector
-//! authenticates the request and names its idempotency key; the event is
-//! committed (SQLite `synchronous=FULL`, PostgreSQL commit) before `202`.
-//! A repeated key answers `202` with the first event id and makes no job.
+//! authenticates the request against the last-known-good config and names
+//! its idempotency key; the event is written and fsynced to the spool
+//! before `202` (see `crate::intake`). A repeated key answers `202` with the
+//! first event id and makes no job. A full spool answers `503` with
+//! `Retry-After`: never a 4xx, which makes providers stop sending.
 
 use std::collections::BTreeMap;
 
@@ -9,12 +11,12 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use ferry_core::{InboundRequest, Intake, Trigger, WebhookContext, WebhookError};
-use ferry_queue::NewJob;
-use ferry_store::integrations;
+use ferry_core::{InboundRequest, Intake as Decision, WebhookError};
+use ferry_queue::spool::{SpoolError, SpooledEvent};
 use serde_json::json;
 
 use crate::error::{ApiError, ApiResult};
+use crate::intake::{self, Refusal, LOOKUP_TIMEOUT};
 use crate::AppState;
 
 pub async fn intake(
@@ -85,15 +87,6 @@ async fn handle(state: &AppState, id: &str, sub_path: String, req: Request) -> A
     let body = axum::body::to_bytes(req.into_body(), state.max_body_bytes)
         .await
         .map_err(|_| too_large())?;
-
-    let integration = integrations::get(&state.db, id)
-        .await
-        .map_err(ApiError::reading("integration"))?;
-    let rev = integrations::revision(&state.db, &state.key, id, integration.revision).await?;
-    let registered = state
-        .registry
-        .resolve(&integration.connector, Some(&rev.connector_version))
-        .map_err(|_| unknown())?;
     let now = state.clock.now_ms();
     let inbound = InboundRequest {
         url,
@@ -101,72 +94,120 @@ async fn handle(state: &AppState, id: &str, sub_path: String, req: Request) -> A
         headers,
         body: body.to_vec(),
     };
-    let ctx = WebhookContext {
+    let mut event = SpooledEvent {
+        event_id: ferry_core::new_id(),
         integration_id: id,
-        config: &rev.config,
-        secrets: &rev.secrets,
-        now_ms: now,
+        received_at: now,
+        idempotency_key: None,
+        job: None,
+        held: None,
     };
-    let decision = registered
-        .connector
-        .verify_webhook(&ctx, &inbound)
-        .map_err(|e| match e {
-            WebhookError::Unauthorized(m) => {
-                ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", m)
+
+    let intake = &state.intake;
+    let entry = match intake.cache.get(id) {
+        Some(e) => Some(e),
+        None if intake.health.is_up() => {
+            match tokio::time::timeout(LOOKUP_TIMEOUT * 2, intake.cache.fetch(&state.db, id)).await
+            {
+                Ok(Ok(Some(e))) => Some(e),
+                Ok(Ok(None)) => return Err(unknown()),
+                Ok(Err(e)) => {
+                    tracing::warn!(integration_id = %id, error = %e, "store lookup failed; holding the event for later verification");
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!(integration_id = %id, "store lookup timed out; holding the event for later verification");
+                    None
+                }
             }
-            WebhookError::Malformed(m) => ApiError::bad_request("malformed_body", m),
-            WebhookError::NotSupported => ApiError::new(
-                StatusCode::NOT_FOUND,
-                "webhooks_not_supported",
-                "this integration does not accept webhooks",
-            ),
-        })?;
-    let (key, payload) = match decision {
-        Intake::Respond {
-            status,
-            content_type,
-            body,
-        } => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            return Ok((status, [(header::CONTENT_TYPE, content_type)], body).into_response());
         }
-        Intake::Accept {
-            idempotency_key,
-            payload,
-        } => (idempotency_key, payload),
+        None => None,
     };
-    let event_id = ferry_core::new_id();
-    let job = NewJob {
-        event_id: Some(event_id),
-        payload: Some(payload),
-        idempotency_key: key.map(|k| format!("hook:{id}:{k}")),
-        ..NewJob::new(
-            id,
-            &integration.tenant,
-            &integration.connector,
-            integration.revision,
-            Trigger::Event,
-            now,
-            rev.retry.max_attempts as i64,
-        )
+    let connector = match &entry {
+        None => {
+            // Never seen and the store cannot say: keep it, verify later.
+            event.held = Some(intake::held_request(&inbound));
+            "unknown".to_string()
+        }
+        Some(entry) => {
+            let decision = intake::check(&state.registry, entry, &inbound, now).map_err(
+                |r| match r {
+                    Refusal::UnknownConnector => unknown(),
+                    Refusal::Webhook(WebhookError::Unauthorized(m)) => {
+                        ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", m)
+                    }
+                    Refusal::Webhook(WebhookError::Malformed(m)) => {
+                        ApiError::bad_request("malformed_body", m)
+                    }
+                    Refusal::Webhook(WebhookError::NotSupported) => ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "webhooks_not_supported",
+                        "this integration does not accept webhooks",
+                    ),
+                },
+            )?;
+            match decision {
+                Decision::Respond {
+                    status,
+                    content_type,
+                    body,
+                } => {
+                    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                    return Ok(
+                        (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
+                    );
+                }
+                Decision::Accept {
+                    idempotency_key,
+                    payload,
+                } => {
+                    event.idempotency_key = idempotency_key;
+                    event.job = Some(intake::event_job(entry, payload));
+                    entry.connector.clone()
+                }
+            }
+        }
     };
-    let enqueued = state.queue.enqueue(&[job], now).await?;
-    let first = enqueued
-        .first()
-        .and_then(|e| e.event_id)
-        .unwrap_or(event_id);
-    let duplicate = enqueued.first().is_some_and(|e| e.duplicate);
+    let held = event.held.is_some();
+    let accepted = intake
+        .accept(&state.queue, event)
+        .await
+        .map_err(|e| spool_refused(state, e))?;
+    let outcome = if accepted.duplicate {
+        "duplicate"
+    } else if held {
+        "held"
+    } else {
+        "accepted"
+    };
     state.metrics.inc(
         "ferry_webhooks_total",
-        ferry_core::metrics::labels(&[
-            ("connector", &integration.connector),
-            ("outcome", if duplicate { "duplicate" } else { "accepted" }),
-        ]),
+        ferry_core::metrics::labels(&[("connector", &connector), ("outcome", outcome)]),
         1,
     );
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"event_id": first, "duplicate": duplicate})),
-    )
-        .into_response())
+    let mut answer = json!({"event_id": accepted.event_id, "duplicate": accepted.duplicate});
+    if held {
+        answer["held"] = json!(true);
+    }
+    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
+}
+
+/// `503` + `Retry-After` for anything that kept an event off the disk.
+fn spool_refused(state: &AppState, e: SpoolError) -> ApiError {
+    state.metrics.inc(
+        "ferry_webhooks_total",
+        ferry_core::metrics::labels(&[("connector", ""), ("outcome", "refused")]),
+        1,
+    );
+    let (code, message) = match &e {
+        SpoolError::Full { .. } => ("spool_full", format!("{e}; retry later")),
+        _ => {
+            tracing::error!(error = %e, "cannot write an event to the spool");
+            ("spool_unavailable", "the event could not be written to disk; retry later".to_string())
+        }
+    };
+    ApiError {
+        retry_after_s: Some(state.intake.retry_after.as_secs().max(1)),
+        ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+    }
 }

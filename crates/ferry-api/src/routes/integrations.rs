@@ -295,6 +295,8 @@ pub async fn patch(
         &who.actor,
     )
     .await?;
+    // Intake verifies the next webhook against the new revision.
+    state.intake.cache.forget(current.id);
     let changed: Vec<&str> = [
         ("name", name_changed),
         ("config", p.config.is_some()),
@@ -328,6 +330,7 @@ pub async fn delete(
     let i = load(&state, &who, &id).await?;
     let now = state.clock.now_ms();
     integrations::delete(&state.db, i.id, now).await?;
+    state.intake.cache.forget(i.id);
     ferry_store::audit::record(
         &state.db.pool,
         &who.actor,
@@ -350,6 +353,7 @@ async fn set_enabled(
     let i = load(state, who, id).await?;
     let now = state.clock.now_ms();
     let updated = integrations::set_enabled(&state.db, i.id, enabled, now).await?;
+    state.intake.cache.forget(i.id);
     state.queue.set_held(i.id, !enabled, now).await?;
     let action = if enabled {
         "integration.resume"

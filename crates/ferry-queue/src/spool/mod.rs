@@ -29,6 +29,9 @@ use uuid::Uuid;
 pub use segment::Damage;
 use segment::Kind;
 use writer::{Msg, Segment, Writer};
+/// Replaces a file atomically and durably (temporary file, fsync, rename,
+/// fsync of the directory).
+pub use writer::replace_file as write_atomically;
 
 /// An accepted event as the spool keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -305,6 +308,11 @@ impl Spool {
     /// Resolves when an event has been appended since the last call.
     pub async fn arrived(&self) {
         self.shared.arrived.notified().await
+    }
+
+    /// Wakes the forwarder (the store is back, say).
+    pub fn nudge(&self) {
+        self.shared.arrived.notify_one();
     }
 
     pub fn stats(&self) -> SpoolStats {

@@ -111,22 +111,19 @@ fn record_at(buf: &[u8], pos: usize) -> Option<Record<'_>> {
 }
 
 /// Every intact record of a segment, and every damaged stretch between or
-/// after them. `valid_end` is where the last intact record ends.
+/// after them.
 pub struct Scan<'a> {
     pub records: Vec<Record<'a>>,
     pub damage: Vec<Damage>,
-    pub valid_end: usize,
 }
 
 pub fn scan(buf: &[u8]) -> Scan<'_> {
     let mut records = Vec::new();
     let mut damage = Vec::new();
     let mut pos = 0;
-    let mut valid_end = 0;
     while pos < buf.len() {
         if let Some(r) = record_at(buf, pos) {
             pos += HEADER + FIXED + r.body.len();
-            valid_end = pos;
             records.push(r);
             continue;
         }
@@ -152,11 +149,7 @@ pub fn scan(buf: &[u8]) -> Scan<'_> {
             }
         }
     }
-    Scan {
-        records,
-        damage,
-        valid_end,
-    }
+    Scan { records, damage }
 }
 
 #[cfg(test)]
@@ -176,7 +169,6 @@ mod tests {
         let buf = three();
         let s = scan(&buf);
         assert!(s.damage.is_empty());
-        assert_eq!(s.valid_end, buf.len());
         let seqs: Vec<_> = s.records.iter().map(|r| (r.seq, r.kind, r.body)).collect();
         assert_eq!(
             seqs,
@@ -199,8 +191,8 @@ mod tests {
                 .filter(|&&end| end <= cut)
                 .count();
             assert_eq!(s.records.len(), whole, "cut at {cut}");
-            let torn = cut - s.valid_end;
-            assert_eq!(s.damage.iter().map(|d| d.bytes).sum::<usize>(), torn);
+            let valid_end: usize = s.records.iter().map(|r| framed_len(r.body.len())).sum();
+            assert_eq!(s.damage.iter().map(|d| d.bytes).sum::<usize>(), cut - valid_end);
             assert!(s.damage.iter().all(|d| d.tail));
         }
     }
