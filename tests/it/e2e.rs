@@ -15,31 +15,43 @@ use serde_json::{json, Value};
 
 use crate::common::TempDir;
 
-const ADMIN: &str = "e2e-admin-token";
-const OUT_SECRET: &str = "whsec_b3V0Ym91bmQtc2lnbmluZy1rZXktZm9yLXRlc3Rz";
-const IN_SECRET: &str = "whsec_aW5ib3VuZC1zaWduaW5nLWtleS1mb3ItdGVzdHM=";
+pub(crate) const ADMIN: &str = "e2e-admin-token";
+pub(crate) const OUT_SECRET: &str = "whsec_b3V0Ym91bmQtc2lnbmluZy1rZXktZm9yLXRlc3Rz";
+pub(crate) const IN_SECRET: &str = "whsec_aW5ib3VuZC1zaWduaW5nLWtleS1mb3ItdGVzdHM=";
 
-struct Node {
-    child: Child,
-    base: String,
-    _dir: TempDir,
+pub(crate) struct Node {
+    pub(crate) child: Child,
+    pub(crate) base: String,
+    /// Its stderr (the log), read as it comes so the pipe never fills.
+    log: Arc<Mutex<String>>,
+    _dir: Option<TempDir>,
 }
 
 impl Node {
     fn start() -> Node {
         let dir = TempDir::new("ferry-e2e");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&dir.0)
+        let mut node = Node::launch(&dir.0, &[]);
+        node._dir = Some(dir);
+        node
+    }
+
+    /// `ferry serve` on `data_dir` (SQLite there unless `env` names a
+    /// database), with test-speed timings and `env` on top.
+    pub(crate) fn launch(data_dir: &std::path::Path, env: &[(&str, String)]) -> Node {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
             .env("FERRY_ADMIN_TOKEN", ADMIN)
             .env("FERRY_SCHEDULER_TICK", "50ms")
             .env("FERRY_WORKER_POLL", "50ms")
             .env("FERRY_WORKER_SHUTDOWN_GRACE", "2s")
             .env_remove("FERRY_DATABASE_URL")
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start ferry");
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start ferry");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout)
@@ -50,14 +62,41 @@ impl Node {
             .strip_prefix("ferry listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_string();
+        let log = Arc::new(Mutex::new(String::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let mut l = log.lock().expect("log");
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            });
+        }
         Node {
             child,
             base,
-            _dir: dir,
+            log,
+            _dir: None,
         }
     }
 
-    fn stop(mut self) -> std::process::ExitStatus {
+    /// `kill -9`: no chance to flush or drain anything.
+    pub(crate) fn kill9(mut self) {
+        let sent = Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -KILL failed");
+        let _ = self.child.wait();
+    }
+
+    /// What the process has logged so far.
+    pub(crate) fn log(&self) -> String {
+        self.log.lock().expect("log").clone()
+    }
+
+    pub(crate) fn stop(mut self) -> std::process::ExitStatus {
         let sent = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -76,13 +115,13 @@ impl Drop for Node {
 }
 
 #[derive(Clone, Default)]
-struct Receiver {
-    status: Arc<AtomicU16>,
+pub(crate) struct Receiver {
+    pub(crate) status: Arc<AtomicU16>,
     got: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl Receiver {
-    async fn start() -> (Receiver, String) {
+    pub(crate) async fn start() -> (Receiver, String) {
         let r = Receiver {
             status: Arc::new(AtomicU16::new(200)),
             got: Arc::default(),
@@ -130,18 +169,18 @@ impl Receiver {
         (r, format!("http://{addr}/in"))
     }
 
-    fn received(&self) -> Vec<(String, String)> {
+    pub(crate) fn received(&self) -> Vec<(String, String)> {
         self.got.lock().expect("lock").clone()
     }
 }
 
-struct Api {
-    http: reqwest::Client,
-    base: String,
+pub(crate) struct Api {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
 }
 
 impl Api {
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -165,21 +204,21 @@ impl Api {
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
     }
-    async fn get(&self, path: &str) -> Value {
+    pub(crate) async fn get(&self, path: &str) -> Value {
         let (s, v) = self
             .call(reqwest::Method::GET, path, Some(ADMIN), None)
             .await;
         assert_eq!(s, 200, "GET {path}: {v}");
         v
     }
-    async fn post(&self, path: &str, body: &str) -> (u16, Value) {
+    pub(crate) async fn post(&self, path: &str, body: &str) -> (u16, Value) {
         self.call(reqwest::Method::POST, path, Some(ADMIN), Some(body))
             .await
     }
 }
 
 /// Waits for a condition the system must reach, failing after `secs`.
-async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F)
+pub(crate) async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,

@@ -6,4 +6,5 @@ mod common;
 mod conformance;
 mod e2e;
 mod multinode;
+mod outage;
 mod scheduler;
