@@ -67,7 +67,11 @@ impl Proxy {
         let (scheme, rest) = url.split_once("://").expect("url scheme");
         let (auth_host, path) = rest.split_once('/').expect("url path");
         let user = auth_host.rsplit_once('@').map(|(u, _)| format!("{u}@"));
-        format!("{scheme}://{}{}/{path}", user.unwrap_or_default(), self.addr)
+        format!(
+            "{scheme}://{}{}/{path}",
+            user.unwrap_or_default(),
+            self.addr
+        )
     }
 }
 
@@ -182,9 +186,7 @@ async fn readyz(api: &Api) -> (u16, Value) {
 }
 
 async fn metric(api: &Api, name: &str) -> f64 {
-    let (_, text) = api
-        .call(reqwest::Method::GET, "/metrics", None, None)
-        .await;
+    let (_, text) = api.call(reqwest::Method::GET, "/metrics", None, None).await;
     let text = text.as_str().unwrap_or_default().to_string();
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
@@ -242,11 +244,23 @@ async fn a_store_cut_mid_stream_loses_nothing_and_delivers_nothing_twice() {
             }
         }
         let body = format!(r#"{{"n":{i}}}"#);
-        let sent = send_hook(&api.http, &node.base, &hooks, &format!("msg_{i}"), &body, IN_SECRET)
-            .await
-            .expect("intake answers during the cut");
+        let sent = send_hook(
+            &api.http,
+            &node.base,
+            &hooks,
+            &format!("msg_{i}"),
+            &body,
+            IN_SECRET,
+        )
+        .await
+        .expect("intake answers during the cut");
         assert_eq!(sent.status, 202, "webhook {i}: {}", sent.body);
-        accepted.push(sent.body["event_id"].as_str().expect("event id").to_string());
+        accepted.push(
+            sent.body["event_id"]
+                .as_str()
+                .expect("event id")
+                .to_string(),
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // A slow machine may send all 2,000 before 20 s are up.
@@ -265,7 +279,11 @@ async fn a_store_cut_mid_stream_loses_nothing_and_delivers_nothing_twice() {
     assert!(body["spool"]["bytes"].as_u64().unwrap_or(0) > 0, "{body}");
 
     all_delivered_once(&events, &accepted, 120).await;
-    assert_eq!(deliveries(&events).len(), accepted.len(), "nothing else delivered");
+    assert_eq!(
+        deliveries(&events).len(),
+        accepted.len(),
+        "nothing else delivered"
+    );
     eventually(30, "ready again", || async { readyz(&api).await.0 == 200 }).await;
     assert_eq!(metric(&api, "ferry_spool_depth").await, 0.0);
     assert_eq!(metric(&api, "ferry_store_up").await, 1.0);
@@ -277,9 +295,10 @@ async fn a_store_cut_mid_stream_loses_nothing_and_delivers_nothing_twice() {
             .await;
         runs["items"].as_array().is_some_and(|items| {
             items.iter().any(|r| {
-                let t = chrono::DateTime::parse_from_rfc3339(r["scheduled_for"].as_str().unwrap_or(""))
-                    .map(|t| t.timestamp_millis())
-                    .unwrap_or(0);
+                let t =
+                    chrono::DateTime::parse_from_rfc3339(r["scheduled_for"].as_str().unwrap_or(""))
+                        .map(|t| t.timestamp_millis())
+                        .unwrap_or(0);
                 t > cut_ms.0 + 3000 && t < cut_ms.1 - 3000
             })
         })
@@ -291,7 +310,10 @@ async fn a_store_cut_mid_stream_loses_nothing_and_delivers_nothing_twice() {
         let at = envelope["scheduled_for"].to_string();
         *seen.entry(at).or_insert(0) += 1;
     }
-    assert!(seen.values().all(|n| *n == 1), "a fire delivered twice: {seen:?}");
+    assert!(
+        seen.values().all(|n| *n == 1),
+        "a fire delivered twice: {seen:?}"
+    );
     node.stop();
 }
 
@@ -319,11 +341,22 @@ async fn kill_9_mid_stream_then_restart_delivers_every_acknowledged_event_once()
         senders.push(tokio::spawn(async move {
             for i in 0.. {
                 let msg = format!("msg_{s}_{i}");
-                match send_hook(&http, &base, &id, &msg, &format!(r#"{{"s":{s},"i":{i}}}"#), IN_SECRET).await {
-                    Ok(sent) if sent.status == 202 => accepted
-                        .lock()
-                        .expect("lock")
-                        .push(sent.body["event_id"].as_str().expect("event id").to_string()),
+                match send_hook(
+                    &http,
+                    &base,
+                    &id,
+                    &msg,
+                    &format!(r#"{{"s":{s},"i":{i}}}"#),
+                    IN_SECRET,
+                )
+                .await
+                {
+                    Ok(sent) if sent.status == 202 => accepted.lock().expect("lock").push(
+                        sent.body["event_id"]
+                            .as_str()
+                            .expect("event id")
+                            .to_string(),
+                    ),
                     Ok(sent) => panic!("unexpected {}: {}", sent.status, sent.body),
                     Err(_) => return, // the server died under us
                 }
@@ -346,7 +379,10 @@ async fn kill_9_mid_stream_then_restart_delivers_every_acknowledged_event_once()
     // Requests in flight at the kill may have reached the disk without
     // their 202; at most one per sender.
     let extra = deliveries(&receiver).len() - accepted.len();
-    assert!(extra <= 8, "{extra} events delivered that were never acknowledged");
+    assert!(
+        extra <= 8,
+        "{extra} events delivered that were never acknowledged"
+    );
     node.stop();
 }
 
@@ -369,7 +405,11 @@ fn spooled(integration: uuid::Uuid, i: usize) -> SpooledEvent {
 
 /// Writes ten events straight into the stopped node's spool, then damages
 /// the segment with `damage`; returns the event ids.
-async fn spool_ten(dir: &Path, integration: uuid::Uuid, from: usize) -> (Vec<String>, std::path::PathBuf) {
+async fn spool_ten(
+    dir: &Path,
+    integration: uuid::Uuid,
+    from: usize,
+) -> (Vec<String>, std::path::PathBuf) {
     let spool_dir = dir.join("spool");
     let (spool, _) = Spool::open(SpoolConfig::new(&spool_dir, 1 << 30)).expect("open spool");
     let mut ids = Vec::new();
@@ -410,11 +450,18 @@ async fn a_torn_or_corrupted_spool_keeps_every_intact_record_and_reports_the_los
     let node = Node::launch(&dir.0, &[]);
     let a = api(&node);
     all_delivered_once(&receiver, &ids[..9], 60).await;
-    assert!(!deliveries(&receiver).contains_key(&ids[9]), "the torn record is lost");
+    assert!(
+        !deliveries(&receiver).contains_key(&ids[9]),
+        "the torn record is lost"
+    );
     let (_, ready) = readyz(&a).await;
     assert_eq!(ready["spool"]["damaged"], 1, "{ready}");
     assert!(metric(&a, "ferry_spool_damaged_bytes_total").await > 0.0);
-    assert!(node.log().contains("spool recovered with damage"), "{}", node.log());
+    assert!(
+        node.log().contains("spool recovered with damage"),
+        "{}",
+        node.log()
+    );
     assert!(node.stop().success());
 
     // 2. One flipped byte in the middle record: only that record is lost.
@@ -430,7 +477,11 @@ async fn a_torn_or_corrupted_spool_keeps_every_intact_record_and_reports_the_los
         ids.iter().filter(|i| d().contains_key(*i)).count() == 9
     })
     .await;
-    assert!(node.log().contains("spool recovered with damage"), "{}", node.log());
+    assert!(
+        node.log().contains("spool recovered with damage"),
+        "{}",
+        node.log()
+    );
     // Serving: a new webhook is accepted and delivered.
     let sent = send_hook(&api(&node).http, &node.base, &id, "after", "{}", IN_SECRET)
         .await
@@ -470,9 +521,16 @@ async fn a_full_spool_answers_503_with_retry_after_and_loses_nothing() {
     let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(1000));
     let refused = loop {
         let n = accepted.len();
-        let sent = send_hook(&api.http, &node.base, &id, &format!("m{n}"), &big, IN_SECRET)
-            .await
-            .expect("send");
+        let sent = send_hook(
+            &api.http,
+            &node.base,
+            &id,
+            &format!("m{n}"),
+            &big,
+            IN_SECRET,
+        )
+        .await
+        .expect("send");
         match sent.status {
             202 => accepted.push(sent.body["event_id"].as_str().expect("id").to_string()),
             _ => break sent,
@@ -518,34 +576,80 @@ async fn restarted_during_an_outage_it_still_verifies_from_the_snapshot() {
     .await;
 
     proxy.cut();
-    assert!(node.stop().success(), "a clean stop while the store is down");
+    assert!(
+        node.stop().success(),
+        "a clean stop while the store is down"
+    );
     let node = Node::launch(&dir.0, &env);
     let a = api(&node);
     let (status, ready) = readyz(&a).await;
-    assert_eq!((status, ready["status"].as_str()), (503, Some("degraded")), "{ready}");
+    assert_eq!(
+        (status, ready["status"].as_str()),
+        (503, Some("degraded")),
+        "{ready}"
+    );
 
     // Known integration: verified from the snapshot.
-    let good = send_hook(&a.http, &node.base, &known, "during", r#"{"k":1}"#, IN_SECRET)
-        .await
-        .expect("send");
+    let good = send_hook(
+        &a.http,
+        &node.base,
+        &known,
+        "during",
+        r#"{"k":1}"#,
+        IN_SECRET,
+    )
+    .await
+    .expect("send");
     assert_eq!(good.status, 202, "{}", good.body);
     accepted.push(good.body["event_id"].as_str().expect("id").to_string());
-    let forged = send_hook(&a.http, &node.base, &known, "forged", "{}", "whsec_Zm9yZ2VkLWtleQ==")
-        .await
-        .expect("send");
-    assert_eq!(forged.status, 401, "a bad signature is refused from the snapshot");
+    let forged = send_hook(
+        &a.http,
+        &node.base,
+        &known,
+        "forged",
+        "{}",
+        "whsec_Zm9yZ2VkLWtleQ==",
+    )
+    .await
+    .expect("send");
+    assert_eq!(
+        forged.status, 401,
+        "a bad signature is refused from the snapshot"
+    );
 
     // Never seen by this node: held, verified once the store answers.
-    let held = send_hook(&a.http, &node.base, &unseen, "held", r#"{"k":2}"#, IN_SECRET)
-        .await
-        .expect("send");
-    assert_eq!((held.status, &held.body["held"]), (202, &json!(true)), "{}", held.body);
+    let held = send_hook(
+        &a.http,
+        &node.base,
+        &unseen,
+        "held",
+        r#"{"k":2}"#,
+        IN_SECRET,
+    )
+    .await
+    .expect("send");
+    assert_eq!(
+        (held.status, &held.body["held"]),
+        (202, &json!(true)),
+        "{}",
+        held.body
+    );
     accepted.push(held.body["event_id"].as_str().expect("id").to_string());
-    let held_forged = send_hook(&a.http, &node.base, &unseen, "held-forged", "{}", "whsec_Zm9yZ2VkLWtleQ==")
-        .await
-        .expect("send");
+    let held_forged = send_hook(
+        &a.http,
+        &node.base,
+        &unseen,
+        "held-forged",
+        "{}",
+        "whsec_Zm9yZ2VkLWtleQ==",
+    )
+    .await
+    .expect("send");
     assert_eq!(held_forged.status, 202, "cannot be checked yet");
-    let forged_id = held_forged.body["event_id"].as_str().expect("id").to_string();
+    let forged_id = held_forged.body["event_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
 
     proxy.restore();
     all_delivered_once(&receiver, &accepted, 60).await;

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::intake::{ConfigCache, HeldVerifier, Intake, RecentKeys};
+use crate::intake::{ConfigCache, HeldVerifier, Intake, KeyLookup, RecentKeys};
 use crate::AppState;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +52,12 @@ impl Running {
         self.tracker.close();
         self.tracker.wait().await;
         self.state.intake.spool.close();
-        if let Err(e) = self.state.intake.cache.save_if_dirty(self.state.clock.now_ms()) {
+        if let Err(e) = self
+            .state
+            .intake
+            .cache
+            .save_if_dirty(self.state.clock.now_ms())
+        {
             tracing::warn!(error = %e, "cannot write the config snapshot");
         }
         self.state.db.close().await;
@@ -102,7 +107,11 @@ fn open_spool(config: &Config, metrics: &Metrics) -> Result<Spool, StartError> {
         config.spool.max_bytes,
     ))?;
     if rec.damage.is_empty() {
-        tracing::info!(segments = rec.segments, pending = rec.pending, "spool recovered");
+        tracing::info!(
+            segments = rec.segments,
+            pending = rec.pending,
+            "spool recovered"
+        );
     } else {
         tracing::error!(
             segments = rec.segments,
@@ -150,6 +159,7 @@ pub async fn start(
         cache: cache.clone(),
         keys: RecentKeys::new(config.intake.dedup_window),
         health: health.clone(),
+        lookup: KeyLookup::spawn(queue.clone(), &tracker, cancel.clone()),
         retry_after: config.spool.retry_after,
     });
     intake.learn_pending();
@@ -177,7 +187,7 @@ pub async fn start(
     }
 
     let scheduler = config.has_role("scheduler").then(|| {
-        let s = Arc::new(Scheduler::new(
+        Arc::new(Scheduler::new(
             queue.clone(),
             SchedulerConfig {
                 tick: config.scheduler.tick,
@@ -189,12 +199,11 @@ pub async fn start(
                 },
             },
             clock.clone(),
-        ));
-        s
+        ))
     });
 
     let worker = config.has_role("worker").then(|| {
-        let w = Worker::new(
+        Worker::new(
             node_id.clone(),
             queue.clone(),
             key.clone(),
@@ -212,8 +221,7 @@ pub async fn start(
                 rescue_every: Duration::from_secs(2).min(config.worker.lease / 2),
             },
             metrics.clone(),
-        );
-        w
+        )
     });
 
     // Everything that needs the schema waits for the migrations; intake and
@@ -221,8 +229,7 @@ pub async fn start(
     {
         let (db, health, cancel2, tracker2) =
             (db.clone(), health.clone(), cancel.clone(), tracker.clone());
-        let (scheduler, worker, forwarder) =
-            (scheduler.clone(), worker.clone(), forwarder.clone());
+        let (scheduler, worker, forwarder) = (scheduler.clone(), worker.clone(), forwarder.clone());
         tracker.spawn(async move {
             if !migrated(&db, &health, &cancel2).await {
                 return;
@@ -239,8 +246,13 @@ pub async fn start(
 
     // The config cache follows changes made anywhere and is snapshotted.
     {
-        let (db, cache, health, clock, cancel) =
-            (db.clone(), cache.clone(), health.clone(), clock.clone(), cancel.clone());
+        let (db, cache, health, clock, cancel) = (
+            db.clone(),
+            cache.clone(),
+            health.clone(),
+            clock.clone(),
+            cancel.clone(),
+        );
         tracker.spawn(async move {
             loop {
                 if health.is_up() {

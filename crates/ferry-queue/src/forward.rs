@@ -161,18 +161,21 @@ impl Forwarder {
             settle.push(*seq);
         }
         if !jobs.is_empty() {
-            let enqueued =
-                match tokio::time::timeout(self.store_timeout, self.queue.enqueue(&jobs, now)).await
-                {
-                    Ok(Ok(e)) => e,
-                    Ok(Err(e)) => return Err(e.to_string()),
-                    Err(_) => {
-                        return Err(format!(
-                            "store write took longer than {:?}",
-                            self.store_timeout
-                        ))
-                    }
-                };
+            let enqueued = match tokio::time::timeout(
+                self.store_timeout,
+                self.queue.enqueue(&jobs, now),
+            )
+            .await
+            {
+                Ok(Ok(e)) => e,
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(_) => {
+                    return Err(format!(
+                        "store write took longer than {:?}",
+                        self.store_timeout
+                    ))
+                }
+            };
             let dups = enqueued.iter().filter(|e| e.duplicate).count() as u64;
             self.counts.duplicates.fetch_add(dups, Ordering::Relaxed);
             self.counts

@@ -850,17 +850,27 @@ impl Queue {
         Ok(n)
     }
 
-    /// The event id first enqueued under an idempotency key, if any.
-    pub async fn event_for_key(&self, key: &str) -> Result<Option<Uuid>> {
-        let found: Option<Option<String>> =
-            sqlx::query_scalar("SELECT event_id FROM job_keys WHERE key = $1")
-                .bind(key)
-                .fetch_optional(&self.db.pool)
-                .await?;
-        found
-            .flatten()
-            .map(|s| Uuid::parse_str(&s).map_err(|e| Error::Db(format!("job_keys.event_id: {e}"))))
-            .transpose()
+    /// The event ids first enqueued under each of `keys` that has one.
+    pub async fn events_for_keys(&self, keys: &[String]) -> Result<HashMap<String, Uuid>> {
+        let mut out = HashMap::new();
+        for chunk in keys.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT key, event_id FROM job_keys WHERE key IN ({}) AND event_id IS NOT NULL",
+                self.db.placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for k in chunk {
+                q = q.bind(k);
+            }
+            for row in q.fetch_all(&self.db.pool).await? {
+                let key: String = row.try_get("key")?;
+                let id: String = row.try_get("event_id")?;
+                let id = Uuid::parse_str(&id)
+                    .map_err(|e| Error::Db(format!("job_keys.event_id: {e}")))?;
+                out.insert(key, id);
+            }
+        }
+        Ok(out)
     }
 
     /// Job counts by state, for metrics.

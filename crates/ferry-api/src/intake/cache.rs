@@ -68,7 +68,11 @@ impl ConfigCache {
         };
         match cache.read_snapshot() {
             Ok(Some(s)) => {
-                tracing::info!(integrations = s.entries.len(), saved_at = s.saved_at, "loaded the last-known-good config snapshot");
+                tracing::info!(
+                    integrations = s.entries.len(),
+                    saved_at = s.saved_at,
+                    "loaded the last-known-good config snapshot"
+                );
                 let mut map = cache.write();
                 for e in s.entries {
                     cache.seen.fetch_max(e.updated_at, Ordering::Relaxed);
@@ -76,7 +80,9 @@ impl ConfigCache {
                 }
             }
             Ok(None) => {}
-            Err(e) => tracing::error!(path = %cache.path.display(), error = %e, "config snapshot unreadable; starting without it"),
+            Err(e) => {
+                tracing::error!(path = %cache.path.display(), error = %e, "config snapshot unreadable; starting without it")
+            }
         }
         cache
     }
@@ -125,11 +131,7 @@ impl ConfigCache {
 
     /// Reads `id` from the store into the cache; `None` if it does not
     /// exist (or is deleted).
-    pub async fn fetch(
-        &self,
-        db: &Db,
-        id: Uuid,
-    ) -> Result<Option<Arc<Entry>>, ferry_store::Error> {
+    pub async fn fetch(&self, db: &Db, id: Uuid) -> Result<Option<Arc<Entry>>, ferry_store::Error> {
         let i = match integrations::get(db, id).await {
             Ok(i) => i,
             Err(ferry_store::Error::NotFound) => {
@@ -200,7 +202,8 @@ impl ConfigCache {
                 .key
                 .encrypt(&json, SNAPSHOT_AAD)
                 .map_err(|e| e.to_string())?;
-            ferry_queue::spool::write_atomically(&self.path, sealed.as_bytes()).map_err(|e| e.to_string())
+            ferry_queue::spool::write_atomically(&self.path, sealed.as_bytes())
+                .map_err(|e| e.to_string())
         })();
         if saved.is_err() {
             self.dirty.store(true, Ordering::Relaxed);

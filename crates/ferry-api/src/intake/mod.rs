@@ -18,7 +18,9 @@ use ferry_queue::forward::{job_key, Verdict, Verifier};
 use ferry_queue::spool::{EventJob, HeldRequest, Spool, SpoolError, SpooledEvent};
 use ferry_queue::Queue;
 use ferry_store::{Db, StoreHealth};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 pub use cache::{ConfigCache, Entry};
@@ -160,6 +162,62 @@ impl RecentKeys {
     }
 }
 
+type Ask = (String, oneshot::Sender<Option<Uuid>>);
+
+/// Asks the store about idempotency keys older than `RecentKeys` holds,
+/// many per query: keys asked while one query runs form the next (the
+/// same grouping as the spool's commits), so the store sees one read per
+/// batch rather than one per webhook.
+pub struct KeyLookup {
+    tx: mpsc::UnboundedSender<Ask>,
+}
+
+/// Keys asked in one query at most.
+const LOOKUP_BATCH: usize = 400;
+
+impl KeyLookup {
+    pub fn spawn(queue: Queue, tracker: &TaskTracker, cancel: CancellationToken) -> KeyLookup {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Ask>();
+        tracker.spawn(async move {
+            loop {
+                let first = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    m = rx.recv() => match m {
+                        Some(m) => m,
+                        None => return,
+                    },
+                };
+                let mut batch = vec![first];
+                while batch.len() < LOOKUP_BATCH {
+                    match rx.try_recv() {
+                        Ok(m) => batch.push(m),
+                        Err(_) => break,
+                    }
+                }
+                let keys: Vec<String> = batch.iter().map(|(k, _)| k.clone()).collect();
+                let found = match queue.events_for_keys(&keys).await {
+                    Ok(found) => found,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "idempotency key lookup failed");
+                        HashMap::new()
+                    }
+                };
+                for (k, reply) in batch {
+                    let _ = reply.send(found.get(&k).copied());
+                }
+            }
+        });
+        KeyLookup { tx }
+    }
+
+    /// The first event id under `key`, if the store knows one.
+    pub async fn get(&self, key: String) -> Option<Uuid> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send((key, reply)).ok()?;
+        rx.await.ok().flatten()
+    }
+}
+
 /// What became of an accepted request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Accepted {
@@ -172,6 +230,7 @@ pub struct Intake {
     pub cache: Arc<ConfigCache>,
     pub keys: RecentKeys,
     pub health: Arc<StoreHealth>,
+    pub lookup: KeyLookup,
     /// What a `503` tells the sender to wait.
     pub retry_after: Duration,
 }
@@ -181,19 +240,14 @@ impl Intake {
     pub fn learn_pending(&self) {
         for (_, ev) in self.spool.pending(usize::MAX) {
             if let (Some(k), Some(_)) = (&ev.idempotency_key, &ev.job) {
-                self.keys
-                    .remember(&job_key(&ev, Some(k)), ev.event_id);
+                self.keys.remember(&job_key(&ev, Some(k)), ev.event_id);
             }
         }
     }
 
     /// Spools a verified event, or answers with the first `event_id` of its
     /// idempotency key.
-    pub async fn accept(
-        &self,
-        queue: &Queue,
-        event: SpooledEvent,
-    ) -> Result<Accepted, SpoolError> {
+    pub async fn accept(&self, event: SpooledEvent) -> Result<Accepted, SpoolError> {
         let Some(provider_key) = event.idempotency_key.clone() else {
             let event_id = event.event_id;
             self.spool.append(event).await?;
@@ -223,8 +277,8 @@ impl Intake {
                 None => {}
             }
             if self.health.is_up() {
-                if let Ok(Ok(Some(id))) =
-                    tokio::time::timeout(LOOKUP_TIMEOUT, queue.event_for_key(&key)).await
+                if let Ok(Some(id)) =
+                    tokio::time::timeout(LOOKUP_TIMEOUT, self.lookup.get(key.clone())).await
                 {
                     self.keys.remember(&key, id);
                     return duplicate(id);
@@ -288,9 +342,10 @@ impl Verifier for HeldVerifier {
             Ok(Decision::Respond { .. }) => {
                 Verdict::Reject("a provider handshake; nothing to keep".into())
             }
-            Err(Refusal::UnknownConnector) => {
-                Verdict::Reject(format!("connector {} is not in this build", entry.connector))
-            }
+            Err(Refusal::UnknownConnector) => Verdict::Reject(format!(
+                "connector {} is not in this build",
+                entry.connector
+            )),
             Err(Refusal::Webhook(e)) => Verdict::Reject(e.to_string()),
         }
     }

@@ -97,8 +97,16 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut extra: Vec<(&'static str, String, f64)> = vec![
         ("ferry_spool_depth", String::new(), spool.depth as f64),
         ("ferry_spool_bytes", String::new(), spool.bytes as f64),
-        ("ferry_spool_damaged_total", String::new(), spool.damaged as f64),
-        ("ferry_forward_lag_seconds", String::new(), forward_lag(&state)),
+        (
+            "ferry_spool_damaged_total",
+            String::new(),
+            spool.damaged as f64,
+        ),
+        (
+            "ferry_forward_lag_seconds",
+            String::new(),
+            forward_lag(&state),
+        ),
         ("ferry_store_up", String::new(), up),
         (
             "ferry_forwarded_total",

@@ -130,8 +130,8 @@ async fn handle(state: &AppState, id: &str, sub_path: String, req: Request) -> A
             "unknown".to_string()
         }
         Some(entry) => {
-            let decision = intake::check(&state.registry, entry, &inbound, now).map_err(
-                |r| match r {
+            let decision =
+                intake::check(&state.registry, entry, &inbound, now).map_err(|r| match r {
                     Refusal::UnknownConnector => unknown(),
                     Refusal::Webhook(WebhookError::Unauthorized(m)) => {
                         ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", m)
@@ -144,8 +144,7 @@ async fn handle(state: &AppState, id: &str, sub_path: String, req: Request) -> A
                         "webhooks_not_supported",
                         "this integration does not accept webhooks",
                     ),
-                },
-            )?;
+                })?;
             match decision {
                 Decision::Respond {
                     status,
@@ -170,7 +169,7 @@ async fn handle(state: &AppState, id: &str, sub_path: String, req: Request) -> A
     };
     let held = event.held.is_some();
     let accepted = intake
-        .accept(&state.queue, event)
+        .accept(event)
         .await
         .map_err(|e| spool_refused(state, e))?;
     let outcome = if accepted.duplicate {
@@ -203,7 +202,10 @@ fn spool_refused(state: &AppState, e: SpoolError) -> ApiError {
         SpoolError::Full { .. } => ("spool_full", format!("{e}; retry later")),
         _ => {
             tracing::error!(error = %e, "cannot write an event to the spool");
-            ("spool_unavailable", "the event could not be written to disk; retry later".to_string())
+            (
+                "spool_unavailable",
+                "the event could not be written to disk; retry later".to_string(),
+            )
         }
     };
     ApiError {

@@ -28,10 +28,10 @@ use uuid::Uuid;
 
 pub use segment::Damage;
 use segment::Kind;
-use writer::{Msg, Segment, Writer};
 /// Replaces a file atomically and durably (temporary file, fsync, rename,
 /// fsync of the directory).
 pub use writer::replace_file as write_atomically;
+use writer::{Msg, Segment, Writer};
 
 /// An accepted event as the spool keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,7 +190,9 @@ impl Spool {
                         Ok(ev) => {
                             pending.insert(r.seq, Arc::new(ev));
                         }
-                        Err(e) => tracing::error!(segment = %path.display(), seq = r.seq, error = %e, "spool record has a good checksum but does not decode; skipped"),
+                        Err(e) => {
+                            tracing::error!(segment = %path.display(), seq = r.seq, error = %e, "spool record has a good checksum but does not decode; skipped")
+                        }
                     },
                     Kind::Settled => match serde_json::from_slice::<Vec<u64>>(r.body) {
                         Ok(seqs) => {
@@ -198,7 +200,9 @@ impl Spool {
                                 pending.remove(&s);
                             }
                         }
-                        Err(e) => tracing::error!(segment = %path.display(), seq = r.seq, error = %e, "spool settle record does not decode; its events will be forwarded again (harmless: forwarding is idempotent)"),
+                        Err(e) => {
+                            tracing::error!(segment = %path.display(), seq = r.seq, error = %e, "spool settle record does not decode; its events will be forwarded again (harmless: forwarding is idempotent)")
+                        }
                     },
                 }
             }
@@ -277,7 +281,11 @@ impl Spool {
 
     /// The oldest `max` pending events, in the order they were accepted.
     pub fn pending(&self, max: usize) -> Vec<(u64, Arc<SpooledEvent>)> {
-        let pending = self.shared.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let pending = self
+            .shared
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         pending
             .iter()
             .take(max)
@@ -293,7 +301,11 @@ impl Spool {
             return Ok(());
         }
         {
-            let mut pending = self.shared.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let mut pending = self
+                .shared
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             for s in &seqs {
                 pending.remove(s);
             }
@@ -316,7 +328,11 @@ impl Spool {
     }
 
     pub fn stats(&self) -> SpoolStats {
-        let pending = self.shared.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let pending = self
+            .shared
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         SpoolStats {
             depth: pending.len() as u64,
             bytes: self.shared.bytes.load(Ordering::Relaxed),
@@ -329,11 +345,7 @@ impl Spool {
     /// after this fail with `Closed`.
     pub fn close(&self) {
         let _ = self.tx.send(Msg::Stop);
-        let handle = self
-            .writer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(h) = handle {
             let _ = h.join();
         }

@@ -192,7 +192,10 @@ mod tests {
                 .count();
             assert_eq!(s.records.len(), whole, "cut at {cut}");
             let valid_end: usize = s.records.iter().map(|r| framed_len(r.body.len())).sum();
-            assert_eq!(s.damage.iter().map(|d| d.bytes).sum::<usize>(), cut - valid_end);
+            assert_eq!(
+                s.damage.iter().map(|d| d.bytes).sum::<usize>(),
+                cut - valid_end
+            );
             assert!(s.damage.iter().all(|d| d.tail));
         }
     }

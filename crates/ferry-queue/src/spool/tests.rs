@@ -175,7 +175,10 @@ fn a_torn_tail_is_reported_and_cut_off_and_the_rest_kept() {
         assert!(rec.damage[0].1.tail);
         assert_eq!(ids(&spool), all[..9].to_vec());
         assert_eq!(spool.stats().damaged, 1);
-        spool.append(event(10, 50)).await.expect("append after recovery");
+        spool
+            .append(event(10, 50))
+            .await
+            .expect("append after recovery");
         spool.close();
 
         // Reported once: the segment was rewritten without the damage.

@@ -1,0 +1,299 @@
+//! Webhook intake: how many events per second are accepted durably (on
+//! disk and fsynced before the answer), and how long the answer takes, at
+//! 1, 16 and 64 concurrent senders. Measured three ways in one run:
+//!
+//! 1. the disk's own fsync rate (write 4 KiB + `fdatasync`, one at a time),
+//!    the ceiling for anything that syncs once per event;
+//! 2. the spool alone (`Spool::append`), where group commit shares fsyncs;
+//! 3. HTTP: signed Standard Webhooks posted to `ferry`'s intake, verified,
+//!    deduplicated, spooled and forwarded into SQLite by the node itself.
+//!
+//! `cargo bench --bench intake` (FERRY_BENCH_SECS sets seconds per level).
+
+#[path = "common.rs"]
+#[allow(dead_code)]
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_core::{signing, RetryPolicy, SystemClock};
+use ferry_queue::spool::{EventJob, Spool, SpoolConfig, SpooledEvent};
+use ferry_store::integrations::{self, IntegrationSpec};
+use serde_json::json;
+
+const IN_SECRET: &str = "whsec_aW5ib3VuZC1zaWduaW5nLWtleS1mb3ItdGVzdHM=";
+
+fn secs() -> Duration {
+    Duration::from_secs(
+        std::env::var("FERRY_BENCH_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(5),
+    )
+}
+
+fn bench_dir(name: &str) -> std::path::PathBuf {
+    // Under target/, which is on the disk being measured (not a tmpfs).
+    let d = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{name}-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&d).expect("bench dir");
+    d
+}
+
+fn fsync_rate(d: Duration) -> f64 {
+    let dir = bench_dir("fsync");
+    let mut f = std::fs::File::create(dir.join("probe")).expect("probe file");
+    let block = vec![7u8; 4096];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < d {
+        f.write_all(&block).expect("write");
+        f.sync_data().expect("fdatasync");
+        n += 1;
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+struct Level {
+    senders: usize,
+    events: usize,
+    per_sec: f64,
+    p50_us: i64,
+    p99_us: i64,
+}
+
+/// Runs `senders` loops of `one` for `d`, timing each call.
+async fn drive<F, Fut>(senders: usize, d: Duration, one: F) -> Level
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let one = Arc::new(one);
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for s in 0..senders {
+        let (one, stop) = (one.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                one(s, i).await;
+                lat.push(t.elapsed().as_micros() as i64);
+                i += 1;
+            }
+            lat
+        }));
+    }
+    tokio::time::sleep(d).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("sender"));
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    all.sort_unstable();
+    Level {
+        senders,
+        events: all.len(),
+        per_sec: all.len() as f64 / elapsed,
+        p50_us: common::percentile(&all, 0.50),
+        p99_us: common::percentile(&all, 0.99),
+    }
+}
+
+fn report(what: &str, l: &Level, fsyncs: f64) {
+    println!(
+        "{what:<6} senders={:<3} events={:<7} events/s={:<9.0} p50={:.2}ms p99={:.2}ms  x fsync rate={:.1}",
+        l.senders,
+        l.events,
+        l.per_sec,
+        l.p50_us as f64 / 1000.0,
+        l.p99_us as f64 / 1000.0,
+        l.per_sec / fsyncs
+    );
+}
+
+fn event(payload: &str) -> SpooledEvent {
+    SpooledEvent {
+        event_id: ferry_core::new_id(),
+        integration_id: uuid::Uuid::nil(),
+        received_at: 0,
+        idempotency_key: Some(uuid::Uuid::new_v4().to_string()),
+        job: Some(EventJob {
+            tenant: "bench".into(),
+            connector: "webhook".into(),
+            revision: 1,
+            max_attempts: 3,
+            payload: payload.to_string(),
+        }),
+        held: None,
+    }
+}
+
+/// A keep-alive HTTP/1.1 connection that writes one request and reads one
+/// response at a time: a load generator light enough to leave the two
+/// cores to the server (as `wrk` would), where a full client would not.
+struct RawConn {
+    stream: tokio::io::BufReader<tokio::net::TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl RawConn {
+    async fn connect(addr: std::net::SocketAddr) -> RawConn {
+        let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.set_nodelay(true).expect("nodelay");
+        RawConn {
+            stream: tokio::io::BufReader::new(s),
+            buf: Vec::with_capacity(4096),
+        }
+    }
+
+    async fn post(&mut self, path: &str, id: &str, ts: i64, sig: &str, body: &[u8]) -> u16 {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        self.buf.clear();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\nwebhook-id: {id}\r\nwebhook-timestamp: {ts}\r\nwebhook-signature: {sig}\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        self.buf.extend_from_slice(head.as_bytes());
+        self.buf.extend_from_slice(body);
+        self.stream
+            .get_mut()
+            .write_all(&self.buf)
+            .await
+            .expect("write");
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await.expect("status line");
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .expect("status code");
+        let mut len = 0usize;
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line).await.expect("header");
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().expect("content-length");
+                }
+            }
+        }
+        let mut body = vec![0u8; len];
+        self.stream.read_exact(&mut body).await.expect("body");
+        status
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let d = secs();
+    let payload = json!({"type": "form.response", "data": {"email": "ada@example.com", "answers": "x".repeat(300)}}).to_string();
+    let fsyncs = fsync_rate(Duration::from_secs(2));
+    println!("disk: {fsyncs:.0} fsyncs/s (4 KiB write + fdatasync, one at a time)");
+    println!("payload: {} bytes", payload.len());
+
+    for senders in [1, 16, 64] {
+        let dir = bench_dir("spool");
+        let (spool, _) = Spool::open(SpoolConfig::new(&dir, 8 << 30)).expect("spool");
+        let (s2, p) = (spool.clone(), payload.clone());
+        let l = drive(senders, d, move |_, _| {
+            let (s, p) = (s2.clone(), p.clone());
+            async move {
+                s.append(event(&p)).await.expect("append");
+            }
+        })
+        .await;
+        report("spool", &l, fsyncs);
+        spool.close();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    for senders in [1, 16, 64] {
+        let dir = bench_dir("intake");
+        let mut config = ferry_api::Config {
+            data_dir: dir.clone(),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            roles: vec!["api".into()],
+            ..Default::default()
+        };
+        config.spool.max_bytes = 8 << 30;
+        let running = ferry_api::start(
+            &config,
+            ferry_connectors::builtin().expect("registry"),
+            Arc::new(SystemClock),
+        )
+        .await
+        .expect("start");
+        let spec = IntegrationSpec {
+            name: "bench".into(),
+            tenant: "bench".into(),
+            connector: "webhook".into(),
+            connector_version: "1".into(),
+            schedule: None,
+            config: json!({"url": "http://127.0.0.1:9/unused"}),
+            secrets: BTreeMap::from([("inbound_secret".to_string(), IN_SECRET.to_string())]),
+            retry: RetryPolicy::default(),
+            enabled: true,
+        };
+        let i = integrations::create(
+            &running.state.db,
+            &running.state.key,
+            &spec,
+            None,
+            0,
+            "bench",
+        )
+        .await
+        .expect("integration");
+        let addr = running.addr.expect("addr");
+        let path = format!("/v1/hooks/{}", i.id);
+        let key = Arc::new(signing::key_from_secret(IN_SECRET));
+        let body = Arc::new(payload.clone());
+        let conns: Arc<Vec<tokio::sync::Mutex<Option<RawConn>>>> = Arc::new(
+            (0..senders)
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect(),
+        );
+        let l = drive(senders, d, move |s, n| {
+            let (conns, path, body, key) = (conns.clone(), path.clone(), body.clone(), key.clone());
+            async move {
+                let id = format!("msg_{s}_{n}_{}", uuid::Uuid::new_v4().simple());
+                let ts = chrono::Utc::now().timestamp();
+                let sig = signing::sign(&key, &id, ts, body.as_bytes());
+                let mut slot = conns[s].lock().await;
+                if slot.is_none() {
+                    *slot = Some(RawConn::connect(addr).await);
+                }
+                let conn = slot.as_mut().expect("connection");
+                let status = conn.post(&path, &id, ts, &sig, body.as_bytes()).await;
+                assert_eq!(status, 202);
+            }
+        })
+        .await;
+        report("http", &l, fsyncs);
+        let behind = running.state.intake.spool.stats().depth;
+        println!(
+            "       still in the spool at the end: {behind} (forwarded to SQLite meanwhile: {})",
+            running
+                .state
+                .forwarder
+                .counts
+                .forwarded
+                .load(Ordering::Relaxed)
+        );
+        running.shutdown().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
