@@ -142,6 +142,8 @@ pub struct Spool {
 pub enum OpenError {
     #[error("spool directory {0}: {1}")]
     Io(String, std::io::Error),
+    #[error("spool directory {0} is in use by another ferry process (one node per data dir)")]
+    Locked(String),
 }
 
 fn segment_name(base: u64) -> String {
@@ -160,6 +162,17 @@ impl Spool {
     pub fn open(config: SpoolConfig) -> Result<(Spool, Recovery), OpenError> {
         let dir = config.dir.clone();
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        // Two writers would interleave records: one process per spool.
+        let lock = std::fs::File::create(dir.join("LOCK")).map_err(io_err(&dir))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(OpenError::Locked(dir.display().to_string()))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(OpenError::Io(dir.display().to_string(), e))
+            }
+        }
         let mut names: Vec<(u64, PathBuf)> = std::fs::read_dir(&dir)
             .map_err(io_err(&dir))?
             .filter_map(|e| e.ok())
@@ -249,7 +262,8 @@ impl Spool {
             damaged: AtomicU64::new(recovery.damage.len() as u64),
             arrived: Notify::new(),
         });
-        let w = Writer::open(config, segments, next_seq, shared.clone()).map_err(io_err(&dir))?;
+        let w =
+            Writer::open(config, segments, next_seq, shared.clone(), lock).map_err(io_err(&dir))?;
         let (tx, rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("ferry-spool".into())

@@ -103,6 +103,20 @@ fn appended_events_survive_a_restart_and_settled_ones_do_not() {
 }
 
 #[test]
+fn a_second_process_cannot_open_the_same_spool() {
+    let dir = Dir::new();
+    let (spool, _) = Spool::open(config(&dir.0, 1 << 20, 4096)).expect("open");
+    match Spool::open(config(&dir.0, 1 << 20, 4096)) {
+        Err(OpenError::Locked(_)) => {}
+        Err(e) => panic!("unexpected error: {e}"),
+        Ok(_) => panic!("opened twice"),
+    }
+    spool.close();
+    let (again, _) = Spool::open(config(&dir.0, 1 << 20, 4096)).expect("free once closed");
+    again.close();
+}
+
+#[test]
 fn settled_segments_are_deleted_and_bytes_shrink() {
     let dir = Dir::new();
     rt().block_on(async {

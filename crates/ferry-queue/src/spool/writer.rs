@@ -49,6 +49,8 @@ pub(crate) struct Writer {
     next_seq: u64,
     shared: Arc<Shared>,
     buf: Vec<u8>,
+    /// Held (locked) for as long as the writer runs.
+    _lock: File,
 }
 
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -78,6 +80,7 @@ impl Writer {
         mut segments: Vec<Segment>,
         next_seq: u64,
         shared: Arc<Shared>,
+        lock: File,
     ) -> std::io::Result<Writer> {
         if segments.is_empty() {
             let path = config.dir.join(segment_name(next_seq));
@@ -99,6 +102,7 @@ impl Writer {
             next_seq,
             shared,
             buf: Vec::with_capacity(1 << 20),
+            _lock: lock,
         };
         // Segments recovered fully settled go now.
         w.compact();
