@@ -69,6 +69,7 @@ pub struct Forwarder {
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const LINGER: Duration = Duration::from_millis(20);
 
 pub fn job_key(event: &SpooledEvent, provider_key: Option<&str>) -> String {
     match provider_key {
@@ -94,7 +95,14 @@ impl Forwarder {
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     }
                 }
-                Ok(_) => backoff = MIN_BACKOFF,
+                Ok(n) => {
+                    backoff = MIN_BACKOFF;
+                    // A part batch: let a few more arrive, so the store
+                    // commits fewer, larger batches under load.
+                    if n < self.batch {
+                        tokio::time::sleep(LINGER).await;
+                    }
+                }
                 Err(e) => {
                     if self.health.mark_down(e.clone()) {
                         tracing::warn!(error = %e, pending = self.spool.stats().depth, "cannot forward spooled events; keeping them and retrying");
