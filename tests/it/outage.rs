@@ -94,6 +94,14 @@ async fn pg_behind_proxy(test: &str) -> Option<(Proxy, String)> {
     Some((proxy, via))
 }
 
+/// A node on `dir` with `env`, once `/readyz` says ready.
+async fn ready_node(dir: &Path, env: &[(&str, String)]) -> (Node, Api) {
+    let node = Node::launch(dir, env);
+    let api = api(&node);
+    eventually(30, "ready", || async { readyz(&api).await.0 == 200 }).await;
+    (node, api)
+}
+
 fn api(node: &Node) -> Api {
     Api {
         http: reqwest::Client::new(),
@@ -202,16 +210,15 @@ async fn a_store_cut_mid_stream_loses_nothing_and_delivers_nothing_twice() {
     let (events, events_url) = Receiver::start().await;
     let (fires, fires_url) = Receiver::start().await;
     let dir = TempDir::new("ferry-outage");
-    let node = Node::launch(
+    let (node, api) = ready_node(
         &dir.0,
         &[
             ("FERRY_DATABASE_URL", via),
             ("FERRY_WORKER_LEASE", "60s".into()),
             ("FERRY_SCHEDULER_MISFIRE_GRACE", "1s".into()),
         ],
-    );
-    let api = api(&node);
-    eventually(30, "ready", || async { readyz(&api).await.0 == 200 }).await;
+    )
+    .await;
     let hooks = create_hook_integration(&api, &events_url, None).await;
     let scheduled = create_hook_integration(
         &api,
@@ -499,16 +506,15 @@ async fn a_full_spool_answers_503_with_retry_after_and_loses_nothing() {
     };
     let (receiver, url) = Receiver::start().await;
     let dir = TempDir::new("ferry-full");
-    let node = Node::launch(
+    let (node, api) = ready_node(
         &dir.0,
         &[
             ("FERRY_DATABASE_URL", via),
             ("FERRY_SPOOL_MAX_BYTES", "32768".into()),
             ("FERRY_SPOOL_RETRY_AFTER", "7s".into()),
         ],
-    );
-    let api = api(&node);
-    eventually(30, "ready", || async { readyz(&api).await.0 == 200 }).await;
+    )
+    .await;
     let id = create_hook_integration(&api, &url, None).await;
     let first = send_hook(&api.http, &node.base, &id, "first", "{}", IN_SECRET)
         .await
@@ -559,9 +565,7 @@ async fn restarted_during_an_outage_it_still_verifies_from_the_snapshot() {
     let (receiver, url) = Receiver::start().await;
     let dir = TempDir::new("ferry-restart");
     let env = [("FERRY_DATABASE_URL", via)];
-    let node = Node::launch(&dir.0, &env);
-    let a = api(&node);
-    eventually(30, "ready", || async { readyz(&a).await.0 == 200 }).await;
+    let (node, a) = ready_node(&dir.0, &env).await;
     let known = create_hook_integration(&a, &url, None).await;
     let unseen = create_hook_integration(&a, &url, None).await;
     let sent = send_hook(&a.http, &node.base, &known, "warm", "{}", IN_SECRET)

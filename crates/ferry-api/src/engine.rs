@@ -87,7 +87,7 @@ async fn migrated(db: &Db, health: &StoreHealth, cancel: &CancellationToken) -> 
         match db.migrate().await {
             Ok(()) => return true,
             Err(e) => {
-                if health.mark_down(e.to_string()) {
+                if health.mark_down() {
                     tracing::warn!(error = %e, "store unreachable; accepting webhooks into the spool until it answers");
                 }
             }
@@ -294,7 +294,7 @@ pub async fn start(
         health,
     };
 
-    // Heartbeat (the one place ferry_store_up is kept) and history retention.
+    // Heartbeat (it keeps the store's health, ferry_store_up) and history retention.
     {
         let state = state.clone();
         let cancel = cancel.clone();

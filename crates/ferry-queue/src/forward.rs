@@ -104,7 +104,7 @@ impl Forwarder {
                     }
                 }
                 Err(e) => {
-                    if self.health.mark_down(e.clone()) {
+                    if self.health.mark_down() {
                         tracing::warn!(error = %e, pending = self.spool.stats().depth, "cannot forward spooled events; keeping them and retrying");
                     }
                     tokio::select! {
@@ -189,9 +189,8 @@ impl Forwarder {
             self.counts
                 .forwarded
                 .fetch_add(enqueued.len() as u64 - dups, Ordering::Relaxed);
-            if !self.health.is_up() {
+            if self.health.mark_up() {
                 tracing::info!("store reachable again; draining the spool");
-                self.health.mark_up();
             }
         }
         let n = settle.len();

@@ -114,14 +114,6 @@ impl ConfigCache {
             .cloned()
     }
 
-    pub fn len(&self) -> usize {
-        self.map.read().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Drops `id` (edited or deleted on this node); the next use reloads it.
     pub fn forget(&self, id: Uuid) {
         if self.write().remove(&id).is_some() {

@@ -311,12 +311,20 @@ pub struct HeldVerifier {
 #[async_trait::async_trait]
 impl Verifier for HeldVerifier {
     async fn verify(&self, event: &SpooledEvent, held: &HeldRequest) -> Verdict {
-        let entry = match tokio::time::timeout(
-            LOOKUP_TIMEOUT * 4,
-            self.cache.fetch(&self.db, event.integration_id),
-        )
-        .await
-        {
+        // The first held event of an integration brings it into the cache;
+        // the rest are checked from there (the refresh loop keeps it current).
+        let cached = self.cache.get(event.integration_id);
+        let fetched = match cached {
+            Some(e) => Ok(Ok(Some(e))),
+            None => {
+                tokio::time::timeout(
+                    LOOKUP_TIMEOUT * 4,
+                    self.cache.fetch(&self.db, event.integration_id),
+                )
+                .await
+            }
+        };
+        let entry = match fetched {
             Ok(Ok(Some(e))) => e,
             Ok(Ok(None)) => return Verdict::Reject("the integration does not exist".into()),
             Ok(Err(e)) => return Verdict::Unavailable(e.to_string()),

@@ -29,12 +29,11 @@ pub async fn probe_store(state: &AppState) -> Result<u64, String> {
     .await
     {
         Ok(Ok(())) => {
-            if !state.health.is_up() {
+            if state.health.mark_up() {
                 tracing::info!("store reachable again");
+                // The forwarder may be sleeping off a backoff: wake it to drain.
+                state.intake.spool.nudge();
             }
-            state.health.mark_up();
-            // The forwarder may be sleeping off a backoff: wake it to drain.
-            state.intake.spool.nudge();
             Ok(started.elapsed().as_millis() as u64)
         }
         Ok(Err(e)) => Err(down(state, e.to_string())),
@@ -46,7 +45,7 @@ pub async fn probe_store(state: &AppState) -> Result<u64, String> {
 }
 
 fn down(state: &AppState, error: String) -> String {
-    if state.health.mark_down(error.clone()) {
+    if state.health.mark_down() {
         tracing::warn!(error = %error, "store unreachable; webhooks go on into the spool");
     }
     error
@@ -124,8 +123,8 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             counts.rejected.load(Ordering::Relaxed) as f64,
         ),
     ];
-    // `ferry_store_up` is kept by the engine's heartbeat loop; a scrape only
-    // reads. If the store is down these queries fail and are left out.
+    // `ferry_store_up` is kept by the heartbeat and the forwarder; a scrape
+    // only reads. If the store is down these queries fail and are left out.
     if let Ok(counts) = state.queue.counts().await {
         for st in ["waiting", "available", "running", "held"] {
             let n = counts

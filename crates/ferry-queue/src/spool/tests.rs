@@ -162,19 +162,24 @@ fn a_full_spool_refuses_and_accepts_again_once_drained() {
     });
 }
 
+/// Ten events of the same size in one closed segment: their ids and the file.
+async fn ten_events(dir: &Path) -> (Vec<Uuid>, PathBuf) {
+    let (spool, _) = Spool::open(config(dir, 1 << 20, 1 << 20)).expect("open");
+    let mut all = Vec::new();
+    for i in 0..10 {
+        let e = event(i, 50);
+        all.push(e.event_id);
+        spool.append(e).await.expect("append");
+    }
+    spool.close();
+    (all, segment_files(dir).pop().expect("segment"))
+}
+
 #[test]
 fn a_torn_tail_is_reported_and_cut_off_and_the_rest_kept() {
     let dir = Dir::new();
     rt().block_on(async {
-        let (spool, _) = Spool::open(config(&dir.0, 1 << 20, 1 << 20)).expect("open");
-        let mut all = Vec::new();
-        for i in 0..10 {
-            let e = event(i, 50);
-            all.push(e.event_id);
-            spool.append(e).await.expect("append");
-        }
-        spool.close();
-        let file = segment_files(&dir.0).pop().expect("segment");
+        let (all, file) = ten_events(&dir.0).await;
         let len = std::fs::metadata(&file).expect("meta").len();
         // Cut the last record in half.
         std::fs::OpenOptions::new()
@@ -213,15 +218,7 @@ fn a_torn_tail_is_reported_and_cut_off_and_the_rest_kept() {
 fn a_flipped_byte_loses_one_record_only() {
     let dir = Dir::new();
     rt().block_on(async {
-        let (spool, _) = Spool::open(config(&dir.0, 1 << 20, 1 << 20)).expect("open");
-        let mut all = Vec::new();
-        for i in 0..10 {
-            let e = event(i, 50);
-            all.push(e.event_id);
-            spool.append(e).await.expect("append");
-        }
-        spool.close();
-        let file = segment_files(&dir.0).pop().expect("segment");
+        let (all, file) = ten_events(&dir.0).await;
         let mut bytes = std::fs::read(&file).expect("read");
         let one = bytes.len() / 10;
         bytes[one * 4 + one / 2] ^= 0xff; // inside the fifth record
