@@ -3,6 +3,7 @@
 //! commands talk to a running node over its HTTP API.
 
 mod demo;
+mod logging;
 mod remote;
 
 use std::path::PathBuf;
@@ -35,6 +36,9 @@ struct NodeArgs {
     /// Data directory (overrides `data_dir`).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// `text` or `json` (one object per line; overrides `log_format`).
+    #[arg(long)]
+    log_format: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -50,6 +54,8 @@ enum Command {
     },
     /// Apply database migrations and exit.
     Migrate(NodeArgs),
+    /// Print the OpenAPI document of the HTTP API (as served at /v1/openapi.json).
+    Openapi,
     /// Manage API tokens (directly in the database).
     Tokens {
         #[command(subcommand)]
@@ -72,6 +78,23 @@ enum TokenCommand {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// List tokens (never their secrets), newest first.
+    List {
+        /// Only this tenant's tokens.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// `table` or `json`.
+        #[arg(long, default_value = "table")]
+        output: String,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Revoke a token: it stops working at once.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
 }
 
 fn load_config(args: &NodeArgs) -> anyhow::Result<Config> {
@@ -84,25 +107,17 @@ fn load_config(args: &NodeArgs) -> anyhow::Result<Config> {
     if let Some(d) = &args.data_dir {
         config.data_dir = d.clone();
     }
+    if let Some(f) = &args.log_format {
+        if !matches!(f.as_str(), "text" | "json") {
+            anyhow::bail!("--log-format must be text or json, not {f:?}");
+        }
+        config.log_format = f.clone();
+    }
     Ok(config)
 }
 
 fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
-        .unwrap_or_else(|_| "info,sqlx=warn".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .init();
-    } else {
-        builder.init();
-    }
+    logging::init(json, "info,sqlx=warn");
 }
 
 async fn shutdown_signal() {
@@ -147,13 +162,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Demo { duration } => {
-            let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
-                .unwrap_or_else(|_| "warn".into());
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .init();
+            logging::init(false, "warn");
             demo::run(duration).await
+        }
+        Command::Openapi => {
+            println!("{}", ferry_api::routes::openapi().to_pretty_json()?);
+            Ok(())
         }
         Command::Migrate(args) => {
             let config = load_config(&args)?;
@@ -163,14 +177,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
-        Command::Tokens {
-            command:
-                TokenCommand::Create {
-                    role,
-                    tenant,
-                    name,
-                    node,
-                },
+        Command::Tokens { command } => tokens(command).await,
+        Command::Remote(cmd) => remote::run(cmd).await,
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("error: {}", chain.join(": "));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `ferry tokens …`: straight to the database, like `serve` (no node needed).
+async fn tokens(command: TokenCommand) -> anyhow::Result<()> {
+    use ferry_store::tokens;
+    match command {
+        TokenCommand::Create {
+            role,
+            tenant,
+            name,
+            node,
         } => {
             let role = ferry_store::tokens::Role::parse(&role).with_context(|| {
                 format!("--role {role:?} is not one of admin, operator, viewer")
@@ -195,19 +228,59 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{plain}");
             Ok(())
         }
-        Command::Remote(cmd) => remote::run(cmd).await,
-    }
-}
-
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    match run(cli).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("error: {}", chain.join(": "));
-            std::process::ExitCode::FAILURE
+        TokenCommand::List {
+            tenant,
+            output,
+            node,
+        } => {
+            if !matches!(output.as_str(), "table" | "json") {
+                anyhow::bail!("--output must be table or json, not {output:?}");
+            }
+            let config = load_config(&node)?;
+            let db = ferry_api::engine::open_db(&config).await?;
+            let mut all = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let (page, next) = tokens::list(&db, tenant.as_deref(), 1000, cursor.as_deref()).await?;
+                all.extend(page);
+                match next {
+                    Some(n) => cursor = Some(n),
+                    None => break,
+                }
+            }
+            db.close().await;
+            if output == "json" {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else {
+                println!("{:<36}  {:<8}  {:<12}  {:<24}  {:<7}  NAME", "ID", "ROLE", "TENANT", "CREATED", "STATUS");
+                for t in all {
+                    println!(
+                        "{:<36}  {:<8}  {:<12}  {:<24}  {:<7}  {}",
+                        t.id,
+                        t.role.as_str(),
+                        t.tenant.as_deref().unwrap_or("-"),
+                        ferry_core::timefmt::format(t.created_at),
+                        if t.revoked_at.is_some() { "revoked" } else { "active" },
+                        t.name
+                    );
+                }
+            }
+            Ok(())
+        }
+        TokenCommand::Revoke { id, node } => {
+            let config = load_config(&node)?;
+            let db = ferry_api::engine::open_db(&config).await?;
+            let now = ferry_core::Clock::now_ms(&SystemClock);
+            let revoked = match tokens::get(&db, &id).await {
+                Ok(t) if t.revoked_at.is_some() => Err(anyhow::anyhow!("token {id} was already revoked")),
+                Ok(_) => tokens::revoke(&db, &id, "cli", now).await.map_err(anyhow::Error::from),
+                Err(ferry_store::Error::NotFound) => Err(anyhow::anyhow!("no token {id}")),
+                Err(e) => Err(e.into()),
+            };
+            db.close().await;
+            let t = revoked?;
+            println!("revoked {} token {}", t.role.as_str(), t.id);
+            Ok(())
         }
     }
 }

@@ -47,6 +47,13 @@ pub enum RemoteCommand {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Background operations (bulk replays): list and show progress.
+    Operations {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: OperationCommand,
+    },
     /// Connectors: list.
     Connectors {
         #[command(flatten)]
@@ -56,11 +63,48 @@ pub enum RemoteCommand {
     },
 }
 
+/// `--limit` and `--cursor` of every list.
+#[derive(Args, Clone, Default)]
+pub struct PageArgs {
+    /// Items per page (1 to 1000).
+    #[arg(long)]
+    limit: Option<u32>,
+    /// Continue from a previous page's cursor.
+    #[arg(long)]
+    cursor: Option<String>,
+}
+
+impl PageArgs {
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut q = Vec::new();
+        if let Some(l) = self.limit {
+            q.push(("limit", l.to_string()));
+        }
+        if let Some(c) = &self.cursor {
+            q.push(("cursor", c.clone()));
+        }
+        q
+    }
+}
+
+#[derive(Subcommand)]
+pub enum OperationCommand {
+    List {
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    Show {
+        id: String,
+    },
+}
+
 #[derive(Subcommand)]
 pub enum IntegrationCommand {
     List {
         #[arg(long)]
         tenant: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
     },
     Show {
         id: String,
@@ -91,6 +135,8 @@ pub enum RunCommand {
         integration: Option<String>,
         #[arg(long)]
         status: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
     },
     Show {
         id: String,
@@ -135,6 +181,8 @@ pub enum DlqCommand {
     List {
         #[command(flatten)]
         filter: DlqFilter,
+        #[command(flatten)]
+        page: PageArgs,
     },
     Show {
         id: String,
@@ -261,6 +309,7 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
         RemoteCommand::Integrations { remote, .. }
         | RemoteCommand::Runs { remote, .. }
         | RemoteCommand::Dlq { remote, .. }
+        | RemoteCommand::Operations { remote, .. }
         | RemoteCommand::Connectors { remote, .. } => remote.clone(),
     };
     if !matches!(remote.output.as_str(), "table" | "json") {
@@ -272,9 +321,11 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
     };
     match cmd {
         RemoteCommand::Integrations { command, .. } => match command {
-            IntegrationCommand::List { tenant } => {
-                let q: Vec<(&str, String)> =
-                    tenant.map(|t| vec![("tenant", t)]).unwrap_or_default();
+            IntegrationCommand::List { tenant, page } => {
+                let mut q = page.pairs();
+                if let Some(t) = tenant {
+                    q.push(("tenant", t));
+                }
                 show(
                     &remote,
                     &c.call(M::GET, "/v1/integrations", &q, None).await?,
@@ -337,8 +388,9 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
             RunCommand::List {
                 integration,
                 status,
+                page,
             } => {
-                let mut q = Vec::new();
+                let mut q = page.pairs();
                 if let Some(i) = integration {
                     q.push(("integration", i));
                 }
@@ -366,10 +418,15 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
             ),
         },
         RemoteCommand::Dlq { command, .. } => match command {
-            DlqCommand::List { filter } => show(
+            DlqCommand::List { filter, page } => show(
                 &remote,
-                &c.call(M::GET, "/v1/dead-letters", &filter.pairs(), None)
-                    .await?,
+                &c.call(
+                    M::GET,
+                    "/v1/dead-letters",
+                    &[filter.pairs(), page.pairs()].concat(),
+                    None,
+                )
+                .await?,
                 &[
                     "id",
                     "integration_id",
@@ -419,8 +476,7 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                         }
                         return Ok(());
                     }
-                    eprintln!("replaying {} dead letters…", counted["matched"]);
-                    let done = c
+                    let started = c
                         .call(
                             M::POST,
                             "/v1/dead-letters/replay",
@@ -428,10 +484,18 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                             Some(json!({"filter": f, "dry_run": false})),
                         )
                         .await?;
+                    let op = follow(&c, &started["operation"]).await?;
                     if remote.output == "json" {
-                        println!("{done}");
+                        println!("{op}");
                     } else {
-                        println!("replayed {}", done["replayed"]);
+                        println!("replayed {} (operation {})", op["done"], op["id"].as_str().unwrap_or("-"));
+                    }
+                    if op["status"] == "failed" {
+                        bail!(
+                            "the replay stopped after {}: {}",
+                            op["done"],
+                            op["error"].as_str().unwrap_or("unknown error")
+                        );
                     }
                     Ok(())
                 }
@@ -445,6 +509,19 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        RemoteCommand::Operations { command, .. } => match command {
+            OperationCommand::List { page } => show(
+                &remote,
+                &c.call(M::GET, "/v1/operations", &page.pairs(), None).await?,
+                &["id", "kind", "status", "total", "done", "created_at", "error"],
+            ),
+            OperationCommand::Show { id } => show(
+                &remote,
+                &c.call(M::GET, &format!("/v1/operations/{id}"), &[], None)
+                    .await?,
+                &[],
+            ),
+        },
         RemoteCommand::Connectors {
             command: ConnectorCommand::List,
             ..
@@ -453,5 +530,67 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
             &c.call(M::GET, "/v1/connectors", &[], None).await?,
             &["id", "version", "name", "triggers"],
         ),
+    }
+}
+
+/// Polls a background operation until it ends, drawing a progress bar on
+/// stderr when that is a terminal. Returns the operation as it ended.
+async fn follow(c: &Client, started: &Value) -> anyhow::Result<Value> {
+    use std::io::{IsTerminal, Write};
+    let id = started["id"]
+        .as_str()
+        .context("the server did not return an operation id")?
+        .to_string();
+    let tty = std::io::stderr().is_terminal();
+    let mut op = started.clone();
+    loop {
+        let total = op["total"].as_i64().unwrap_or(0);
+        let done = op["done"].as_i64().unwrap_or(0);
+        if tty {
+            let mut err = std::io::stderr();
+            let _ = write!(err, "\r{}", progress_bar(done, total, 30));
+            let _ = err.flush();
+        }
+        if op["status"] != "running" {
+            if tty {
+                eprintln!();
+            }
+            return Ok(op);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        op = c
+            .call(reqwest::Method::GET, &format!("/v1/operations/{id}"), &[], None)
+            .await?;
+    }
+}
+
+/// `[#########---------]     450/1000   45%`
+fn progress_bar(done: i64, total: i64, width: usize) -> String {
+    let total = total.max(0);
+    let done = done.clamp(0, total);
+    let (filled, pct) = if total == 0 {
+        (width, 100)
+    } else {
+        ((done as usize * width) / total as usize, done * 100 / total)
+    };
+    format!(
+        "[{}{}] {done:>7}/{total}  {pct:>3}%",
+        "#".repeat(filled),
+        "-".repeat(width - filled),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::progress_bar;
+
+    #[test]
+    fn progress_bar_fills_in_proportion() {
+        assert_eq!(progress_bar(0, 10, 10), "[----------]       0/10    0%");
+        assert_eq!(progress_bar(5, 10, 10), "[#####-----]       5/10   50%");
+        assert_eq!(progress_bar(10, 10, 10), "[##########]      10/10  100%");
+        // Nothing to do, or more done than counted, still draws sensibly.
+        assert_eq!(progress_bar(0, 0, 4), "[####]       0/0  100%");
+        assert_eq!(progress_bar(12, 10, 4), "[####]      10/10  100%");
     }
 }

@@ -224,17 +224,27 @@ pub async fn start(
         )
     });
 
+    let operations = Arc::new(crate::operations::Operations {
+        queue: queue.clone(),
+        node_id: node_id.clone(),
+        clock: clock.clone(),
+        tracker: tracker.clone(),
+        cancel: cancel.clone(),
+    });
+
     // Everything that needs the schema waits for the migrations; intake and
     // the HTTP server do not.
     {
         let (db, health, cancel2, tracker2) =
             (db.clone(), health.clone(), cancel.clone(), tracker.clone());
         let (scheduler, worker, forwarder) = (scheduler.clone(), worker.clone(), forwarder.clone());
+        let ops = operations.clone();
         tracker.spawn(async move {
             if !migrated(&db, &health, &cancel2).await {
                 return;
             }
             tracker2.spawn(forwarder.run(cancel2.clone()));
+            tracker2.spawn(crate::operations::Operations::clone(&ops).sweep());
             if let Some(s) = scheduler {
                 tracker2.spawn(s.run(cancel2.clone()));
             }
@@ -292,6 +302,7 @@ pub async fn start(
         intake,
         forwarder,
         health,
+        operations,
     };
 
     // Heartbeat (it keeps the store's health, ferry_store_up) and history retention.

@@ -10,7 +10,9 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod intake;
+pub mod operations;
 pub mod routes;
+pub mod schema;
 
 use std::sync::Arc;
 
@@ -40,4 +42,5 @@ pub struct AppState {
     pub intake: Arc<intake::Intake>,
     pub forwarder: Arc<ferry_queue::forward::Forwarder>,
     pub health: Arc<ferry_store::StoreHealth>,
+    pub operations: Arc<operations::Operations>,
 }

@@ -19,14 +19,14 @@ use crate::clock::Millis;
 use crate::error::{Error, Result};
 use crate::model::Trigger;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TriggerKind {
     Schedule,
     Webhook,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SecretSpec {
     pub name: String,
     pub required: bool,
@@ -34,7 +34,7 @@ pub struct SecretSpec {
 }
 
 /// What a connector declares about itself.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Manifest {
     pub id: String,
     /// Semantic version `MAJOR.MINOR.PATCH`.
@@ -43,6 +43,7 @@ pub struct Manifest {
     pub description: String,
     pub triggers: Vec<TriggerKind>,
     /// JSON Schema of the integration's `config`.
+    #[schema(value_type = Object)]
     pub config_schema: Value,
     pub secrets: Vec<SecretSpec>,
 }
@@ -83,7 +84,7 @@ impl ConnectorError {
 }
 
 /// One record a run could not take, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Rejection {
     pub record: String,
     pub reason: String,

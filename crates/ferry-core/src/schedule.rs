@@ -11,7 +11,7 @@ use crate::cron::CronExpr;
 use crate::error::{Error, Result};
 
 /// What to do with fires missed while no scheduler could run them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MisfirePolicy {
     /// Drop missed fires.
@@ -25,7 +25,7 @@ pub enum MisfirePolicy {
 
 /// What to do when a fire comes while the previous scheduled run is still
 /// queued or running.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OverlapPolicy {
     /// Drop the new fire.
@@ -61,7 +61,7 @@ fn default_timezone() -> String {
     "UTC".to_string()
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
     pub cron: String,

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::jobs::{opt_uuid_col, trigger_col, uuid_col, AttemptEntry, NewJob, Queue};
 use crate::Result;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RunView {
     pub id: Uuid,
     pub integration_id: Uuid,
@@ -26,22 +26,31 @@ pub struct RunView {
     pub status: RunStatus,
     pub attempts: i64,
     #[serde(with = "ferry_core::timefmt::opt_ms")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub scheduled_for: Option<i64>,
     #[serde(with = "ferry_core::timefmt::ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
     #[serde(with = "ferry_core::timefmt::opt_ms")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub started_at: Option<i64>,
     #[serde(with = "ferry_core::timefmt::opt_ms")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<i64>,
     #[serde(with = "ferry_core::timefmt::opt_ms")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub run_at: Option<i64>,
     pub records_ok: i64,
     pub records_rejected: i64,
     pub error: Option<String>,
     pub event_id: Option<Uuid>,
     pub replay_of: Option<Uuid>,
-    pub attempt_log: Vec<AttemptEntry>,
-    pub rejections: Vec<ferry_core::Rejection>,
+    /// Each attempt; in `GET /v1/runs/{id}`, not in lists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt_log: Option<Vec<AttemptEntry>>,
+    /// Per-record reasons; in `GET /v1/runs/{id}`, not in lists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejections: Option<Vec<ferry_core::Rejection>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -51,7 +60,7 @@ pub struct RunFilter {
     pub status: Option<RunStatus>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     pub id: Uuid,
     pub run_id: Uuid,
@@ -62,6 +71,7 @@ pub struct DeadLetter {
     pub trigger: Trigger,
     pub event_id: Option<Uuid>,
     #[serde(with = "ferry_core::timefmt::opt_ms")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub scheduled_for: Option<i64>,
     /// The payload; JSON when it parses as JSON.
     pub payload: Value,
@@ -72,16 +82,19 @@ pub struct DeadLetter {
     pub errors: Vec<String>,
     pub attempt_log: Vec<AttemptEntry>,
     #[serde(with = "ferry_core::timefmt::ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub dead_at: i64,
     #[serde(with = "ferry_core::timefmt::opt_ms")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub replayed_at: Option<i64>,
     pub replay_run_id: Option<Uuid>,
     #[serde(with = "ferry_core::timefmt::opt_ms")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub discarded_at: Option<i64>,
     pub discarded_by: Option<String>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct DeadLetterFilter {
     pub integration: Option<Uuid>,
     pub tenant: Option<String>,
@@ -97,7 +110,7 @@ const JOB_RUN_COLUMNS: &str =
      created_at, started_at, run_at, last_error, event_id, replay_of, attempt_log";
 const RUN_COLUMNS: &str = "id, integration_id, tenant, connector, connector_version, revision, trigger, status, attempts, \
      scheduled_for, created_at, started_at, finished_at, records_ok, records_rejected, error, rejections, attempt_log, event_id, replay_of";
-const DL_COLUMNS: &str = "id, run_id, integration_id, tenant, connector, connector_version, trigger, event_id, scheduled_for, \
+pub(crate) const DL_COLUMNS: &str = "id, run_id, integration_id, tenant, connector, connector_version, trigger, event_id, scheduled_for, \
      payload, attempts, attempt_log, last_error, dead_at, replayed_at, replay_run_id, discarded_at, discarded_by";
 
 fn live_status(state: &str, attempts: i64) -> RunStatus {
@@ -131,8 +144,10 @@ fn run_from_job(row: &AnyRow) -> Result<RunView> {
         error: row.try_get("last_error")?,
         event_id: opt_uuid_col(row, "event_id")?,
         replay_of: opt_uuid_col(row, "replay_of")?,
-        attempt_log: serde_json::from_str(&row.try_get::<String, _>("attempt_log")?)?,
-        rejections: Vec::new(),
+        attempt_log: Some(serde_json::from_str(
+            &row.try_get::<String, _>("attempt_log")?,
+        )?),
+        rejections: Some(Vec::new()),
     })
 }
 
@@ -161,12 +176,16 @@ fn run_from_history(row: &AnyRow) -> Result<RunView> {
         error: row.try_get("error")?,
         event_id: opt_uuid_col(row, "event_id")?,
         replay_of: opt_uuid_col(row, "replay_of")?,
-        attempt_log: serde_json::from_str(&row.try_get::<String, _>("attempt_log")?)?,
-        rejections: serde_json::from_str(&row.try_get::<String, _>("rejections")?)?,
+        attempt_log: Some(serde_json::from_str(
+            &row.try_get::<String, _>("attempt_log")?,
+        )?),
+        rejections: Some(serde_json::from_str(
+            &row.try_get::<String, _>("rejections")?,
+        )?),
     })
 }
 
-fn dead_letter_from_row(row: &AnyRow) -> Result<DeadLetter> {
+pub(crate) fn dead_letter_from_row(row: &AnyRow) -> Result<DeadLetter> {
     let payload: Option<String> = row.try_get("payload")?;
     let log: Vec<AttemptEntry> = serde_json::from_str(&row.try_get::<String, _>("attempt_log")?)?;
     Ok(DeadLetter {
@@ -199,13 +218,17 @@ fn dead_letter_from_row(row: &AnyRow) -> Result<DeadLetter> {
 
 /// The WHERE clause for a dead-letter filter, with its binds, parameters
 /// numbered from `$1`.
-fn dl_where(
+pub(crate) fn dl_where(
     f: &DeadLetterFilter,
     pending_only: bool,
 ) -> (String, Vec<Option<String>>, Vec<Option<i64>>) {
     let mut clauses = vec!["discarded_at IS NULL".to_string()];
     if pending_only {
         clauses.push("replayed_at IS NULL".into());
+        // A deleted integration's dead letters stay readable but cannot run.
+        clauses.push(
+            "integration_id IN (SELECT id FROM integrations WHERE deleted_at IS NULL)".into(),
+        );
     }
     clauses.push("($1 IS NULL OR integration_id = $1)".into());
     clauses.push("($2 IS NULL OR tenant = $2)".into());
@@ -364,7 +387,7 @@ impl Queue {
 
     /// Replays dead letters as new jobs on each integration's current
     /// revision. Returns `(dead_letter_id, run_id)` for each replayed.
-    async fn replay_rows(
+    pub(crate) async fn replay_rows(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         letters: &[DeadLetter],
@@ -372,17 +395,27 @@ impl Queue {
     ) -> Result<Vec<(Uuid, Uuid)>> {
         let mut jobs = Vec::with_capacity(letters.len());
         let mut pairs = Vec::with_capacity(letters.len());
+        let mut current: std::collections::HashMap<Uuid, (i64, ferry_core::RetryPolicy)> =
+            std::collections::HashMap::new();
         for dl in letters {
-            let row = sqlx::query(
-                "SELECT i.revision, r.retry FROM integrations i JOIN integration_revisions r \
-                 ON r.integration_id = i.id AND r.revision = i.revision WHERE i.id = $1 AND i.deleted_at IS NULL",
-            )
-            .bind(dl.integration_id.to_string())
-            .fetch_optional(&mut **tx)
-            .await?
-            .ok_or_else(|| Error::Conflict(format!("integration {} was deleted; its dead letters cannot be replayed", dl.integration_id)))?;
-            let retry: ferry_core::RetryPolicy =
-                serde_json::from_str(&row.try_get::<String, _>("retry")?)?;
+            let (revision, retry) = match current.get(&dl.integration_id) {
+                Some(c) => *c,
+                None => {
+                    let row = sqlx::query(
+                        "SELECT i.revision, r.retry FROM integrations i JOIN integration_revisions r \
+                         ON r.integration_id = i.id AND r.revision = i.revision WHERE i.id = $1 AND i.deleted_at IS NULL",
+                    )
+                    .bind(dl.integration_id.to_string())
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .ok_or_else(|| Error::Conflict(format!("integration {} was deleted; its dead letters cannot be replayed", dl.integration_id)))?;
+                    let retry: ferry_core::RetryPolicy =
+                        serde_json::from_str(&row.try_get::<String, _>("retry")?)?;
+                    let c = (row.try_get("revision")?, retry);
+                    current.insert(dl.integration_id, c);
+                    c
+                }
+            };
             let job = NewJob {
                 scheduled_for: dl.scheduled_for,
                 event_id: dl.event_id,
@@ -392,26 +425,30 @@ impl Queue {
                     dl.integration_id,
                     &dl.tenant,
                     &dl.connector,
-                    row.try_get("revision")?,
+                    revision,
                     Trigger::Replay,
                     now,
                     retry.max_attempts as i64,
                 )
             };
-            pairs.push((dl.id, job.id));
-            jobs.push(job);
-        }
-        self.enqueue_in(tx, &jobs, now).await?;
-        for (dl, run) in &pairs {
-            sqlx::query(
-                "UPDATE dead_letters SET replayed_at = $1, replay_run_id = $2 WHERE id = $3",
+            // Stamp first, and only if no one else has: of two replays of
+            // one dead letter racing, exactly one makes a job.
+            let claimed = sqlx::query(
+                "UPDATE dead_letters SET replayed_at = $1, replay_run_id = $2 \
+                 WHERE id = $3 AND replayed_at IS NULL AND discarded_at IS NULL",
             )
             .bind(now)
-            .bind(run.to_string())
-            .bind(dl.to_string())
+            .bind(job.id.to_string())
+            .bind(dl.id.to_string())
             .execute(&mut **tx)
-            .await?;
+            .await?
+            .rows_affected();
+            if claimed == 1 {
+                pairs.push((dl.id, job.id));
+                jobs.push(job);
+            }
         }
+        self.enqueue_in(tx, &jobs, now).await?;
         Ok(pairs)
     }
 
@@ -425,7 +462,10 @@ impl Queue {
         let pairs = self
             .replay_rows(&mut tx, std::slice::from_ref(&dl), now)
             .await?;
-        let run = pairs[0].1;
+        let run = pairs
+            .first()
+            .map(|p| p.1)
+            .ok_or_else(|| Error::Conflict("this dead letter was already replayed".into()))?;
         ferry_store::audit::record(
             &mut *tx,
             actor,
@@ -438,57 +478,6 @@ impl Queue {
         tx.commit().await?;
         self.wake.notify_one();
         Ok(run)
-    }
-
-    /// Replays every pending dead letter matching `f`, a page at a time;
-    /// `progress` is told the running total. Returns how many were replayed.
-    pub async fn replay_matching(
-        &self,
-        f: &DeadLetterFilter,
-        actor: &str,
-        now: i64,
-        mut progress: impl FnMut(u64),
-    ) -> Result<u64> {
-        let mut total = 0u64;
-        loop {
-            let (clause, texts, times) = dl_where(f, true);
-            let sql = format!(
-                "SELECT {DL_COLUMNS} FROM dead_letters WHERE {clause} ORDER BY id LIMIT 500"
-            );
-            let mut q = sqlx::query(&sql);
-            for t in texts {
-                q = q.bind(t);
-            }
-            for t in times {
-                q = q.bind(t);
-            }
-            let mut tx = self.db.pool.begin().await?;
-            let rows = q.fetch_all(&mut *tx).await?;
-            if rows.is_empty() {
-                tx.rollback().await?;
-                break;
-            }
-            let letters = rows
-                .iter()
-                .map(dead_letter_from_row)
-                .collect::<Result<Vec<_>>>()?;
-            let n = self.replay_rows(&mut tx, &letters, now).await?.len() as u64;
-            tx.commit().await?;
-            self.wake.notify_one();
-            total += n;
-            progress(total);
-        }
-        let detail = serde_json::json!({"replayed": total, "integration": f.integration, "tenant": f.tenant, "connector": f.connector, "q": f.q});
-        ferry_store::audit::record(
-            &self.db.pool,
-            actor,
-            "dead_letter.replay_bulk",
-            "dead_letters",
-            Some(&detail),
-            now,
-        )
-        .await?;
-        Ok(total)
     }
 
     /// Discards a dead letter: kept, marked, audited; never deleted silently.

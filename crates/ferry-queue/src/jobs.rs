@@ -19,12 +19,14 @@ use crate::Result;
 const CHUNK: usize = 400;
 
 /// One attempt in a run's log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AttemptEntry {
     pub attempt: i64,
     #[serde(with = "ferry_core::timefmt::ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub started_at: i64,
     #[serde(with = "ferry_core::timefmt::ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub finished_at: i64,
     /// `succeeded`, `failed`, `lease_expired`.
     pub outcome: String,

@@ -14,10 +14,12 @@
 pub mod forward;
 pub mod history;
 pub mod jobs;
+pub mod ops;
 pub mod spool;
 pub mod wake;
 
 pub use history::{DeadLetter, DeadLetterFilter, RunFilter, RunView};
+pub use ops::{Operation, OperationStatus, Step};
 pub use jobs::{AttemptEntry, ClaimedJob, Enqueued, Failure, NewJob, Queue, Success};
 
 pub type Error = ferry_store::Error;

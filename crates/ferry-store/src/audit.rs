@@ -5,14 +5,16 @@ use sqlx::Row;
 use crate::db::Db;
 use crate::error::Result;
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: String,
     #[serde(with = "ferry_core::timefmt::ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: i64,
     pub actor: String,
     pub action: String,
     pub target: String,
+    #[schema(value_type = Option<Object>)]
     pub detail: Option<serde_json::Value>,
 }
 

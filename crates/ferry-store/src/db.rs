@@ -64,6 +64,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0002_integrations_updated.sql"),
         postgres: include_str!("../../../migrations/postgres/0002_integrations_updated.sql"),
     },
+    Migration {
+        version: 3,
+        name: "operations",
+        sqlite: include_str!("../../../migrations/sqlite/0003_operations.sql"),
+        postgres: include_str!("../../../migrations/postgres/0003_operations.sql"),
+    },
 ];
 
 impl Db {

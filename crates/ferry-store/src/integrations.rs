@@ -31,7 +31,7 @@ pub struct IntegrationSpec {
 }
 
 /// An integration as the API shows it: secret names, never values.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Integration {
     pub id: Uuid,
     pub tenant: String,
@@ -41,16 +41,20 @@ pub struct Integration {
     pub revision: i64,
     pub enabled: bool,
     pub schedule: Option<Schedule>,
+    #[schema(value_type = Object)]
     pub config: Value,
     pub secrets: Vec<String>,
     pub retry: RetryPolicy,
     #[serde(with = "ferry_core::timefmt::opt_ms")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub next_fire_at: Option<i64>,
     #[serde(skip)]
     pub url_token: String,
     #[serde(with = "ferry_core::timefmt::ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
     #[serde(with = "ferry_core::timefmt::ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: i64,
 }
 

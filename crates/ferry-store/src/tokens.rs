@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
@@ -38,14 +39,18 @@ impl Role {
     }
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Token {
     pub id: String,
     pub name: String,
     pub role: Role,
     pub tenant: Option<String>,
     #[serde(with = "ferry_core::timefmt::ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
+    #[serde(with = "ferry_core::timefmt::opt_ms")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub revoked_at: Option<i64>,
 }
 
 pub fn hash(token: &str) -> String {
@@ -83,27 +88,80 @@ pub async fn create(
             role,
             tenant: tenant.map(str::to_string),
             created_at: now,
+            revoked_at: None,
         },
         plain,
     ))
 }
 
+const COLUMNS: &str = "id, name, role, tenant, created_at, revoked_at";
+
+fn token_from_row(r: &sqlx::any::AnyRow) -> Result<Token> {
+    let role: String = r.try_get("role")?;
+    Ok(Token {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        role: Role::parse(&role).ok_or_else(|| Error::Corrupt(format!("role {role:?}")))?,
+        tenant: r.try_get("tenant")?,
+        created_at: r.try_get("created_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+    })
+}
+
 /// The live token whose hash matches. Lookup is by hash, so response time
 /// says nothing about how close a guess was.
 pub async fn find(db: &Db, plain: &str) -> Result<Option<Token>> {
-    let row = sqlx::query("SELECT id, name, role, tenant, created_at FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL")
-        .bind(hash(plain))
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL"
+    ))
+    .bind(hash(plain))
+    .fetch_optional(&db.pool)
+    .await?;
+    row.as_ref().map(token_from_row).transpose()
+}
+
+pub async fn get(db: &Db, id: &str) -> Result<Token> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM api_tokens WHERE id = $1"))
+        .bind(id)
         .fetch_optional(&db.pool)
-        .await?;
-    row.map(|r| {
-        let role: String = r.try_get("role")?;
-        Ok(Token {
-            id: r.try_get("id")?,
-            name: r.try_get("name")?,
-            role: Role::parse(&role).ok_or_else(|| Error::Corrupt(format!("role {role:?}")))?,
-            tenant: r.try_get("tenant")?,
-            created_at: r.try_get("created_at")?,
-        })
-    })
-    .transpose()
+        .await?
+        .ok_or(Error::NotFound)?;
+    token_from_row(&row)
+}
+
+/// Newest first; with `tenant`, only that tenant's tokens.
+pub async fn list(
+    db: &Db,
+    tenant: Option<&str>,
+    limit: usize,
+    cursor: Option<&str>,
+) -> Result<(Vec<Token>, Option<String>)> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM api_tokens WHERE ($1 IS NULL OR tenant = $1) \
+         AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
+    ))
+    .bind(tenant)
+    .bind(cursor)
+    .bind(limit as i64 + 1)
+    .fetch_all(&db.pool)
+    .await?;
+    let items = rows.iter().map(token_from_row).collect::<Result<Vec<_>>>()?;
+    Ok(crate::paginate(items, limit, |t| t.id.clone()))
+}
+
+/// Revokes a live token, audited in the same transaction.
+pub async fn revoke(db: &Db, id: &str, actor: &str, now: i64) -> Result<Token> {
+    let mut tx = db.pool.begin().await?;
+    let n = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if n == 0 {
+        return Err(Error::Conflict("this token was already revoked".into()));
+    }
+    crate::audit::record(&mut *tx, actor, "token.revoke", id, None, now).await?;
+    tx.commit().await?;
+    get(db, id).await
 }

@@ -512,9 +512,10 @@ impl Worker {
                 self.metrics
                     .run_finished(&job.connector, "succeeded", elapsed);
                 span.in_scope(|| {
-                    tracing::debug!(
+                    tracing::info!(
                         records_ok = report.records_ok,
                         records_rejected = report.records_rejected,
+                        seconds = elapsed,
                         "run succeeded"
                     )
                 });

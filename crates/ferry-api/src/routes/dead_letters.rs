@@ -3,19 +3,21 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
-use ferry_queue::DeadLetterFilter;
+use ferry_queue::{DeadLetter, DeadLetterFilter, OperationStatus};
 use ferry_store::tokens::Role;
 use serde::Deserialize;
-use serde_json::json;
+use utoipa::ToSchema;
 
 use super::{list_body, parse_id, Page, Query};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, JsonBody};
+use crate::schema::{ErrorBody, ListOf, ReplayCount, ReplayStarted, RunQueued};
 use crate::AppState;
 
-#[derive(Debug, Default, Deserialize)]
+/// Which dead letters: every key optional, all must match.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FilterParams {
     integration: Option<String>,
@@ -83,11 +85,30 @@ pub struct ListFilter {
     q: Option<String>,
 }
 
+/// Dead letters, by filter, in id order.
+#[utoipa::path(get, path = "/v1/dead-letters", tag = "dead-letters",
+    params(
+        ("integration" = Option<String>, Query, description = "Integration id"),
+        ("tenant" = Option<String>, Query, description = "Tenant"),
+        ("connector" = Option<String>, Query, description = "Connector id"),
+        ("since" = Option<String>, Query, description = "Died at or after (RFC 3339 or unix ms)"),
+        ("until" = Option<String>, Query, description = "Died before (RFC 3339 or unix ms)"),
+        ("q" = Option<String>, Query, description = "Text in any attempt's error (case-insensitive)"),
+        ("limit" = Option<u32>, Query, description = "1 to 1000, default 50"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of dead letters", body = ListOf<DeadLetter>),
+        (status = 400, description = "Malformed query", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "Another tenant", body = ErrorBody),
+        (status = 422, description = "A filter is invalid; the message names it", body = ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     who: Principal,
     Query(q): Query<ListQuery>,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<Json<ListOf<DeadLetter>>> {
     let f = q.filter;
     let filter = FilterParams {
         integration: f.integration,
@@ -116,19 +137,32 @@ async fn load(state: &AppState, who: &Principal, id: &str) -> ApiResult<ferry_qu
     Ok(dl)
 }
 
+/// One dead letter: its payload and every attempt's error.
+#[utoipa::path(get, path = "/v1/dead-letters/{id}", tag = "dead-letters", params(("id" = String, Path, description = "Dead letter id")),
+    responses(
+        (status = 200, description = "The dead letter", body = DeadLetter),
+        (status = 401, description = "No valid token", body = ErrorBody), (status = 404, description = "No such dead letter (or another tenant's)", body = ErrorBody),
+    ))]
 pub async fn show(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<Json<DeadLetter>> {
     Ok(Json(load(&state, &who, &id).await?))
 }
 
+/// Replays one dead letter as a new run (`trigger: replay`) pointing back at it.
+#[utoipa::path(post, path = "/v1/dead-letters/{id}/replay", tag = "dead-letters", params(("id" = String, Path, description = "Dead letter id")),
+    responses(
+        (status = 202, description = "The new run is queued", body = RunQueued),
+        (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Needs role operator or admin", body = ErrorBody), (status = 404, description = "No such dead letter (or another tenant's)", body = ErrorBody),
+        (status = 409, description = "Already replayed or discarded, or its integration was deleted", body = ErrorBody),
+    ))]
 pub async fn replay(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<(StatusCode, Json<RunQueued>)> {
     who.require(Role::Operator)?;
     let dl = load(&state, &who, &id).await?;
     if let Some(run) = dl.replay_run_id {
@@ -142,10 +176,10 @@ pub async fn replay(
         .queue
         .replay(dl.id, &who.actor, state.clock.now_ms())
         .await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"run_id": run_id}))))
+    Ok((StatusCode::ACCEPTED, Json(RunQueued { run_id })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkReplay {
     #[serde(default)]
@@ -154,29 +188,62 @@ pub struct BulkReplay {
     dry_run: bool,
 }
 
+/// Replays every pending dead letter matching the filter that died before
+/// now. `dry_run: true` only counts them. Otherwise a background operation
+/// replays them a page at a time; follow it at `GET /v1/operations/{id}`.
+#[utoipa::path(post, path = "/v1/dead-letters/replay", tag = "dead-letters", request_body = BulkReplay,
+    responses(
+        (status = 200, description = "Dry run: how many would be replayed", body = ReplayCount),
+        (status = 202, description = "Started", body = ReplayStarted),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Needs role operator or admin", body = ErrorBody),
+        (status = 404, description = "Another tenant", body = ErrorBody),
+        (status = 422, description = "A filter is invalid; the message names it", body = ErrorBody),
+    ))]
 pub async fn replay_bulk(
     State(state): State<AppState>,
     who: Principal,
     JsonBody(body): JsonBody<BulkReplay>,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<Response> {
     who.require(Role::Operator)?;
     let filter = body.filter.into_filter(&who)?;
     if body.dry_run {
-        let n = state.queue.count_replayable(&filter).await?;
-        return Ok((StatusCode::OK, Json(json!({"matched": n, "dry_run": true}))));
+        let matched = state.queue.count_replayable(&filter).await?;
+        return Ok(Json(ReplayCount {
+            matched,
+            dry_run: true,
+        })
+        .into_response());
     }
-    let n = state
+    let op = state
         .queue
-        .replay_matching(&filter, &who.actor, state.clock.now_ms(), |_| {})
+        .start_replay(&filter, &who.actor, &state.node_id, state.clock.now_ms())
         .await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"replayed": n}))))
+    if op.status == OperationStatus::Running {
+        state.operations.spawn(op.id);
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(ReplayStarted {
+            replayed: op.total,
+            operation: op,
+        }),
+    )
+        .into_response())
 }
 
+/// Discards a dead letter: kept and marked, never deleted; audited.
+#[utoipa::path(delete, path = "/v1/dead-letters/{id}", tag = "dead-letters", params(("id" = String, Path, description = "Dead letter id")),
+    responses(
+        (status = 204, description = "Discarded"),
+        (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Needs role operator or admin", body = ErrorBody), (status = 404, description = "No such dead letter (or another tenant's)", body = ErrorBody),
+        (status = 409, description = "Already discarded", body = ErrorBody),
+    ))]
 pub async fn discard(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<StatusCode> {
     who.require(Role::Operator)?;
     let dl = load(&state, &who, &id).await?;
     state

@@ -8,14 +8,19 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use ferry_core::metrics::labels;
-use serde_json::json;
 
+use crate::schema::{Health, Readiness, SpoolFigures, StoreProbe};
 use crate::AppState;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub async fn healthz() -> impl IntoResponse {
-    Json(json!({"status": "ok"}))
+/// 200 while the process runs.
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()),
+    responses((status = 200, description = "The process is up", body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
 }
 
 /// Writes and reads back this node's heartbeat row within a timeout.
@@ -52,14 +57,14 @@ fn down(state: &AppState, error: String) -> String {
 }
 
 /// The spool's figures as `/readyz` shows them.
-fn spool_json(state: &AppState) -> serde_json::Value {
+fn spool_figures(state: &AppState) -> SpoolFigures {
     let s = state.intake.spool.stats();
-    json!({
-        "depth": s.depth,
-        "bytes": s.bytes,
-        "damaged": s.damaged,
-        "forward_lag_seconds": forward_lag(state),
-    })
+    SpoolFigures {
+        depth: s.depth,
+        bytes: s.bytes,
+        damaged: s.damaged,
+        forward_lag_seconds: forward_lag(state),
+    }
 }
 
 /// Age of the oldest event not yet in the store.
@@ -70,25 +75,51 @@ fn forward_lag(state: &AppState) -> f64 {
     }
 }
 
-pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+/// Ready when a store write and read round trip succeeds in time.
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()),
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Degraded: the store is unreachable; webhooks still go into the spool", body = Readiness),
+    ))]
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let lag = state.scheduler.as_ref().map(|s| s.lag_seconds());
-    let spool = spool_json(&state);
+    let spool = spool_figures(&state);
+    let node = state.node_id.clone();
     match probe_store(&state).await {
         Ok(ms) => (
             StatusCode::OK,
-            Json(
-                json!({"status": "ready", "store": {"ok": true, "round_trip_ms": ms}, "spool": spool, "scheduler_lag_seconds": lag, "node": state.node_id}),
-            ),
+            Json(Readiness {
+                status: "ready".into(),
+                store: StoreProbe {
+                    ok: true,
+                    round_trip_ms: Some(ms),
+                    error: None,
+                },
+                spool,
+                scheduler_lag_seconds: lag,
+                node,
+            }),
         ),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(
-                json!({"status": "degraded", "store": {"ok": false, "error": e}, "spool": spool, "scheduler_lag_seconds": lag, "node": state.node_id}),
-            ),
+            Json(Readiness {
+                status: "degraded".into(),
+                store: StoreProbe {
+                    ok: false,
+                    round_trip_ms: None,
+                    error: Some(e),
+                },
+                spool,
+                scheduler_lag_seconds: lag,
+                node,
+            }),
         ),
     }
 }
 
+/// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "health", security(()),
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let spool = state.intake.spool.stats();
     let counts = &state.forwarder.counts;

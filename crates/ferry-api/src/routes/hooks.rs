@@ -13,12 +13,28 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ferry_core::{InboundRequest, Intake as Decision, WebhookError};
 use ferry_queue::spool::{SpoolError, SpooledEvent};
-use serde_json::json;
 
 use crate::error::{ApiError, ApiResult};
 use crate::intake::{self, Refusal, LOOKUP_TIMEOUT};
+use crate::schema::{ErrorBody, EventAccepted};
 use crate::AppState;
 
+/// Receives a webhook. The integration's connector authenticates it
+/// (provider signature, or the per-integration URL token) and names its
+/// idempotency key; `202` is sent only once the event is on disk. Sub-paths
+/// (`/v1/hooks/{id}/...`) reach the same connector. No bearer token.
+#[utoipa::path(post, path = "/v1/hooks/{id}", tag = "hooks", security(()),
+    params(("id" = String, Path, description = "Integration id")),
+    request_body(content = String, description = "The provider's request, byte for byte", content_type = "application/json"),
+    responses(
+        (status = 202, description = "On disk (or a repeat of an event on disk)", body = EventAccepted),
+        (status = 200, description = "A provider handshake answered inline (for example Zoom's URL validation)", body = Object),
+        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 401, description = "Bad or stale signature, or wrong URL token", body = ErrorBody),
+        (status = 404, description = "Unknown integration", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 503, description = "Spool full or unwritable: retry after `Retry-After` seconds", body = ErrorBody),
+    ))]
 pub async fn intake(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -184,10 +200,11 @@ async fn handle(state: &AppState, id: &str, sub_path: String, req: Request) -> A
         ferry_core::metrics::labels(&[("connector", &connector), ("outcome", outcome)]),
         1,
     );
-    let mut answer = json!({"event_id": accepted.event_id, "duplicate": accepted.duplicate});
-    if held {
-        answer["held"] = json!(true);
-    }
+    let answer = EventAccepted {
+        event_id: accepted.event_id,
+        duplicate: accepted.duplicate,
+        held: held.then_some(true),
+    };
     Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
 }
 

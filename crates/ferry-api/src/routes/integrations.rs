@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use axum::Json;
 use ferry_core::connector::TriggerKind;
 use ferry_core::{RetryPolicy, Schedule, Trigger};
@@ -18,18 +17,33 @@ use serde_json::{json, Value};
 use super::{list_body, parse_id, Page, Query};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, JsonBody};
+use crate::schema::{ErrorBody, IntegrationState, IntegrationView, ListOf, RunQueued};
 use crate::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "name": "Orders to the warehouse",
+    "tenant": "acme",
+    "connector": "webhook",
+    "connector_version": "1",
+    "schedule": {"cron": "0 */5 * * * *", "timezone": "Europe/London", "misfire": "fire_once", "overlap": "skip"},
+    "config": {"url": "http://127.0.0.1:9/in"},
+    "secrets": {"signing_secret": "whsec_c2VjcmV0LWtleS1mb3ItZXhhbXBsZXM="},
+    "retry": {"max_attempts": 5, "initial_backoff_ms": 200, "max_backoff_ms": 60000},
+    "enabled": true
+}))]
 pub struct CreateIntegration {
     name: String,
     tenant: String,
     connector: String,
     connector_version: Option<String>,
     schedule: Option<Schedule>,
+    /// Checked against the connector's JSON Schema.
     #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
     config: Value,
+    /// Encrypted at rest; never returned, only their names.
     #[serde(default)]
     secrets: BTreeMap<String, String>,
     retry: Option<RetryPolicy>,
@@ -52,32 +66,22 @@ fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchIntegration {
     name: Option<String>,
     connector_version: Option<String>,
+    /// A new schedule, or null to remove it.
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Schedule>)]
     schedule: Option<Option<Schedule>>,
     /// A JSON merge patch (RFC 7386) over the current config.
+    #[schema(value_type = Option<Object>)]
     config: Option<Value>,
     /// Set a secret with a string, remove it with null.
     secrets: Option<BTreeMap<String, Option<String>>>,
     retry: Option<RetryPolicy>,
     enabled: Option<bool>,
-}
-
-/// An integration as returned: the stored view plus where its webhooks go.
-fn view(i: &Integration) -> Value {
-    let mut v = serde_json::to_value(i).unwrap_or_else(|_| json!({}));
-    if let Some(o) = v.as_object_mut() {
-        o.insert(
-            "status".into(),
-            json!(if i.enabled { "active" } else { "paused" }),
-        );
-        o.insert("webhook_path".into(), json!(format!("/v1/hooks/{}", i.id)));
-    }
-    v
 }
 
 fn merge_patch(target: &mut Value, patch: &Value) {
@@ -141,11 +145,17 @@ fn first_fire(spec: &IntegrationSpec, now: i64) -> ApiResult<Option<i64>> {
     }
 }
 
+/// Creates an integration (admin).
+#[utoipa::path(post, path = "/v1/integrations", tag = "integrations", request_body = CreateIntegration,
+    responses(
+        (status = 201, description = "Created", body = IntegrationView),
+        (status = 400, description = "Malformed JSON", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Role too weak, or another tenant", body = ErrorBody), (status = 422, description = "A field is invalid; the message names it", body = ErrorBody),
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     who: Principal,
     JsonBody(body): JsonBody<CreateIntegration>,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<(StatusCode, Json<IntegrationView>)> {
     who.require(Role::Admin)?;
     if let Some(t) = &who.tenant {
         if t != &body.tenant {
@@ -201,7 +211,7 @@ pub async fn create(
     )
     .await?;
     tracing::info!(integration_id = %created.id, tenant = %created.tenant, connector = %created.connector, "integration created");
-    Ok((StatusCode::CREATED, Json(view(&created))))
+    Ok((StatusCode::CREATED, Json(IntegrationView::from(created))))
 }
 
 #[derive(Debug, Deserialize)]
@@ -211,11 +221,23 @@ pub struct ListQuery {
     page: Page,
 }
 
+/// Integrations, newest first; a tenant-scoped token sees its tenant's.
+#[utoipa::path(get, path = "/v1/integrations", tag = "integrations",
+    params(
+        ("tenant" = Option<String>, Query, description = "Only this tenant's"),
+        ("limit" = Option<u32>, Query, description = "1 to 1000, default 50"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of integrations", body = ListOf<IntegrationView>),
+        (status = 400, description = "Malformed query", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody), (status = 422, description = "A field is invalid; the message names it", body = ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     who: Principal,
     Query(q): Query<ListQuery>,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<Json<ListOf<IntegrationView>>> {
     let tenant = who.tenant.clone().or(q.tenant);
     let (items, next) = integrations::list(
         &state.db,
@@ -224,7 +246,10 @@ pub async fn list(
         q.page.cursor.as_deref(),
     )
     .await?;
-    Ok(list_body(items.iter().map(view).collect(), next))
+    Ok(list_body(
+        items.into_iter().map(IntegrationView::from).collect(),
+        next,
+    ))
 }
 
 pub(crate) async fn load(state: &AppState, who: &Principal, id: &str) -> ApiResult<Integration> {
@@ -236,20 +261,33 @@ pub(crate) async fn load(state: &AppState, who: &Principal, id: &str) -> ApiResu
     Ok(i)
 }
 
+/// One integration.
+#[utoipa::path(get, path = "/v1/integrations/{id}", tag = "integrations", params(("id" = String, Path, description = "Integration id")),
+    responses(
+        (status = 200, description = "The integration", body = IntegrationView),
+        (status = 401, description = "No valid token", body = ErrorBody), (status = 404, description = "No such integration (or another tenant's)", body = ErrorBody),
+    ))]
 pub async fn show(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
-) -> ApiResult<impl IntoResponse> {
-    Ok(Json(view(&load(&state, &who, &id).await?)))
+) -> ApiResult<Json<IntegrationView>> {
+    Ok(Json(load(&state, &who, &id).await?.into()))
 }
 
+/// Changes some fields (admin); writes a new config revision.
+#[utoipa::path(patch, path = "/v1/integrations/{id}", tag = "integrations", params(("id" = String, Path, description = "Integration id")),
+    request_body = PatchIntegration,
+    responses(
+        (status = 200, description = "The new revision", body = IntegrationView),
+        (status = 400, description = "Malformed JSON", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Role too weak, or another tenant", body = ErrorBody), (status = 404, description = "No such integration (or another tenant's)", body = ErrorBody), (status = 422, description = "A field is invalid; the message names it", body = ErrorBody),
+    ))]
 pub async fn patch(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
     JsonBody(p): JsonBody<PatchIntegration>,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<Json<IntegrationView>> {
     who.require(Role::Admin)?;
     let current = load(&state, &who, &id).await?;
     let rev = integrations::revision(&state.db, &state.key, current.id, current.revision).await?;
@@ -318,14 +356,20 @@ pub async fn patch(
         now,
     )
     .await?;
-    Ok(Json(view(&updated)))
+    Ok(Json(updated.into()))
 }
 
+/// Deletes an integration (admin). Its history and dead letters stay readable.
+#[utoipa::path(delete, path = "/v1/integrations/{id}", tag = "integrations", params(("id" = String, Path, description = "Integration id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Role too weak, or another tenant", body = ErrorBody), (status = 404, description = "No such integration (or another tenant's)", body = ErrorBody),
+    ))]
 pub async fn delete(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<StatusCode> {
     who.require(Role::Admin)?;
     let i = load(&state, &who, &id).await?;
     let now = state.clock.now_ms();
@@ -348,7 +392,7 @@ async fn set_enabled(
     who: &Principal,
     id: &str,
     enabled: bool,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<IntegrationView>> {
     who.require(Role::Operator)?;
     let i = load(state, who, id).await?;
     let now = state.clock.now_ms();
@@ -361,32 +405,50 @@ async fn set_enabled(
         "integration.pause"
     };
     ferry_store::audit::record(&state.db.pool, &who.actor, action, id, None, now).await?;
-    Ok(Json(view(&updated)))
+    Ok(Json(updated.into()))
 }
 
+/// Stops scheduling and holds queued runs (operator).
+#[utoipa::path(post, path = "/v1/integrations/{id}/pause", tag = "integrations", params(("id" = String, Path, description = "Integration id")),
+    responses(
+        (status = 200, description = "The integration", body = IntegrationView),
+        (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Role too weak, or another tenant", body = ErrorBody), (status = 404, description = "No such integration (or another tenant's)", body = ErrorBody),
+    ))]
 pub async fn pause(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<Json<IntegrationView>> {
     set_enabled(&state, &who, &id, false).await
 }
 
+/// Schedules again and releases held runs (operator).
+#[utoipa::path(post, path = "/v1/integrations/{id}/resume", tag = "integrations", params(("id" = String, Path, description = "Integration id")),
+    responses(
+        (status = 200, description = "The integration", body = IntegrationView),
+        (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Role too weak, or another tenant", body = ErrorBody), (status = 404, description = "No such integration (or another tenant's)", body = ErrorBody),
+    ))]
 pub async fn resume(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<Json<IntegrationView>> {
     set_enabled(&state, &who, &id, true).await
 }
 
-/// Runs an integration now, with an optional JSON payload.
+/// Runs an integration now (operator), with an optional JSON payload.
+#[utoipa::path(post, path = "/v1/integrations/{id}/runs", tag = "integrations", params(("id" = String, Path, description = "Integration id")),
+    request_body(content = Option<Object>, description = "Optional payload for the run", content_type = "application/json"),
+    responses(
+        (status = 202, description = "Queued", body = RunQueued),
+        (status = 400, description = "Malformed JSON", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Role too weak, or another tenant", body = ErrorBody), (status = 404, description = "No such integration (or another tenant's)", body = ErrorBody),
+    ))]
 pub async fn trigger(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<(StatusCode, Json<RunQueued>)> {
     who.require(Role::Operator)?;
     let i = load(&state, &who, &id).await?;
     let payload = if body.iter().all(u8::is_ascii_whitespace) {
@@ -425,17 +487,26 @@ pub async fn trigger(
         now,
     )
     .await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"run_id": run_id}))))
+    Ok((StatusCode::ACCEPTED, Json(RunQueued { run_id })))
 }
 
+/// The connector's committed state (cursors, checkpoints).
+#[utoipa::path(get, path = "/v1/integrations/{id}/state", tag = "integrations", params(("id" = String, Path, description = "Integration id")),
+    responses(
+        (status = 200, description = "The state", body = IntegrationState),
+        (status = 401, description = "No valid token", body = ErrorBody), (status = 404, description = "No such integration (or another tenant's)", body = ErrorBody),
+    ))]
 pub async fn state(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<Json<IntegrationState>> {
     let i = load(&state, &who, &id).await?;
     let s = ferry_store::state::get(&state.db.pool, i.id).await?;
-    Ok(Json(
-        json!({"integration_id": i.id, "version": s.version, "state": s.state, "updated_at": s.updated_at.map(ferry_core::timefmt::format)}),
-    ))
+    Ok(Json(IntegrationState {
+        integration_id: i.id,
+        version: s.version,
+        state: s.state,
+        updated_at: s.updated_at.map(ferry_core::timefmt::format),
+    }))
 }

@@ -6,50 +6,85 @@ pub(crate) mod health;
 mod hooks;
 mod integrations;
 mod misc;
+mod operations;
 mod runs;
 
-use axum::routing::{get, post};
+use std::sync::OnceLock;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::post;
 use axum::Router;
 use serde::Deserialize;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
+use crate::schema::{ApiDoc, ErrorBody};
 use crate::AppState;
 
+/// Every documented route with its OpenAPI description, from the same
+/// `#[utoipa::path]` attributes: a route cannot exist undocumented.
+fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
+        .routes(routes!(openapi_json))
+        .routes(routes!(misc::connectors))
+        .routes(routes!(misc::create_token, misc::list_tokens))
+        .routes(routes!(misc::revoke_token))
+        .routes(routes!(misc::audit))
+        .routes(routes!(integrations::create, integrations::list))
+        .routes(routes!(
+            integrations::show,
+            integrations::patch,
+            integrations::delete
+        ))
+        .routes(routes!(integrations::pause))
+        .routes(routes!(integrations::resume))
+        .routes(routes!(integrations::trigger))
+        .routes(routes!(integrations::state))
+        .routes(routes!(runs::list))
+        .routes(routes!(runs::show))
+        .routes(routes!(hooks::intake))
+        .routes(routes!(dead_letters::list))
+        .routes(routes!(dead_letters::replay_bulk))
+        .routes(routes!(dead_letters::show, dead_letters::discard))
+        .routes(routes!(dead_letters::replay))
+        .routes(routes!(operations::list))
+        .routes(routes!(operations::show))
+        .split_for_parts()
+}
+
+/// The OpenAPI document this binary serves. Hook sub-paths
+/// (`/v1/hooks/{id}/...`) are one wildcard route, which OpenAPI cannot
+/// express; `/v1/hooks/{id}` describes them.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    documented().1
+}
+
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .route("/v1/connectors", get(misc::connectors))
-        .route("/v1/tokens", post(misc::create_token))
-        .route("/v1/audit", get(misc::audit))
-        .route(
-            "/v1/integrations",
-            post(integrations::create).get(integrations::list),
-        )
-        .route(
-            "/v1/integrations/{id}",
-            get(integrations::show)
-                .patch(integrations::patch)
-                .delete(integrations::delete),
-        )
-        .route("/v1/integrations/{id}/pause", post(integrations::pause))
-        .route("/v1/integrations/{id}/resume", post(integrations::resume))
-        .route("/v1/integrations/{id}/runs", post(integrations::trigger))
-        .route("/v1/integrations/{id}/state", get(integrations::state))
-        .route("/v1/runs", get(runs::list))
-        .route("/v1/runs/{id}", get(runs::show))
-        .route("/v1/hooks/{id}", post(hooks::intake))
+    let (router, _) = documented();
+    router
         .route("/v1/hooks/{id}/{*rest}", post(hooks::intake_sub))
-        .route("/v1/dead-letters", get(dead_letters::list))
-        .route("/v1/dead-letters/replay", post(dead_letters::replay_bulk))
-        .route(
-            "/v1/dead-letters/{id}",
-            get(dead_letters::show).delete(dead_letters::discard),
-        )
-        .route("/v1/dead-letters/{id}/replay", post(dead_letters::replay))
         .fallback(|| async { ApiError::not_found("route") })
         .with_state(state)
+}
+
+/// This document.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "health",
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document", body = Object),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    ))]
+async fn openapi_json(State(_): State<AppState>, _who: Principal) -> ApiResult<impl IntoResponse> {
+    static DOC: OnceLock<String> = OnceLock::new();
+    let text = DOC.get_or_init(|| openapi().to_json().unwrap_or_else(|_| "{}".into()));
+    Ok(([(header::CONTENT_TYPE, "application/json")], text.as_str()))
 }
 
 /// `?limit=&cursor=` on every list.
@@ -93,9 +128,9 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestP
     }
 }
 
-pub fn list_body<T: serde::Serialize>(
+pub fn list_body<T: utoipa::ToSchema>(
     items: Vec<T>,
     next: Option<String>,
-) -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({"items": items, "next_cursor": next}))
+) -> axum::Json<crate::schema::ListOf<T>> {
+    axum::Json(crate::schema::ListOf::new(items, next))
 }

@@ -1,16 +1,15 @@
 //! Runs: live jobs and history, one list.
 
 use axum::extract::{Path, State};
-use axum::response::IntoResponse;
 use axum::Json;
 use ferry_core::RunStatus;
 use ferry_queue::{RunFilter, RunView};
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::{list_body, parse_id, Page, Query};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
+use crate::schema::{ErrorBody, ListOf};
 use crate::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -22,20 +21,33 @@ pub struct RunQuery {
 }
 
 /// A run in the list: without the attempt log and rejections.
-fn summary(r: &RunView) -> Value {
-    let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
-    if let Some(o) = v.as_object_mut() {
-        o.remove("attempt_log");
-        o.remove("rejections");
+fn summary(r: RunView) -> RunView {
+    RunView {
+        attempt_log: None,
+        rejections: None,
+        ..r
     }
-    v
 }
 
+/// Runs, newest first: live jobs and finished history in one list.
+#[utoipa::path(get, path = "/v1/runs", tag = "runs",
+    params(
+        ("integration" = Option<String>, Query, description = "Integration id"),
+        ("status" = Option<String>, Query, description = "queued, running, succeeded, retrying or dead"),
+        ("limit" = Option<u32>, Query, description = "1 to 1000, default 50"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of runs", body = ListOf<RunView>),
+        (status = 400, description = "Malformed query", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 422, description = "A parameter is invalid; the message names it", body = ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     who: Principal,
     Query(q): Query<RunQuery>,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<Json<ListOf<RunView>>> {
     let status = match q.status.as_deref() {
         None | Some("") => None,
         Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
@@ -60,14 +72,22 @@ pub async fn list(
         .queue
         .list_runs(&filter, q.page.limit()?, q.page.cursor.as_deref())
         .await?;
-    Ok(list_body(items.iter().map(summary).collect(), next))
+    Ok(list_body(items.into_iter().map(summary).collect(), next))
 }
 
+/// One run with its attempt log and per-record rejections.
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs",
+    params(("id" = String, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "The run", body = RunView),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "No such run (or another tenant's)", body = ErrorBody),
+    ))]
 pub async fn show(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<Json<RunView>> {
     let id = parse_id(&id, "run")?;
     let run = state
         .queue
