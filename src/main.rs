@@ -241,7 +241,8 @@ async fn tokens(command: TokenCommand) -> anyhow::Result<()> {
             let mut all = Vec::new();
             let mut cursor: Option<String> = None;
             loop {
-                let (page, next) = tokens::list(&db, tenant.as_deref(), 1000, cursor.as_deref()).await?;
+                let (page, next) =
+                    tokens::list(&db, tenant.as_deref(), 1000, cursor.as_deref()).await?;
                 all.extend(page);
                 match next {
                     Some(n) => cursor = Some(n),
@@ -252,7 +253,10 @@ async fn tokens(command: TokenCommand) -> anyhow::Result<()> {
             if output == "json" {
                 println!("{}", serde_json::to_string_pretty(&all)?);
             } else {
-                println!("{:<36}  {:<8}  {:<12}  {:<24}  {:<7}  NAME", "ID", "ROLE", "TENANT", "CREATED", "STATUS");
+                println!(
+                    "{:<36}  {:<8}  {:<12}  {:<24}  {:<7}  NAME",
+                    "ID", "ROLE", "TENANT", "CREATED", "STATUS"
+                );
                 for t in all {
                     println!(
                         "{:<36}  {:<8}  {:<12}  {:<24}  {:<7}  {}",
@@ -260,7 +264,11 @@ async fn tokens(command: TokenCommand) -> anyhow::Result<()> {
                         t.role.as_str(),
                         t.tenant.as_deref().unwrap_or("-"),
                         ferry_core::timefmt::format(t.created_at),
-                        if t.revoked_at.is_some() { "revoked" } else { "active" },
+                        if t.revoked_at.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        },
                         t.name
                     );
                 }
@@ -272,8 +280,12 @@ async fn tokens(command: TokenCommand) -> anyhow::Result<()> {
             let db = ferry_api::engine::open_db(&config).await?;
             let now = ferry_core::Clock::now_ms(&SystemClock);
             let revoked = match tokens::get(&db, &id).await {
-                Ok(t) if t.revoked_at.is_some() => Err(anyhow::anyhow!("token {id} was already revoked")),
-                Ok(_) => tokens::revoke(&db, &id, "cli", now).await.map_err(anyhow::Error::from),
+                Ok(t) if t.revoked_at.is_some() => {
+                    Err(anyhow::anyhow!("token {id} was already revoked"))
+                }
+                Ok(_) => tokens::revoke(&db, &id, "cli", now)
+                    .await
+                    .map_err(anyhow::Error::from),
                 Err(ferry_store::Error::NotFound) => Err(anyhow::anyhow!("no token {id}")),
                 Err(e) => Err(e.into()),
             };

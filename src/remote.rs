@@ -488,7 +488,11 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                     if remote.output == "json" {
                         println!("{op}");
                     } else {
-                        println!("replayed {} (operation {})", op["done"], op["id"].as_str().unwrap_or("-"));
+                        println!(
+                            "replayed {} (operation {})",
+                            op["done"],
+                            op["id"].as_str().unwrap_or("-")
+                        );
                     }
                     if op["status"] == "failed" {
                         bail!(
@@ -512,8 +516,17 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
         RemoteCommand::Operations { command, .. } => match command {
             OperationCommand::List { page } => show(
                 &remote,
-                &c.call(M::GET, "/v1/operations", &page.pairs(), None).await?,
-                &["id", "kind", "status", "total", "done", "created_at", "error"],
+                &c.call(M::GET, "/v1/operations", &page.pairs(), None)
+                    .await?,
+                &[
+                    "id",
+                    "kind",
+                    "status",
+                    "total",
+                    "done",
+                    "created_at",
+                    "error",
+                ],
             ),
             OperationCommand::Show { id } => show(
                 &remote,
@@ -559,7 +572,12 @@ async fn follow(c: &Client, started: &Value) -> anyhow::Result<Value> {
         }
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         op = c
-            .call(reqwest::Method::GET, &format!("/v1/operations/{id}"), &[], None)
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/operations/{id}"),
+                &[],
+                None,
+            )
             .await?;
     }
 }

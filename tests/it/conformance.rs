@@ -161,7 +161,10 @@ async fn suite(db: Db) {
     let run = q.get_run(claimed[0].id).await.expect("run");
     assert_eq!(run.status, ferry_core::RunStatus::Succeeded);
     assert_eq!((run.records_ok, run.records_rejected), (3, 1));
-    assert_eq!(run.rejections.as_deref().unwrap_or_default()[0].reason, "contact is suppressed");
+    assert_eq!(
+        run.rejections.as_deref().unwrap_or_default()[0].reason,
+        "contact is suppressed"
+    );
     assert!(
         q.enqueue(&[job(&i, T0, Some("evt-1"))], T0)
             .await

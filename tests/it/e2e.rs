@@ -28,7 +28,7 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    fn start() -> Node {
+    pub(crate) fn start() -> Node {
         let dir = TempDir::new("ferry-e2e");
         let mut node = Node::launch(&dir.0, &[]);
         node._dir = Some(dir);
@@ -38,9 +38,19 @@ impl Node {
     /// `ferry serve` on `data_dir` (SQLite there unless `env` names a
     /// database), with test-speed timings and `env` on top.
     pub(crate) fn launch(data_dir: &std::path::Path, env: &[(&str, String)]) -> Node {
+        Node::launch_with(data_dir, env, &[])
+    }
+
+    /// As `launch`, with more `ferry serve` arguments.
+    pub(crate) fn launch_with(
+        data_dir: &std::path::Path,
+        env: &[(&str, String)],
+        args: &[&str],
+    ) -> Node {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(args)
             .env("FERRY_ADMIN_TOKEN", ADMIN)
             .env("FERRY_SCHEDULER_TICK", "50ms")
             .env("FERRY_WORKER_POLL", "50ms")

@@ -6,5 +6,7 @@ mod common;
 mod conformance;
 mod e2e;
 mod multinode;
+mod operations;
+mod operator;
 mod outage;
 mod scheduler;

@@ -19,8 +19,8 @@ pub mod spool;
 pub mod wake;
 
 pub use history::{DeadLetter, DeadLetterFilter, RunFilter, RunView};
-pub use ops::{Operation, OperationStatus, Step};
 pub use jobs::{AttemptEntry, ClaimedJob, Enqueued, Failure, NewJob, Queue, Success};
+pub use ops::{Operation, OperationStatus, Step};
 
 pub type Error = ferry_store::Error;
 pub type Result<T, E = Error> = std::result::Result<T, E>;

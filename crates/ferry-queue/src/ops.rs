@@ -179,11 +179,13 @@ impl Queue {
     /// Does one page of operation `id` as its owner `node`: the page's
     /// replays and the progress count commit together.
     pub async fn step_operation(&self, id: Uuid, node: &str, now: i64) -> Result<Step> {
-        let row = sqlx::query("SELECT params FROM operations WHERE id = $1 AND owner = $2 AND status = 'running'")
-            .bind(id.to_string())
-            .bind(node)
-            .fetch_optional(&self.db.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT params FROM operations WHERE id = $1 AND owner = $2 AND status = 'running'",
+        )
+        .bind(id.to_string())
+        .bind(node)
+        .fetch_optional(&self.db.pool)
+        .await?;
         let Some(row) = row else {
             return Ok(Step::Lost);
         };

@@ -11,7 +11,15 @@ use crate::db::Db;
 use crate::error::{Error, Result};
 
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
     utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
@@ -145,19 +153,23 @@ pub async fn list(
     .bind(limit as i64 + 1)
     .fetch_all(&db.pool)
     .await?;
-    let items = rows.iter().map(token_from_row).collect::<Result<Vec<_>>>()?;
+    let items = rows
+        .iter()
+        .map(token_from_row)
+        .collect::<Result<Vec<_>>>()?;
     Ok(crate::paginate(items, limit, |t| t.id.clone()))
 }
 
 /// Revokes a live token, audited in the same transaction.
 pub async fn revoke(db: &Db, id: &str, actor: &str, now: i64) -> Result<Token> {
     let mut tx = db.pool.begin().await?;
-    let n = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let n =
+        sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
     if n == 0 {
         return Err(Error::Conflict("this token was already revoked".into()));
     }

@@ -29,11 +29,7 @@ pub async fn list(
 ) -> ApiResult<Json<ListOf<Operation>>> {
     let (items, next) = state
         .queue
-        .list_operations(
-            who.tenant.as_deref(),
-            page.limit()?,
-            page.cursor.as_deref(),
-        )
+        .list_operations(who.tenant.as_deref(), page.limit()?, page.cursor.as_deref())
         .await?;
     Ok(list_body(items, next))
 }
