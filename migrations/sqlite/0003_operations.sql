@@ -10,6 +10,8 @@ CREATE TABLE operations (
     total        BIGINT NOT NULL,
     done         BIGINT NOT NULL,
     error        TEXT,
+    -- The last dead letter id a page reached (pages go in id order).
+    cursor       TEXT,
     owner        TEXT,
     heartbeat_at BIGINT NOT NULL,
     created_at   BIGINT NOT NULL,

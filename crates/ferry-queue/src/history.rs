@@ -431,23 +431,45 @@ impl Queue {
                     retry.max_attempts as i64,
                 )
             };
-            // Stamp first, and only if no one else has: of two replays of
-            // one dead letter racing, exactly one makes a job.
-            let claimed = sqlx::query(
-                "UPDATE dead_letters SET replayed_at = $1, replay_run_id = $2 \
-                 WHERE id = $3 AND replayed_at IS NULL AND discarded_at IS NULL",
-            )
-            .bind(now)
-            .bind(job.id.to_string())
-            .bind(dl.id.to_string())
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
-            if claimed == 1 {
-                pairs.push((dl.id, job.id));
-                jobs.push(job);
+            pairs.push((dl.id, job.id));
+            jobs.push(job);
+        }
+        if pairs.is_empty() {
+            return Ok(pairs);
+        }
+        // Stamp first, and only those no one else has: of two replays of
+        // one dead letter racing, exactly one makes a job. One statement
+        // for the batch (`column1`/`column2` name VALUES columns in both
+        // SQLite and PostgreSQL).
+        let mut sql = String::from(
+            "UPDATE dead_letters SET replayed_at = $1, replay_run_id = v.column2 FROM (VALUES ",
+        );
+        for k in 0..pairs.len() {
+            if k > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("(${}, ${})", 2 * k + 2, 2 * k + 3));
+        }
+        sql.push_str(
+            ") AS v WHERE dead_letters.id = v.column1 \
+             AND dead_letters.replayed_at IS NULL AND dead_letters.discarded_at IS NULL \
+             RETURNING dead_letters.id",
+        );
+        let mut q = sqlx::query_scalar::<_, String>(&sql).bind(now);
+        for (dl, run) in &pairs {
+            q = q.bind(dl.to_string()).bind(run.to_string());
+        }
+        let stamped: std::collections::HashSet<String> =
+            q.fetch_all(&mut **tx).await?.into_iter().collect();
+        let mut kept = Vec::with_capacity(stamped.len());
+        let mut kept_jobs = Vec::with_capacity(stamped.len());
+        for (pair, job) in pairs.into_iter().zip(jobs) {
+            if stamped.contains(&pair.0.to_string()) {
+                kept.push(pair);
+                kept_jobs.push(job);
             }
         }
+        let (pairs, jobs) = (kept, kept_jobs);
         self.enqueue_in(tx, &jobs, now).await?;
         Ok(pairs)
     }

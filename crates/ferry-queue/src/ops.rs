@@ -180,7 +180,7 @@ impl Queue {
     /// replays and the progress count commit together.
     pub async fn step_operation(&self, id: Uuid, node: &str, now: i64) -> Result<Step> {
         let row = sqlx::query(
-            "SELECT params FROM operations WHERE id = $1 AND owner = $2 AND status = 'running'",
+            "SELECT params, cursor FROM operations WHERE id = $1 AND owner = $2 AND status = 'running'",
         )
         .bind(id.to_string())
         .bind(node)
@@ -190,9 +190,13 @@ impl Queue {
             return Ok(Step::Lost);
         };
         let f: DeadLetterFilter = serde_json::from_str(&row.try_get::<String, _>("params")?)?;
+        let cursor: Option<String> = row.try_get("cursor")?;
         let (clause, texts, times) = dl_where(&f, true);
+        // Keyset pagination: each page starts past the last one, so a page
+        // costs the same at the end of 100,000 as at the start.
         let sql = format!(
-            "SELECT {DL_COLUMNS} FROM dead_letters WHERE {clause} ORDER BY id LIMIT {REPLAY_PAGE}"
+            "SELECT {DL_COLUMNS} FROM dead_letters WHERE {clause} AND ($7 IS NULL OR id > $7) \
+             ORDER BY id LIMIT {REPLAY_PAGE}"
         );
         let mut q = sqlx::query(&sql);
         for t in texts {
@@ -201,6 +205,7 @@ impl Queue {
         for t in times {
             q = q.bind(t);
         }
+        q = q.bind(cursor.clone());
         let mut tx = self.db.pool.begin().await?;
         let rows = q.fetch_all(&mut *tx).await?;
         let letters = rows
@@ -213,14 +218,16 @@ impl Queue {
             self.replay_rows(&mut tx, &letters, now).await?.len() as u64
         };
         let finished = letters.is_empty();
+        let reached = letters.last().map(|d| d.id.to_string()).or(cursor);
         let owned = sqlx::query(
             "UPDATE operations SET done = done + $1, heartbeat_at = $2, updated_at = $2, \
-             status = $3, finished_at = $4 WHERE id = $5 AND owner = $6 AND status = 'running'",
+             status = $3, finished_at = $4, cursor = $5 WHERE id = $6 AND owner = $7 AND status = 'running'",
         )
         .bind(n as i64)
         .bind(now)
         .bind(if finished { "succeeded" } else { "running" })
         .bind(finished.then_some(now))
+        .bind(reached)
         .bind(id.to_string())
         .bind(node)
         .execute(&mut *tx)
