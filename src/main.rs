@@ -52,6 +52,11 @@ enum Command {
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         duration: std::time::Duration,
     },
+    /// Run the fake providers and platform API standalone (GET /_sandbox/state).
+    Sandbox {
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: String,
+    },
     /// Apply database migrations and exit.
     Migrate(NodeArgs),
     /// Print the OpenAPI document of the HTTP API (as served at /v1/openapi.json).
@@ -164,6 +169,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo { duration } => {
             logging::init(false, "warn");
             demo::run(duration).await
+        }
+        Command::Sandbox { listen } => {
+            logging::init(false, "info");
+            let addr: std::net::SocketAddr = listen.parse().with_context(|| {
+                format!("--listen {listen:?} is not an address like 127.0.0.1:8090")
+            })?;
+            let sandbox = ferry_sandbox::Sandbox::new();
+            let bound = sandbox
+                .serve(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            println!("ferry sandbox listening on http://{bound}");
+            println!(
+                "  platform API: http://{bound}/platform (API key {})",
+                ferry_sandbox::platform::API_KEY
+            );
+            println!(
+                "  Typeform:     http://{bound}/typeform (token {})",
+                ferry_sandbox::typeform::API_TOKEN
+            );
+            println!("  state:        http://{bound}/_sandbox/state");
+            shutdown_signal().await;
+            Ok(())
         }
         Command::Openapi => {
             println!("{}", ferry_api::routes::openapi().to_pretty_json()?);

@@ -4,6 +4,7 @@
 
 mod common;
 mod conformance;
+mod connectors;
 mod e2e;
 mod multinode;
 mod operations;

@@ -7,6 +7,9 @@
 //! a `RunReport` or a classified `ConnectorError`.
 
 pub mod http;
+pub mod platform;
+#[cfg(feature = "typeform")]
+pub mod typeform;
 #[cfg(feature = "webhook")]
 pub mod webhook;
 
@@ -17,5 +20,7 @@ pub fn builtin() -> ferry_core::Result<Registry> {
     let mut registry = Registry::new();
     #[cfg(feature = "webhook")]
     registry.register(webhook::WebhookConnector::new())?;
+    #[cfg(feature = "typeform")]
+    registry.register(typeform::TypeformConnector::new())?;
     Ok(registry)
 }

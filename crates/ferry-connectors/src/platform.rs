@@ -1,0 +1,144 @@
+//! The platform API client every connector writes through (providers.md,
+//! "The platform API"): bearer API key, JSON, per-record results.
+
+use std::time::Duration;
+
+use ferry_core::{ConnectorError, Rejection};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use crate::http::{classify_status, classify_transport};
+
+/// The most contacts one `upsert-batch` call carries.
+pub const BATCH: usize = 100;
+
+/// A contact to upsert.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContactUpsert {
+    pub email: String,
+    pub data_fields: Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address_book_id: Option<String>,
+    /// How rejections name this record (not sent).
+    #[serde(skip)]
+    pub label: String,
+}
+
+/// What a batch of upserts came to.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Upserted {
+    pub ok: u64,
+    /// Of those, how many the platform created or changed.
+    pub changed: u64,
+    pub rejections: Vec<Rejection>,
+}
+
+#[derive(Clone)]
+pub struct PlatformClient {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+}
+
+impl PlatformClient {
+    pub fn new(http: reqwest::Client, base_url: &str, api_key: &str) -> Self {
+        PlatformClient {
+            http,
+            base: base_url.trim_end_matches('/').to_string(),
+            key: api_key.to_string(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        now_ms: i64,
+    ) -> Result<Value, ConnectorError> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .timeout(Duration::from_secs(30));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(classify_transport)?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let text = resp.text().await.map_err(classify_transport)?;
+        if !(200..300).contains(&status) {
+            return Err(
+                match classify_status(status, retry_after.as_deref(), &text, now_ms) {
+                    ConnectorError::Auth(m) => {
+                        ConnectorError::Auth(format!("platform API refused the API key: {m}"))
+                    }
+                    e => e,
+                },
+            );
+        }
+        serde_json::from_str(&text).map_err(|e| {
+            ConnectorError::Transient(format!("platform API answered {status} with non-JSON: {e}"))
+        })
+    }
+
+    pub async fn get(&self, path: &str, now_ms: i64) -> Result<Value, ConnectorError> {
+        self.call(reqwest::Method::GET, path, None, now_ms).await
+    }
+
+    /// Upserts in batches of [`BATCH`]; a record the platform refuses is a
+    /// rejection with its reason, never a failed batch.
+    pub async fn upsert(
+        &self,
+        contacts: &[ContactUpsert],
+        now_ms: i64,
+    ) -> Result<Upserted, ConnectorError> {
+        let mut out = Upserted::default();
+        for chunk in contacts.chunks(BATCH) {
+            let body = json!({"contacts": chunk});
+            let answer = self
+                .call(
+                    reqwest::Method::POST,
+                    "/v1/contacts/upsert-batch",
+                    Some(&body),
+                    now_ms,
+                )
+                .await?;
+            let results = answer["results"].as_array().ok_or_else(|| {
+                ConnectorError::Transient("platform API answered without results[]".into())
+            })?;
+            if results.len() != chunk.len() {
+                return Err(ConnectorError::Transient(format!(
+                    "platform API answered {} results for {} contacts",
+                    results.len(),
+                    chunk.len()
+                )));
+            }
+            for (c, r) in chunk.iter().zip(results) {
+                if r["ok"].as_bool() == Some(true) {
+                    out.ok += 1;
+                    if r["status"] != "unchanged" {
+                        out.changed += 1;
+                    }
+                } else {
+                    let code = r["error"]["code"].as_str().unwrap_or("rejected");
+                    let msg = r["error"]["message"].as_str().unwrap_or("");
+                    out.rejections.push(Rejection {
+                        record: c.label.clone(),
+                        reason: if code == "contact_suppressed" {
+                            "contact is suppressed".into()
+                        } else {
+                            format!("{code}: {msg}")
+                        },
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,299 @@
+//! The typeform connector against the sandbox, over real HTTP.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_core::{
+    Connector, ConnectorError, InboundRequest, Intake, RunContext, Trigger, WebhookContext,
+    WebhookError,
+};
+use ferry_sandbox::faults::Fault;
+use ferry_sandbox::{platform, typeform, Sandbox};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::TypeformConnector;
+
+const SECRET: &str = "typeform-test-secret";
+
+async fn sandbox() -> (Sandbox, String) {
+    let s = Sandbox::new();
+    let addr = s
+        .serve("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("serve");
+    (s, format!("http://{addr}"))
+}
+
+fn ctx(base: &str, payload: Option<String>, state: Value) -> RunContext {
+    RunContext {
+        run_id: Uuid::now_v7(),
+        integration_id: Uuid::now_v7(),
+        tenant: "acme".into(),
+        trigger: if payload.is_some() {
+            Trigger::Event
+        } else {
+            Trigger::Schedule
+        },
+        attempt: 1,
+        scheduled_for: None,
+        event_id: None,
+        payload,
+        config: Arc::new(json!({
+            "form_id": "frm_feedback",
+            "field_map": {"FIRSTNAME": "first_name", "SCORE": "nps"},
+            "address_book_id": "ab-1",
+            "api_base_url": format!("{base}/typeform"),
+            "platform_base_url": format!("{base}/platform"),
+            "page_size": 10,
+            "min_request_interval_ms": 0
+        })),
+        secrets: Arc::new(BTreeMap::from([
+            ("webhook_secret".to_string(), SECRET.to_string()),
+            ("api_token".to_string(), typeform::API_TOKEN.to_string()),
+            (
+                "platform_api_key".to_string(),
+                platform::API_KEY.to_string(),
+            ),
+        ])),
+        state,
+        cancel: CancellationToken::new(),
+        now_ms: 1_763_630_102_000,
+    }
+}
+
+fn contacts(s: &Sandbox) -> BTreeMap<String, (Value, u64)> {
+    s.world()
+        .platform
+        .contacts
+        .values()
+        .filter(|c| c.status != "suppressed")
+        .map(|c| (c.email.clone(), (json!(c.data_fields), c.changes)))
+        .collect()
+}
+
+#[tokio::test]
+async fn backfill_maps_every_response_rejects_two_with_reasons_then_changes_nothing() {
+    let (s, base) = sandbox().await;
+    let c = TypeformConnector::new();
+    let report = c.run(ctx(&base, None, json!({}))).await.expect("run");
+    assert_eq!((report.records_ok, report.records_rejected), (23, 2));
+    let reasons: Vec<&str> = report
+        .rejections
+        .iter()
+        .map(|r| r.reason.as_str())
+        .collect();
+    assert!(reasons.contains(&"contact is suppressed"), "{reasons:?}");
+    assert!(
+        reasons.contains(&"mapped field FIRSTNAME (answer \"first_name\") is empty"),
+        "{reasons:?}"
+    );
+    let got = contacts(&s);
+    assert_eq!(got.len(), 23);
+    assert_eq!(
+        got["guest03@example.com"].0,
+        json!({"FIRSTNAME": "Guest 03", "SCORE": 3})
+    );
+    assert!(s.world().platform.address_books["ab-1"].len() == 23);
+    // 25 responses at 10 a page: three pages.
+    assert_eq!(s.world().requests["typeform"], 3);
+    let state = report.state.expect("a cursor");
+    assert_eq!(state["since"], "2026-11-03T12:24:00Z");
+
+    // Nothing new: nothing changes.
+    let again = c.run(ctx(&base, None, state.clone())).await.expect("rerun");
+    assert_eq!((again.records_ok, again.records_rejected), (0, 0));
+    assert_eq!(contacts(&s), got, "no contact touched");
+    assert_eq!(again.state.expect("cursor"), state);
+}
+
+#[tokio::test]
+async fn a_run_cut_mid_pagination_resumes_from_its_cursor_without_duplicates() {
+    let (s, base) = sandbox().await;
+    let c = TypeformConnector::new();
+    // The second page fails: the run fails and commits no cursor.
+    s.set_fault(Fault {
+        provider: "typeform".into(),
+        status: Some(503),
+        skip: Some(1),
+        count: Some(1),
+        ..Default::default()
+    })
+    .expect("fault");
+    let err = c.run(ctx(&base, None, json!({}))).await.expect_err("cut");
+    assert!(matches!(err, ConnectorError::Transient(_)), "{err:?}");
+    assert!(contacts(&s).is_empty(), "nothing half-written");
+    // The retry starts from the last committed cursor (none) and finishes.
+    let report = c.run(ctx(&base, None, json!({}))).await.expect("resume");
+    assert_eq!(report.records_ok, 23);
+    assert!(
+        contacts(&s).values().all(|(_, changes)| *changes == 1),
+        "each contact written once"
+    );
+
+    // New responses after the cursor: only they are fetched and written.
+    let state = report.state.expect("cursor");
+    {
+        let mut w = s.world();
+        let form = w.typeform.get_mut("frm_feedback").expect("form");
+        let answers = BTreeMap::from([
+            ("email".to_string(), json!("late@example.com")),
+            ("first_name".to_string(), json!("Late")),
+            ("nps".to_string(), json!(9)),
+        ]);
+        let item = typeform::response(form, "tok_late", "2026-11-20T10:00:00Z", &answers);
+        form.responses.push(item);
+    }
+    let more = c.run(ctx(&base, None, state)).await.expect("incremental");
+    assert_eq!(more.records_ok, 1);
+    assert_eq!(contacts(&s).len(), 24);
+}
+
+#[tokio::test]
+async fn rate_limits_auth_failures_and_outages_are_classified() {
+    let (s, base) = sandbox().await;
+    let c = TypeformConnector::new();
+    s.set_fault(Fault {
+        provider: "typeform".into(),
+        status: Some(429),
+        retry_after_s: Some(2),
+        count: Some(1),
+        ..Default::default()
+    })
+    .expect("fault");
+    match c.run(ctx(&base, None, json!({}))).await {
+        Err(ConnectorError::RateLimited { retry_after, .. }) => {
+            assert_eq!(retry_after, Some(Duration::from_secs(2)))
+        }
+        other => panic!("want rate-limited, got {other:?}"),
+    }
+    s.set_fault(Fault {
+        provider: "platform".into(),
+        status: Some(429),
+        retry_after_s: Some(1),
+        count: Some(1),
+        ..Default::default()
+    })
+    .expect("fault");
+    assert!(matches!(
+        c.run(ctx(&base, None, json!({}))).await,
+        Err(ConnectorError::RateLimited { .. })
+    ));
+    let mut bad = ctx(&base, None, json!({}));
+    let mut secrets = (*bad.secrets).clone();
+    secrets.insert("api_token".into(), "revoked".into());
+    bad.secrets = Arc::new(secrets);
+    match c.run(bad).await {
+        Err(ConnectorError::Auth(m)) => {
+            assert!(m.contains("Typeform refused the api_token"), "{m}")
+        }
+        other => panic!("want auth, got {other:?}"),
+    }
+    let mut down = ctx(&base, None, json!({}));
+    down.config = Arc::new(
+        json!({"form_id": "frm_feedback", "platform_base_url": "http://127.0.0.1:9", "api_base_url": "http://127.0.0.1:9"}),
+    );
+    assert!(matches!(
+        c.run(down).await,
+        Err(ConnectorError::Transient(_))
+    ));
+}
+
+fn inbound(body: &[u8], sig: Option<String>) -> InboundRequest {
+    InboundRequest {
+        url: "http://ferry.test/v1/hooks/x".into(),
+        sub_path: String::new(),
+        headers: sig
+            .map(|s| BTreeMap::from([("typeform-signature".to_string(), s)]))
+            .unwrap_or_default(),
+        body: body.to_vec(),
+    }
+}
+
+#[tokio::test]
+async fn webhooks_are_verified_and_one_response_becomes_one_contact() {
+    let fixture = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/typeform_form_response.json"
+    ))
+    .expect("fixture");
+    let secrets = BTreeMap::from([("webhook_secret".to_string(), SECRET.to_string())]);
+    let config = json!({});
+    let wctx = WebhookContext {
+        integration_id: Uuid::now_v7(),
+        config: &config,
+        secrets: &secrets,
+        now_ms: 0,
+    };
+    let c = TypeformConnector::new();
+    let good = typeform::signature(SECRET, &fixture);
+    let accepted = c
+        .verify_webhook(&wctx, &inbound(&fixture, Some(good.clone())))
+        .expect("valid");
+    let Intake::Accept {
+        idempotency_key,
+        payload,
+    } = accepted
+    else {
+        panic!("accepted as an event")
+    };
+    let v: Value = serde_json::from_str(&payload).expect("json");
+    assert_eq!(
+        idempotency_key.as_deref(),
+        Some(
+            format!(
+                "typeform:{}",
+                v["form_response"]["token"].as_str().expect("token")
+            )
+            .as_str()
+        )
+    );
+    let mut tampered = fixture.clone();
+    tampered[10] ^= 1;
+    for (body, sig) in [
+        (tampered.as_slice(), Some(good.clone())),
+        (
+            fixture.as_slice(),
+            Some(typeform::signature("other", &fixture)),
+        ),
+        (fixture.as_slice(), None),
+        (fixture.as_slice(), Some("sha256=!!".into())),
+    ] {
+        assert!(matches!(
+            c.verify_webhook(&wctx, &inbound(body, sig)),
+            Err(WebhookError::Unauthorized(_))
+        ));
+    }
+    let not_a_response = br#"{"event_type":"ping"}"#;
+    assert!(matches!(
+        c.verify_webhook(
+            &wctx,
+            &inbound(
+                not_a_response,
+                Some(typeform::signature(SECRET, not_a_response))
+            )
+        ),
+        Err(WebhookError::Malformed(_))
+    ));
+
+    // The event run: one contact, from the sandbox's own webhook body.
+    let (s, base) = sandbox().await;
+    let body = {
+        let w = s.world();
+        let form = &w.typeform["frm_feedback"];
+        typeform::webhook_body("frm_feedback", form, &form.responses[3])
+    };
+    let report = c
+        .run(ctx(&base, Some(body.to_string()), json!({})))
+        .await
+        .expect("event run");
+    assert_eq!((report.records_ok, report.state), (1, None));
+    assert_eq!(contacts(&s).len(), 1);
+    assert_eq!(
+        s.world().requests.get("typeform"),
+        None,
+        "no backfill for an event"
+    );
+}
