@@ -116,6 +116,8 @@ async fn hook(
     Ok(resp.status().as_u16())
 }
 
+const TYPEFORM_SECRET: &str = "demo-typeform-secret";
+
 pub async fn run(duration: Duration) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("ferry-demo-{}", uuid::Uuid::new_v4()));
     let mut config = ferry_api::Config {
@@ -184,6 +186,57 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
     }
     let hook_url = |i: usize| format!("{base}/v1/hooks/{}", ids[i]);
 
+    // Typeform against the in-process sandbox: a backfill every 3 seconds
+    // and signed webhooks as responses are submitted.
+    let sandbox = ferry_sandbox::Sandbox::new();
+    let sandbox_base = format!("http://{}", sandbox.serve("127.0.0.1:0".parse()?).await?);
+    println!("  sandbox providers on {sandbox_base} (GET /_sandbox/state)");
+    let (s, v) = api
+        .send(
+            reqwest::Method::POST,
+            "/v1/integrations",
+            Some(json!({
+                "name": "Typeform feedback → contacts", "tenant": "demo", "connector": "typeform",
+                "schedule": {"cron": "*/3 * * * * *", "overlap": "skip"},
+                "config": {
+                    "form_id": "frm_feedback",
+                    "field_map": {"FIRSTNAME": "first_name", "SCORE": "nps"},
+                    "address_book_id": "ab-1",
+                    "api_base_url": format!("{sandbox_base}/typeform"),
+                    "platform_base_url": format!("{sandbox_base}/platform"),
+                    "page_size": 10
+                },
+                "secrets": {
+                    "webhook_secret": TYPEFORM_SECRET,
+                    "api_token": ferry_sandbox::typeform::API_TOKEN,
+                    "platform_api_key": ferry_sandbox::platform::API_KEY
+                },
+                "retry": {"max_attempts": 4, "initial_backoff_ms": 200, "max_backoff_ms": 2000}
+            })),
+        )
+        .await?;
+    anyhow::ensure!(s == 201, "creating the typeform integration failed: {v}");
+    let typeform_id = v["id"].as_str().unwrap_or_default().to_string();
+    println!("  created integration {typeform_id} (Typeform feedback → contacts)");
+    let submit = |email: String, tamper: Option<&'static str>| {
+        let http = api.http.clone();
+        let url = format!("{sandbox_base}/_sandbox/typeform/forms/frm_feedback/submit");
+        let body = json!({
+            "answers": {"email": email, "first_name": "Demo", "nps": 10},
+            "webhook_url": format!("{base}/v1/hooks/{typeform_id}"),
+            "secret": TYPEFORM_SECRET,
+            "tamper": tamper,
+        });
+        async move {
+            let r: serde_json::Value = http.post(url).json(&body).send().await?.json().await?;
+            anyhow::Ok(r["delivery_status"].as_u64().unwrap_or(0))
+        }
+    };
+    println!(
+        "  tampered Typeform webhook -> {}",
+        submit("mallory@example.com".into(), Some("body")).await?
+    );
+
     // Bad input is refused with a reason, and nothing is enqueued.
     let (s, v) = api.send(reqwest::Method::POST, "/v1/integrations", Some(json!({"name": "bad", "tenant": "demo", "connector": "webhook", "schedule": {"cron": "99 * * * *"}, "config": {"url": url}, "secrets": {"signing_secret": "x"}}))).await?;
     println!(
@@ -243,6 +296,15 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
             while let Some(Ok((a, b))) = tasks.join_next().await {
                 accepted += u64::from(a == 202);
                 duplicates += u64::from(b == 202);
+            }
+        }
+        if storm_sent && t > 0.25 && t < 0.3 {
+            let mut sent = 0;
+            for n in 0..3 {
+                sent += u64::from(submit(format!("respondent{n}@example.com"), None).await? == 202);
+            }
+            if sent > 0 {
+                println!("-> {sent} Typeform responses submitted (signed webhooks)");
             }
         }
         if !fault_started && t > 0.35 {
@@ -323,7 +385,45 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     };
+    let (contacts, suppressed) = {
+        let w = sandbox.world();
+        let all = &w.platform.contacts;
+        (
+            all.values().filter(|c| c.status != "suppressed").count(),
+            all.len() - all.values().filter(|c| c.status != "suppressed").count(),
+        )
+    };
+    let (_, tf_runs) = api
+        .send(
+            reqwest::Method::GET,
+            &format!("/v1/runs?integration={typeform_id}&status=succeeded&limit=1000"),
+            None,
+        )
+        .await?;
+    let mut reasons = Vec::new();
+    for r in tf_runs["items"].as_array().cloned().unwrap_or_default() {
+        if r["records_rejected"].as_i64().unwrap_or(0) > 0 {
+            let id = r["id"].as_str().unwrap_or_default();
+            let (_, run) = api
+                .send(reqwest::Method::GET, &format!("/v1/runs/{id}"), None)
+                .await?;
+            for rej in run["rejections"].as_array().cloned().unwrap_or_default() {
+                reasons.push(format!(
+                    "{}: {}",
+                    rej["record"].as_str().unwrap_or("?"),
+                    rej["reason"].as_str().unwrap_or("?")
+                ));
+            }
+            break;
+        }
+    }
     println!("\nSummary");
+    println!(
+        "  platform contacts        {contacts} from Typeform ({suppressed} suppressed contact left alone)"
+    );
+    for r in &reasons {
+        println!("  rejected record          {r}");
+    }
     println!("  webhooks accepted        {accepted} (+{duplicates} duplicates answered with the first event id)");
     println!(
         "  deliveries received      {}",
