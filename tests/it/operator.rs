@@ -467,6 +467,33 @@ async fn every_endpoint_answers_every_caller_as_its_role_and_tenant_allow() {
         table.join("\n")
     );
 
+    // Every list pages with ?limit=&cursor=, connectors included.
+    let first = api.get("/v1/connectors?limit=1").await;
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a second page")
+        .to_string();
+    let second = api
+        .get(&format!("/v1/connectors?limit=1&cursor={cursor}"))
+        .await;
+    assert_ne!(first["items"][0]["id"], second["items"][0]["id"]);
+    for path in [
+        "/v1/integrations",
+        "/v1/runs",
+        "/v1/dead-letters",
+        "/v1/tokens",
+        "/v1/audit",
+        "/v1/operations",
+    ] {
+        let page = api.get(&format!("{path}?limit=1")).await;
+        assert_eq!(page["items"].as_array().map(Vec::len), Some(1), "{path}");
+        let next = page["next_cursor"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{path} has more"));
+        let more = api.get(&format!("{path}?limit=1&cursor={next}")).await;
+        assert_ne!(more["items"][0], page["items"][0], "{path} moves on");
+    }
+
     // What another tenant's lists show: nothing of acme's.
     let (_, listed) = api
         .call(Method::GET, "/v1/dead-letters", Some(&other), None)

@@ -16,18 +16,33 @@ use crate::error::{ApiError, ApiResult, JsonBody};
 use crate::schema::{CreatedToken, ErrorBody, ListOf};
 use crate::AppState;
 
-/// The registered connectors and their versions.
+/// The registered connectors and their versions, by id then version.
 #[utoipa::path(get, path = "/v1/connectors", tag = "connectors",
+    params(
+        ("limit" = Option<u32>, Query, description = "1 to 1000, default 50"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
     responses(
         (status = 200, description = "Every registered connector version", body = ListOf<Manifest>),
+        (status = 400, description = "Malformed query", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 422, description = "A parameter is invalid", body = ErrorBody),
     ))]
 pub async fn connectors(
     State(state): State<AppState>,
     _who: Principal,
+    Query(page): Query<Page>,
 ) -> ApiResult<Json<ListOf<Manifest>>> {
-    let items: Vec<_> = state.registry.all().map(|r| r.manifest().clone()).collect();
-    Ok(list_body(items, None))
+    let key = |m: &Manifest| format!("{}@{}", m.id, m.version);
+    let mut all: Vec<Manifest> = state.registry.all().map(|r| r.manifest().clone()).collect();
+    all.sort_by_key(key);
+    let after: Vec<Manifest> = all
+        .into_iter()
+        .filter(|m| page.cursor.as_deref().is_none_or(|c| key(m).as_str() > c))
+        .take(page.limit()? + 1)
+        .collect();
+    let (items, next) = ferry_store::paginate(after, page.limit()?, key);
+    Ok(list_body(items, next))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
