@@ -307,13 +307,11 @@ async fn tokens(command: TokenCommand) -> anyhow::Result<()> {
             let config = load_config(&node)?;
             let db = ferry_api::engine::open_db(&config).await?;
             let now = ferry_core::Clock::now_ms(&SystemClock);
-            let revoked = match tokens::get(&db, &id).await {
-                Ok(t) if t.revoked_at.is_some() => {
+            let revoked = match tokens::revoke(&db, &id, "cli", now).await {
+                Ok(t) => Ok(t),
+                Err(ferry_store::Error::Conflict(_)) => {
                     Err(anyhow::anyhow!("token {id} was already revoked"))
                 }
-                Ok(_) => tokens::revoke(&db, &id, "cli", now)
-                    .await
-                    .map_err(anyhow::Error::from),
                 Err(ferry_store::Error::NotFound) => Err(anyhow::anyhow!("no token {id}")),
                 Err(e) => Err(e.into()),
             };

@@ -31,10 +31,11 @@ impl Principal {
         }
     }
 
-    /// Resources of another tenant do not exist for a scoped token.
-    pub fn check_tenant(&self, tenant: &str, what: &str) -> Result<(), ApiError> {
+    /// Resources of another tenant (or of none, such as an unscoped token)
+    /// do not exist for a scoped token.
+    pub fn check_tenant(&self, tenant: Option<&str>, what: &str) -> Result<(), ApiError> {
         match &self.tenant {
-            Some(t) if t != tenant => Err(ApiError::not_found(what)),
+            Some(mine) if Some(mine.as_str()) != tenant => Err(ApiError::not_found(what)),
             _ => Ok(()),
         }
     }

@@ -58,6 +58,38 @@ pub fn classify_transport(err: reqwest::Error) -> ConnectorError {
     ConnectorError::Transient(format!("{kind}: {}", err.without_url()))
 }
 
+/// Sends `req` and reads its JSON answer. A non-2xx answer is classified
+/// (`classify_status`); a refused credential says which, as "`service`
+/// refused `credential`: …".
+pub async fn send_json(
+    req: reqwest::RequestBuilder,
+    service: &str,
+    credential: &str,
+    now_ms: i64,
+) -> Result<serde_json::Value, ConnectorError> {
+    let resp = req.send().await.map_err(classify_transport)?;
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let text = resp.text().await.map_err(classify_transport)?;
+    if !(200..300).contains(&status) {
+        return Err(
+            match classify_status(status, retry_after.as_deref(), &text, now_ms) {
+                ConnectorError::Auth(m) => {
+                    ConnectorError::Auth(format!("{service} refused {credential}: {m}"))
+                }
+                e => e,
+            },
+        );
+    }
+    serde_json::from_str(&text).map_err(|e| {
+        ConnectorError::Transient(format!("{service} answered {status} with non-JSON: {e}"))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

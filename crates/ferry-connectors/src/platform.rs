@@ -7,7 +7,7 @@ use ferry_core::{ConnectorError, Rejection};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use crate::http::{classify_status, classify_transport};
+use crate::http::send_json;
 
 /// The most contacts one `upsert-batch` call carries.
 pub const BATCH: usize = 100;
@@ -64,27 +64,7 @@ impl PlatformClient {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.map_err(classify_transport)?;
-        let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let text = resp.text().await.map_err(classify_transport)?;
-        if !(200..300).contains(&status) {
-            return Err(
-                match classify_status(status, retry_after.as_deref(), &text, now_ms) {
-                    ConnectorError::Auth(m) => {
-                        ConnectorError::Auth(format!("platform API refused the API key: {m}"))
-                    }
-                    e => e,
-                },
-            );
-        }
-        serde_json::from_str(&text).map_err(|e| {
-            ConnectorError::Transient(format!("platform API answered {status} with non-JSON: {e}"))
-        })
+        send_json(req, "platform API", "the API key", now_ms).await
     }
 
     pub async fn get(&self, path: &str, now_ms: i64) -> Result<Value, ConnectorError> {

@@ -216,12 +216,30 @@ pub(crate) fn dead_letter_from_row(row: &AnyRow) -> Result<DeadLetter> {
     })
 }
 
-/// The WHERE clause for a dead-letter filter, with its binds, parameters
-/// numbered from `$1`.
-pub(crate) fn dl_where(
-    f: &DeadLetterFilter,
-    pending_only: bool,
-) -> (String, Vec<Option<String>>, Vec<Option<i64>>) {
+/// The WHERE clause for a dead-letter filter and its binds, parameters
+/// `$1` to `$6`.
+pub(crate) struct DlWhere {
+    pub clause: String,
+    texts: [Option<String>; 4],
+    times: [Option<i64>; 2],
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+impl DlWhere {
+    /// Binds `$1` to `$6`; the caller binds from `$7` on.
+    pub fn bind(self, mut q: AnyQuery<'_>) -> AnyQuery<'_> {
+        for t in self.texts {
+            q = q.bind(t);
+        }
+        for t in self.times {
+            q = q.bind(t);
+        }
+        q
+    }
+}
+
+pub(crate) fn dl_where(f: &DeadLetterFilter, pending_only: bool) -> DlWhere {
     let mut clauses = vec!["discarded_at IS NULL".to_string()];
     if pending_only {
         clauses.push("replayed_at IS NULL".into());
@@ -244,16 +262,16 @@ pub(crate) fn dl_where(
             .collect();
         format!("%{escaped}%")
     });
-    (
-        clauses.join(" AND "),
-        vec![
+    DlWhere {
+        clause: clauses.join(" AND "),
+        texts: [
             f.integration.map(|i| i.to_string()),
             f.tenant.clone(),
             f.connector.clone(),
             like,
         ],
-        vec![f.since, f.until],
-    )
+        times: [f.since, f.until],
+    }
 }
 
 impl Queue {
@@ -339,16 +357,10 @@ impl Queue {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<(Vec<DeadLetter>, Option<String>)> {
-        let (clause, texts, times) = dl_where(f, false);
-        let sql = format!("SELECT {DL_COLUMNS} FROM dead_letters WHERE {clause} AND ($7 IS NULL OR id < $7) ORDER BY id DESC LIMIT $8");
-        let mut q = sqlx::query(&sql);
-        for t in texts {
-            q = q.bind(t);
-        }
-        for t in times {
-            q = q.bind(t);
-        }
-        let rows = q
+        let w = dl_where(f, false);
+        let sql = format!("SELECT {DL_COLUMNS} FROM dead_letters WHERE {} AND ($7 IS NULL OR id < $7) ORDER BY id DESC LIMIT $8", w.clause);
+        let rows = w
+            .bind(sqlx::query(&sql))
             .bind(cursor)
             .bind(limit as i64 + 1)
             .fetch_all(&self.db.pool)
@@ -373,16 +385,10 @@ impl Queue {
 
     /// How many dead letters a bulk replay with this filter would replay.
     pub async fn count_replayable(&self, f: &DeadLetterFilter) -> Result<i64> {
-        let (clause, texts, times) = dl_where(f, true);
-        let sql = format!("SELECT COUNT(*) FROM dead_letters WHERE {clause}");
-        let mut q = sqlx::query_scalar(&sql);
-        for t in texts {
-            q = q.bind(t);
-        }
-        for t in times {
-            q = q.bind(t);
-        }
-        Ok(q.fetch_one(&self.db.pool).await?)
+        let w = dl_where(f, true);
+        let sql = format!("SELECT COUNT(*) FROM dead_letters WHERE {}", w.clause);
+        let row = w.bind(sqlx::query(&sql)).fetch_one(&self.db.pool).await?;
+        Ok(row.try_get(0)?)
     }
 
     /// Replays dead letters as new jobs on each integration's current

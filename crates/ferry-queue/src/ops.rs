@@ -191,21 +191,15 @@ impl Queue {
         };
         let f: DeadLetterFilter = serde_json::from_str(&row.try_get::<String, _>("params")?)?;
         let cursor: Option<String> = row.try_get("cursor")?;
-        let (clause, texts, times) = dl_where(&f, true);
+        let w = dl_where(&f, true);
         // Keyset pagination: each page starts past the last one, so a page
         // costs the same at the end of 100,000 as at the start.
         let sql = format!(
-            "SELECT {DL_COLUMNS} FROM dead_letters WHERE {clause} AND ($7 IS NULL OR id > $7) \
-             ORDER BY id LIMIT {REPLAY_PAGE}"
+            "SELECT {DL_COLUMNS} FROM dead_letters WHERE {} AND ($7 IS NULL OR id > $7) \
+             ORDER BY id LIMIT {REPLAY_PAGE}",
+            w.clause
         );
-        let mut q = sqlx::query(&sql);
-        for t in texts {
-            q = q.bind(t);
-        }
-        for t in times {
-            q = q.bind(t);
-        }
-        q = q.bind(cursor.clone());
+        let q = w.bind(sqlx::query(&sql)).bind(cursor.clone());
         let mut tx = self.db.pool.begin().await?;
         let rows = q.fetch_all(&mut *tx).await?;
         let letters = rows

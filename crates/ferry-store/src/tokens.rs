@@ -160,7 +160,8 @@ pub async fn list(
     Ok(crate::paginate(items, limit, |t| t.id.clone()))
 }
 
-/// Revokes a live token, audited in the same transaction.
+/// Revokes a live token, audited in the same transaction: `NotFound` if
+/// there is no such token, `Conflict` if it was already revoked.
 pub async fn revoke(db: &Db, id: &str, actor: &str, now: i64) -> Result<Token> {
     let mut tx = db.pool.begin().await?;
     let n =
@@ -171,7 +172,14 @@ pub async fn revoke(db: &Db, id: &str, actor: &str, now: i64) -> Result<Token> {
             .await?
             .rows_affected();
     if n == 0 {
-        return Err(Error::Conflict("this token was already revoked".into()));
+        let exists = sqlx::query("SELECT id FROM api_tokens WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        return Err(match exists {
+            Some(_) => Error::Conflict("this token was already revoked".into()),
+            None => Error::NotFound,
+        });
     }
     crate::audit::record(&mut *tx, actor, "token.revoke", id, None, now).await?;
     tx.commit().await?;

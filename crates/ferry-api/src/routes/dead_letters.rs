@@ -133,7 +133,7 @@ async fn load(state: &AppState, who: &Principal, id: &str) -> ApiResult<ferry_qu
         .get_dead_letter(id)
         .await
         .map_err(ApiError::reading("dead letter"))?;
-    who.check_tenant(&dl.tenant, "dead letter")?;
+    who.check_tenant(Some(&dl.tenant), "dead letter")?;
     Ok(dl)
 }
 

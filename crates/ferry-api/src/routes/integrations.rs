@@ -257,7 +257,7 @@ pub(crate) async fn load(state: &AppState, who: &Principal, id: &str) -> ApiResu
     let i = integrations::get(&state.db, id)
         .await
         .map_err(ApiError::reading("integration"))?;
-    who.check_tenant(&i.tenant, "integration")?;
+    who.check_tenant(Some(&i.tenant), "integration")?;
     Ok(i)
 }
 

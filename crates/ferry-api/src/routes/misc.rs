@@ -33,15 +33,16 @@ pub async fn connectors(
     _who: Principal,
     Query(page): Query<Page>,
 ) -> ApiResult<Json<ListOf<Manifest>>> {
+    let limit = page.limit()?;
     let key = |m: &Manifest| format!("{}@{}", m.id, m.version);
     let mut all: Vec<Manifest> = state.registry.all().map(|r| r.manifest().clone()).collect();
     all.sort_by_key(key);
     let after: Vec<Manifest> = all
         .into_iter()
         .filter(|m| page.cursor.as_deref().is_none_or(|c| key(m).as_str() > c))
-        .take(page.limit()? + 1)
+        .take(limit + 1)
         .collect();
-    let (items, next) = ferry_store::paginate(after, page.limit()?, key);
+    let (items, next) = ferry_store::paginate(after, limit, key);
     Ok(list_body(items, next))
 }
 
@@ -172,20 +173,15 @@ pub async fn revoke_token(
     let token = tokens::get(&state.db, &id)
         .await
         .map_err(ApiError::reading("token"))?;
-    if let Some(t) = &token.tenant {
-        who.check_tenant(t, "token")?;
-    } else if who.tenant.is_some() {
-        return Err(ApiError::not_found("token"));
-    }
-    if token.revoked_at.is_some() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "already_revoked",
-            "this token was already revoked",
-        ));
-    }
-    let now = state.clock.now_ms();
-    let revoked = tokens::revoke(&state.db, &id, &who.actor, now).await?;
+    who.check_tenant(token.tenant.as_deref(), "token")?;
+    let revoked = tokens::revoke(&state.db, &id, &who.actor, state.clock.now_ms())
+        .await
+        .map_err(|e| match e {
+            ferry_store::Error::Conflict(m) => {
+                ApiError::new(StatusCode::CONFLICT, "already_revoked", m)
+            }
+            e => ApiError::reading("token")(e),
+        })?;
     Ok(Json(revoked))
 }
 

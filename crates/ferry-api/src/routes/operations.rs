@@ -53,10 +53,6 @@ pub async fn show(
         .get_operation(id)
         .await
         .map_err(ApiError::reading("operation"))?;
-    match (&who.tenant, &op.tenant) {
-        (Some(mine), Some(theirs)) if mine == theirs => {}
-        (Some(_), _) => return Err(ApiError::not_found("operation")),
-        (None, _) => {}
-    }
+    who.check_tenant(op.tenant.as_deref(), "operation")?;
     Ok(Json(op))
 }

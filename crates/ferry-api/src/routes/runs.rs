@@ -94,6 +94,6 @@ pub async fn show(
         .get_run(id)
         .await
         .map_err(ApiError::reading("run"))?;
-    who.check_tenant(&run.tenant, "run")?;
+    who.check_tenant(Some(&run.tenant), "run")?;
     Ok(Json(run))
 }

@@ -7,7 +7,7 @@ use ferry_core::ConnectorError;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::http::{classify_status, classify_transport};
+use crate::http::send_json;
 
 pub struct ResponsesApi<'a> {
     pub http: &'a reqwest::Client,
@@ -39,7 +39,7 @@ impl ResponsesApi<'_> {
         if let Some(b) = before {
             query.push(("before", b.to_string()));
         }
-        let resp = self
+        let req = self
             .http
             .get(format!(
                 "{}/forms/{}/responses",
@@ -48,30 +48,8 @@ impl ResponsesApi<'_> {
             ))
             .query(&query)
             .bearer_auth(&self.token)
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await
-            .map_err(classify_transport)?;
-        let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let text = resp.text().await.map_err(classify_transport)?;
-        if !(200..300).contains(&status) {
-            return Err(
-                match classify_status(status, retry_after.as_deref(), &text, now_ms) {
-                    ConnectorError::Auth(m) => {
-                        ConnectorError::Auth(format!("Typeform refused the api_token: {m}"))
-                    }
-                    e => e,
-                },
-            );
-        }
-        let v: Value = serde_json::from_str(&text).map_err(|e| {
-            ConnectorError::Transient(format!("Typeform answered {status} with non-JSON: {e}"))
-        })?;
+            .timeout(Duration::from_secs(30));
+        let v = send_json(req, "Typeform", "the api_token", now_ms).await?;
         v["items"]
             .as_array()
             .cloned()
