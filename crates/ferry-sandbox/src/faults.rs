@@ -2,7 +2,9 @@
 //! `{"provider":"typeform","status":429,"rate":0.5,"retry_after_s":1}`,
 //! optionally `"count":N` (only the next N requests), `"skip":N` (after N
 //! good ones) and `"latency_ms"`;
-//! `{"provider":"typeform","clear":true}` clears it.
+//! `{"provider":"typeform","clear":true}` clears it;
+//! `{"provider":"sheets","expire_tokens":true}` expires the access
+//! tokens that provider's OAuth endpoint issued.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -36,6 +38,10 @@ pub struct Fault {
     pub latency_ms: Option<u64>,
     #[serde(default)]
     pub clear: bool,
+    /// Expire every access token this provider has issued (Google, Zoom):
+    /// the next call with one gets 401. Not kept as a fault.
+    #[serde(default)]
+    pub expire_tokens: bool,
 }
 
 #[derive(Debug, Default)]
@@ -73,45 +79,60 @@ impl Faults {
         self.by_provider.values().cloned().collect()
     }
 
-    /// Decides for one request to `provider`, using up `count`.
-    pub fn decide(&mut self, provider: &str) -> Decision {
+    /// Decides for one request to `provider`, using up `count`: the delay,
+    /// and the status to fail with (and its `Retry-After` seconds), if any.
+    pub fn decide_status(
+        &mut self,
+        provider: &str,
+    ) -> (Option<Duration>, Option<(u16, Option<u64>)>) {
         let Some(f) = self.by_provider.get_mut(provider) else {
-            return Decision {
-                delay: None,
-                fail: None,
-            };
+            return (None, None);
         };
         let delay = f.latency_ms.map(Duration::from_millis);
         let Some(status) = f.status else {
-            return Decision { delay, fail: None };
+            return (delay, None);
         };
         if f.count == Some(0) {
-            return Decision { delay, fail: None };
+            return (delay, None);
         }
         if let Some(s) = f.skip.as_mut().filter(|s| **s > 0) {
             *s -= 1;
-            return Decision { delay, fail: None };
+            return (delay, None);
         }
         let rate = f.rate.unwrap_or(1.0);
         if rand::random::<f64>() >= rate {
-            return Decision { delay, fail: None };
+            return (delay, None);
         }
         if let Some(c) = f.count.as_mut() {
             *c -= 1;
         }
-        let mut headers = HeaderMap::new();
-        if let (Some(s), true) = (f.retry_after_s, status == 429 || status == 503) {
-            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
-                headers.insert("retry-after", v);
-            }
-        }
-        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-        let body = error_body(provider, status);
-        Decision {
-            delay,
-            fail: Some((code, headers, axum::Json(body)).into_response()),
+        (delay, Some((status, f.retry_after_s)))
+    }
+
+    /// [`decide_status`](Self::decide_status) as the HTTP answer the
+    /// provider would send.
+    pub fn decide(&mut self, provider: &str) -> Decision {
+        let (delay, fail) = self.decide_status(provider);
+        let fail = fail.map(|(status, retry_after)| answer(provider, status, retry_after));
+        Decision { delay, fail }
+    }
+}
+
+/// The answer `provider` sends for an error `status`: its error body, and
+/// `Retry-After` on 429 and 503 when given.
+pub fn answer(provider: &str, status: u16, retry_after: Option<u64>) -> Response {
+    let mut headers = HeaderMap::new();
+    if let (Some(s), true) = (retry_after, status == 429 || status == 503) {
+        if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+            headers.insert("retry-after", v);
         }
     }
+    if provider == "zoom" && status == 429 {
+        headers.insert("x-ratelimit-category", HeaderValue::from_static("Medium"));
+        headers.insert("x-ratelimit-type", HeaderValue::from_static("QPS"));
+    }
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    (code, headers, axum::Json(error_body(provider, status))).into_response()
 }
 
 /// The error body each provider sends for a status.
@@ -119,6 +140,25 @@ fn error_body(provider: &str, status: u16) -> serde_json::Value {
     match (provider, status) {
         ("typeform", 429) => json!({"code": "RATE_LIMITED", "description": "Too many requests"}),
         ("typeform", _) => json!({"code": "SERVER_ERROR", "description": "injected fault"}),
+        ("sheets" | "google_oauth", 429) => json!({"error": {
+            "code": 429,
+            "message": "Quota exceeded for quota metric 'Write requests' and limit 'Write requests per minute per project'",
+            "status": "RESOURCE_EXHAUSTED",
+            "details": [{"reason": "RATE_LIMIT_EXCEEDED", "metadata": {"quota_limit": "WriteRequestsPerMinutePerProject"}}]
+        }}),
+        ("sheets" | "google_oauth", _) => {
+            json!({"error": {"code": status, "message": "injected fault", "status": "INTERNAL"}})
+        }
+        ("eventbrite", 429) => {
+            json!({"status_code": 429, "error": "HIT_RATE_LIMIT", "error_description": "Hit rate limit"})
+        }
+        ("eventbrite", _) => {
+            json!({"status_code": status, "error": "INTERNAL_ERROR", "error_description": "injected fault"})
+        }
+        ("zoom" | "zoom_oauth", 429) => {
+            json!({"code": 429, "message": "You have reached the maximum per-second rate limit for this API. Try again later."})
+        }
+        ("zoom" | "zoom_oauth", _) => json!({"code": status, "message": "injected fault"}),
         (_, 429) => json!({"error": {"code": "rate_limited", "message": "too many requests"}}),
         _ => {
             json!({"error": {"code": "injected_fault", "message": format!("injected HTTP {status}")}})

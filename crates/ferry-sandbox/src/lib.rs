@@ -10,14 +10,26 @@
 //! |---|---|
 //! | `/platform` | the platform API |
 //! | `/typeform` | Typeform's Responses API (`api.typeform.com`) |
+//! | `/google` | Google's OAuth token endpoint (`/google/token`) and Sheets v4 (`sheets.googleapis.com`) |
+//! | `/eventbrite/v3` | Eventbrite API v3 (`www.eventbriteapi.com/v3`) |
+//! | `/zoom` | Zoom's S2S OAuth (`/zoom/oauth/token`) and API (`/zoom/v2`) |
 //!
 //! Control endpoints: `GET /_sandbox/state` (everything the fakes hold,
 //! request counts), `POST /_sandbox/faults`, and the senders of signed
-//! webhooks under `/_sandbox/<provider>/…`.
+//! webhooks under `/_sandbox/<provider>/…` (Typeform responses, Zoom
+//! registrations and URL validation, Eventbrite check-ins, inbound SMS).
+//! [`smtp::serve`] runs an SMTP sink beside them.
 
+mod deliver;
+pub mod eventbrite;
 pub mod faults;
+pub mod google;
+pub mod oauth;
 pub mod platform;
+pub mod sms;
+pub mod smtp;
 pub mod typeform;
+pub mod zoom;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -35,6 +47,14 @@ use serde_json::json;
 pub struct World {
     pub platform: platform::Platform,
     pub typeform: BTreeMap<String, typeform::Form>,
+    pub google: google::Google,
+    pub eventbrite: eventbrite::Eventbrite,
+    pub zoom: zoom::Zoom,
+    /// Inbound text messages sent to webhooks.
+    pub sms: Vec<serde_json::Value>,
+    /// Messages the SMTP sink accepted.
+    pub emails: Vec<smtp::Email>,
+    pub tokens: oauth::Tokens,
     /// Requests served per provider (faulted ones included).
     pub requests: BTreeMap<String, u64>,
     #[serde(skip)]
@@ -59,6 +79,12 @@ impl Sandbox {
             world: Arc::new(Mutex::new(World {
                 platform: platform::Platform::seeded(),
                 typeform: typeform::seeded(),
+                google: google::Google::seeded(),
+                eventbrite: eventbrite::Eventbrite::seeded(),
+                zoom: zoom::Zoom::seeded(),
+                sms: Vec::new(),
+                emails: Vec::new(),
+                tokens: oauth::Tokens::default(),
                 requests: BTreeMap::new(),
                 faults: faults::Faults::default(),
             })),
@@ -71,8 +97,20 @@ impl Sandbox {
         self.world.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Sets (or clears) a fault; `expire_tokens` expires the provider's
+    /// access tokens instead.
     pub fn set_fault(&self, f: faults::Fault) -> Result<(), String> {
-        self.world().faults.set(f)
+        let mut w = self.world();
+        if f.expire_tokens {
+            w.tokens.expire(&f.provider);
+            return Ok(());
+        }
+        w.faults.set(f)
+    }
+
+    /// Serves the SMTP sink on `addr`; returns the bound address.
+    pub async fn serve_smtp(&self, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+        smtp::serve(self.clone(), addr).await
     }
 
     pub fn router(&self) -> Router {
@@ -80,6 +118,13 @@ impl Sandbox {
             .nest("/platform", platform::routes())
             .nest("/typeform", typeform::routes())
             .nest("/_sandbox/typeform", typeform::control_routes())
+            .nest("/google", google::routes())
+            .nest("/_sandbox/google", google::control_routes())
+            .nest("/eventbrite/v3", eventbrite::routes())
+            .nest("/_sandbox/eventbrite", eventbrite::control_routes())
+            .nest("/zoom", zoom::routes())
+            .nest("/_sandbox/zoom", zoom::control_routes())
+            .nest("/_sandbox/sms", sms::control_routes())
             .route("/_sandbox/state", get(state))
             .route("/_sandbox/faults", post(set_faults).get(get_faults))
             .with_state(self.clone())
@@ -119,6 +164,12 @@ async fn state(State(s): State<Sandbox>) -> Response {
     Json(json!({
         "platform": w.platform,
         "typeform": w.typeform,
+        "google": w.google,
+        "eventbrite": w.eventbrite,
+        "zoom": w.zoom,
+        "sms": w.sms,
+        "emails": w.emails,
+        "tokens": w.tokens,
         "requests": w.requests,
         "faults": w.faults.all(),
     }))

@@ -15,6 +15,8 @@ use serde_json::{json, Value};
 use crate::{guard, Sandbox};
 
 pub const API_KEY: &str = "sandbox-platform-key";
+/// When the seed data last changed.
+const SEED_TIME: &str = "2026-11-01T00:00:00Z";
 /// Most contacts one `upsert-batch` takes.
 pub const MAX_BATCH: usize = 100;
 
@@ -27,6 +29,8 @@ pub struct Contact {
     pub address_books: BTreeSet<String>,
     /// How many upserts changed it.
     pub changes: u64,
+    /// When it last changed.
+    pub updated_at: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -109,6 +113,7 @@ impl Platform {
             data_fields: BTreeMap::new(),
             address_books: BTreeSet::new(),
             changes: 0,
+            updated_at: SEED_TIME.into(),
         };
         p.contacts.insert(suppressed.email.clone(), suppressed);
         p.segments
@@ -128,7 +133,7 @@ impl Platform {
             "subscribed": count("subscribed"),
             "unsubscribed": count("unsubscribed"),
             "suppressed": count("suppressed"),
-            "updated_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "updated_at": of.iter().map(|c| c.updated_at.as_str()).max().unwrap_or(SEED_TIME),
         })
     }
 
@@ -197,6 +202,7 @@ impl Platform {
                 data_fields: BTreeMap::new(),
                 address_books: BTreeSet::new(),
                 changes: 0,
+                updated_at: SEED_TIME.into(),
             });
         if contact.status == "suppressed" {
             return Err((
@@ -217,6 +223,10 @@ impl Platform {
             changed |= contact.address_books.insert(ab.clone());
         }
         let id = contact.id.clone();
+        if fresh || changed {
+            contact.updated_at =
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        }
         let status = if fresh {
             contact.changes += 1;
             "created"

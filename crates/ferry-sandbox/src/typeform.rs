@@ -292,51 +292,18 @@ async fn submit(
         Some("signature") => sig = signature("not-the-secret", &bytes),
         _ => {}
     }
-    let sent = reqwest_post(&url, &sig, bytes).await;
-    match sent {
-        Ok((status, answer)) => {
-            Json(json!({"token": token, "delivery_status": status, "delivery_body": answer}))
+    let headers = [
+        ("Content-Type", "application/json".to_string()),
+        ("Typeform-Signature", sig),
+        ("User-Agent", "Typeform Webhooks".to_string()),
+    ];
+    match crate::deliver::post(&url, &headers, &bytes).await {
+        Ok(a) => {
+            Json(json!({"token": token, "delivery_status": a.status, "delivery_body": a.body}))
                 .into_response()
         }
         Err(e) => error(StatusCode::BAD_GATEWAY, "DELIVERY_FAILED", e),
     }
-}
-
-/// A minimal HTTP/1.1 POST over a plain TCP connection (the sandbox has no
-/// HTTP client dependency; webhook targets are plain-HTTP local URLs).
-async fn reqwest_post(url: &str, sig: &str, body: Vec<u8>) -> Result<(u16, String), String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{url} is not an http:// URL"))?;
-    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let path = if path.is_empty() { "/" } else { path };
-    let mut conn = tokio::net::TcpStream::connect(host)
-        .await
-        .map_err(|e| format!("connect {host}: {e}"))?;
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nTypeform-Signature: {sig}\r\nUser-Agent: Typeform Webhooks\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    conn.write_all(head.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    conn.write_all(&body).await.map_err(|e| e.to_string())?;
-    let mut answer = Vec::new();
-    conn.read_to_end(&mut answer)
-        .await
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| "no HTTP status in the answer".to_string())?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
 }
 
 pub fn routes() -> Router<Sandbox> {
