@@ -14,6 +14,7 @@ pub fn retry_after(value: Option<&str>, now_ms: i64) -> Option<Duration> {
             .then(|| Duration::from_millis((secs * 1000.0) as u64));
     }
     let at = chrono::DateTime::parse_from_rfc2822(v)
+        .or_else(|_| chrono::DateTime::parse_from_rfc3339(v))
         .ok()?
         .timestamp_millis();
     Some(Duration::from_millis((at - now_ms).max(0) as u64))
@@ -58,6 +59,45 @@ pub fn classify_transport(err: reqwest::Error) -> ConnectorError {
     ConnectorError::Transient(format!("{kind}: {}", err.without_url()))
 }
 
+/// `s` percent-encoded for use as one URL path segment (everything but
+/// RFC 3986's unreserved characters is encoded).
+pub fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// What a provider answered: status, `Retry-After`, body text.
+pub struct Answer {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub text: String,
+}
+
+/// Sends `req` and reads the whole answer, whatever its status; only a
+/// transport failure is an error.
+pub async fn send(req: reqwest::RequestBuilder) -> Result<Answer, ConnectorError> {
+    let resp = req.send().await.map_err(classify_transport)?;
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let text = resp.text().await.map_err(classify_transport)?;
+    Ok(Answer {
+        status,
+        retry_after,
+        text,
+    })
+}
+
 /// Sends `req` and reads its JSON answer. A non-2xx answer is classified
 /// (`classify_status`); a refused credential says which, as "`service`
 /// refused `credential`: …".
@@ -67,14 +107,11 @@ pub async fn send_json(
     credential: &str,
     now_ms: i64,
 ) -> Result<serde_json::Value, ConnectorError> {
-    let resp = req.send().await.map_err(classify_transport)?;
-    let status = resp.status().as_u16();
-    let retry_after = resp
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let text = resp.text().await.map_err(classify_transport)?;
+    let Answer {
+        status,
+        retry_after,
+        text,
+    } = send(req).await?;
     if !(200..300).contains(&status) {
         return Err(
             match classify_status(status, retry_after.as_deref(), &text, now_ms) {
@@ -125,6 +162,11 @@ mod tests {
         assert_eq!(
             retry_after(Some("Sat, 21 Nov 2026 10:00:30 GMT"), now),
             Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            retry_after(Some("2026-11-21T10:01:00Z"), now),
+            Some(Duration::from_secs(60)),
+            "Zoom's daily-limit Retry-After is a time"
         );
         assert_eq!(retry_after(Some("soon"), 0), None);
     }

@@ -6,14 +6,44 @@
 //! Connectors never touch the database: they get a `RunContext` and return
 //! a `RunReport` or a classified `ConnectorError`.
 
+pub mod cursor;
+#[cfg(feature = "eventbrite")]
+pub mod eventbrite;
+#[cfg(feature = "google_sheets")]
+pub mod google_sheets;
 pub mod http;
+pub mod oauth;
 pub mod platform;
+#[cfg(feature = "sms_email")]
+pub mod sms_email;
+pub mod testkit;
+
 #[cfg(feature = "typeform")]
 pub mod typeform;
 #[cfg(feature = "webhook")]
 pub mod webhook;
+#[cfg(feature = "zoom")]
+pub mod zoom;
 
-use ferry_core::Registry;
+use std::collections::BTreeMap;
+
+use ferry_core::{ConnectorError, Registry};
+
+/// A secret the run needs, or an invalid-config error naming it.
+pub fn secret<'a>(
+    secrets: &'a BTreeMap<String, String>,
+    name: &str,
+) -> Result<&'a str, ConnectorError> {
+    secrets
+        .get(name)
+        .map(String::as_str)
+        .ok_or_else(|| ConnectorError::InvalidConfig(format!("secrets.{name} is missing")))
+}
+
+/// Hex of `bytes`, lower case.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// Every connector compiled into this binary.
 pub fn builtin() -> ferry_core::Result<Registry> {
@@ -22,5 +52,13 @@ pub fn builtin() -> ferry_core::Result<Registry> {
     registry.register(webhook::WebhookConnector::new())?;
     #[cfg(feature = "typeform")]
     registry.register(typeform::TypeformConnector::new())?;
+    #[cfg(feature = "google_sheets")]
+    registry.register(google_sheets::GoogleSheetsConnector::new())?;
+    #[cfg(feature = "eventbrite")]
+    registry.register(eventbrite::EventbriteConnector::new())?;
+    #[cfg(feature = "zoom")]
+    registry.register(zoom::ZoomConnector::new())?;
+    #[cfg(feature = "sms_email")]
+    registry.register(sms_email::SmsEmailConnector::new())?;
     Ok(registry)
 }

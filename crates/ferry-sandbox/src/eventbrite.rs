@@ -47,7 +47,7 @@ fn attendee(event: &str, n: usize, email: &str, first: &str, last: &str, changed
         "checked_in": false,
         "cancelled": false,
         "refunded": false,
-        "ticket_class_name": if n % 4 == 0 { "VIP" } else { "General admission" },
+        "ticket_class_name": if n.is_multiple_of(4) { "VIP" } else { "General admission" },
         "profile": {"first_name": first, "last_name": last, "email": email, "name": format!("{first} {last}").trim()},
         "barcodes": [{"barcode": format!("{event}{n:04}001"), "status": "unused", "checkin_type": 0, "changed": changed}],
     })

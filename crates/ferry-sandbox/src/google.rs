@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -152,9 +152,12 @@ fn b64url(s: &str) -> Option<Vec<u8>> {
         .ok()
 }
 
+/// An OAuth error: status, `error`, `error_description`.
+type OauthError = (u16, &'static str, String);
+
 /// Checks a service-account assertion; `Ok(project)` or the OAuth error.
-fn check_assertion(g: &Google, jwt: &str, audience: &str) -> Result<String, Response> {
-    let bad = |d: &str| Err(oauth_error(400, "invalid_grant", d));
+fn check_assertion(g: &Google, jwt: &str, audience: &str) -> Result<String, OauthError> {
+    let bad = |d: &str| Err((400, "invalid_grant", d.to_string()));
     let parts: Vec<&str> = jwt.split('.').collect();
     let [h, c, sig] = parts.as_slice() else {
         return bad("Invalid JWT: it must have three parts.");
@@ -173,10 +176,10 @@ fn check_assertion(g: &Google, jwt: &str, audience: &str) -> Result<String, Resp
         .as_str()
         .and_then(|i| g.service_accounts.get(i))
     else {
-        return Err(oauth_error(
+        return Err((
             401,
             "invalid_client",
-            "The OAuth client was not found.",
+            "The OAuth client was not found.".into(),
         ));
     };
     let signature = Signature::try_from(sig.as_slice());
@@ -193,10 +196,10 @@ fn check_assertion(g: &Google, jwt: &str, audience: &str) -> Result<String, Resp
     }
     let scopes = claims["scope"].as_str().unwrap_or("");
     if !scopes.split(' ').any(|s| s == SCOPE) {
-        return Err(oauth_error(
+        return Err((
             400,
             "invalid_scope",
-            "The spreadsheets scope is missing.",
+            "The spreadsheets scope is missing.".into(),
         ));
     }
     let now = now_ms() / 1000;
@@ -210,7 +213,7 @@ fn check_assertion(g: &Google, jwt: &str, audience: &str) -> Result<String, Resp
 }
 
 /// `POST /google/token`: the JWT-bearer and refresh-token grants.
-async fn token(State(s): State<Sandbox>, headers: HeaderMap, uri: Uri, body: Bytes) -> Response {
+async fn token(State(s): State<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
     if let Some(r) = guard(&s, "google_oauth").await {
         return r;
     }
@@ -219,7 +222,8 @@ async fn token(State(s): State<Sandbox>, headers: HeaderMap, uri: Uri, body: Byt
         .get("host")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("localhost");
-    let audience = format!("http://{host}{}", uri.path());
+    // The token URL as called: this fake is mounted at `/google`.
+    let audience = format!("http://{host}/google/token");
     let mut w = s.world();
     let subject = match f.get("grant_type").map(String::as_str) {
         Some("urn:ietf:params:oauth:grant-type:jwt-bearer") => {
@@ -232,7 +236,9 @@ async fn token(State(s): State<Sandbox>, headers: HeaderMap, uri: Uri, body: Byt
             };
             match check_assertion(&w.google, jwt, &audience) {
                 Ok(project) => project,
-                Err(r) => return r,
+                Err((status, error, description)) => {
+                    return oauth_error(status, error, &description)
+                }
             }
         }
         Some("refresh_token") => {
@@ -295,6 +301,7 @@ struct A1 {
     row: usize,
     col: usize,
     end_row: Option<usize>,
+    end_col: Option<usize>,
 }
 
 fn col_index(letters: &str) -> Option<usize> {
@@ -355,6 +362,7 @@ fn parse_a1(range: &str) -> Result<A1, String> {
             row: 0,
             col: 0,
             end_row: None,
+            end_col: None,
         });
     };
     let (start, end) = match cells.split_once(':') {
@@ -365,15 +373,16 @@ fn parse_a1(range: &str) -> Result<A1, String> {
     if c0.is_none() && r0.is_none() {
         return Err(format!("Unable to parse range: {range}"));
     }
-    let end_row = match end {
-        Some(e) => cell(e).1,
-        None => r0,
+    let (end_col, end_row) = match end {
+        Some(e) => cell(e),
+        None => (c0, r0),
     };
     Ok(A1 {
         sheet,
         row: r0.unwrap_or(0),
         col: c0.unwrap_or(0),
         end_row,
+        end_col,
     })
 }
 
@@ -486,13 +495,8 @@ async fn spreadsheets(
         sheet.largest_write_bytes = sheet.largest_write_bytes.max(body.len());
     }
     let parse_json = |body: &Bytes| {
-        serde_json::from_slice::<Value>(body).map_err(|e| {
-            api_error(
-                400,
-                "INVALID_ARGUMENT",
-                format!("Invalid JSON payload received. {e}"),
-            )
-        })
+        serde_json::from_slice::<Value>(body)
+            .map_err(|e| format!("Invalid JSON payload received. {e}"))
     };
     let needs_option = || {
         api_error(
@@ -512,7 +516,7 @@ async fn spreadsheets(
         ("POST", None, Some("batchUpdate")) => {
             let v = match parse_json(&body) {
                 Ok(v) => v,
-                Err(r) => return r,
+                Err(m) => return api_error(400, "INVALID_ARGUMENT", m),
             };
             let Some(requests) = v["requests"].as_array() else {
                 return api_error(400, "INVALID_ARGUMENT", "requests[] is required");
@@ -541,7 +545,7 @@ async fn spreadsheets(
         ("POST", Some("values:batchUpdate"), None) => {
             let v = match parse_json(&body) {
                 Ok(v) => v,
-                Err(r) => return r,
+                Err(m) => return api_error(400, "INVALID_ARGUMENT", m),
             };
             if !valid_option(&v["valueInputOption"].as_str().map(str::to_string)) {
                 return needs_option();
@@ -598,7 +602,13 @@ async fn spreadsheets(
             match (m, action) {
                 ("GET", "") => {
                     let end = a1.end_row.map(|e| e + 1).unwrap_or(tab.rows.len()).min(tab.rows.len());
-                    let mut values: Vec<Vec<Value>> = tab.rows.get(a1.row..end).unwrap_or(&[]).iter().map(|r| r.iter().skip(a1.col).cloned().collect()).collect();
+                    let mut values: Vec<Vec<Value>> = tab.rows.get(a1.row..end).unwrap_or(&[]).iter().map(|r| {
+                            r.iter()
+                                .skip(a1.col)
+                                .take(a1.end_col.map_or(usize::MAX, |e| e + 1 - a1.col.min(e + 1)))
+                                .cloned()
+                                .collect()
+                        }).collect();
                     while values.last().is_some_and(|r: &Vec<Value>| r.iter().all(|v| v == "")) {
                         values.pop();
                     }
@@ -678,7 +688,8 @@ mod tests {
                 sheet: "Sheet1".into(),
                 row: 0,
                 col: 0,
-                end_row: None
+                end_row: None,
+                end_col: None
             }
         );
         assert_eq!(
@@ -687,7 +698,8 @@ mod tests {
                 sheet: "My tab".into(),
                 row: 2,
                 col: 1,
-                end_row: None
+                end_row: None,
+                end_col: Some(3)
             }
         );
         assert_eq!(
@@ -696,10 +708,12 @@ mod tests {
                 sheet: "S".into(),
                 row: 0,
                 col: 0,
-                end_row: Some(0)
+                end_row: Some(0),
+                end_col: None
             }
         );
         assert_eq!(parse_a1("S!A5").unwrap().end_row, Some(4));
+        assert_eq!(parse_a1("'S'!A:A").unwrap().end_col, Some(0));
         assert!(parse_a1("S!:").is_err());
         assert_eq!(col_name(0), "A");
         assert_eq!(col_name(27), "AB");

@@ -104,6 +104,15 @@ impl Platform {
                         .map(|n| json!({"id": format!("fr-{n}"), "submitted_at": format!("2026-11-1{n}T10:00:00Z"), "fields": {"email": format!("visitor{n}@example.com"), "interest": "webinars"}}))
                         .collect(),
                 },
+            ), (
+                // Enough responses for three pages and several sheet writes.
+                "form-big".to_string(),
+                Form {
+                    views: 4100,
+                    responses: (0..250)
+                        .map(|n| json!({"id": format!("fb-{n:04}"), "submitted_at": format!("2026-11-{:02}T{:02}:{:02}:00Z", 1 + n / 24, n % 24, n % 60), "fields": {"email": format!("lead{n:04}@example.com"), "company": format!("Company {n}"), "interest": if n % 2 == 0 { "webinars" } else { "events" }}}))
+                        .collect(),
+                },
             )]),
         };
         let suppressed = Contact {

@@ -76,7 +76,7 @@ impl Zoom {
             id: 81234567891,
             uuid: "/ab//cdEFghIJ0==".into(),
             topic: "Onboarding clinic".into(),
-            start_time: "2026-11-10T15:00:00Z".into(),
+            start_time: "2025-11-10T15:00:00Z".into(),
             duration: 45,
             registrants: Vec::new(),
             participants: Vec::new(),
@@ -95,7 +95,7 @@ impl Zoom {
             } else {
                 format!("clinic{n:03}@example.com")
             };
-            clinic.participants.push(json!({"id": format!("p{n:03}"), "user_id": format!("1600{n:03}"), "name": format!("Learner {n:03} Kim"), "user_email": email, "join_time": "2026-11-10T15:01:00Z", "leave_time": "2026-11-10T15:44:00Z", "duration": 2580}));
+            clinic.participants.push(json!({"id": format!("p{n:03}"), "user_id": format!("1600{n:03}"), "name": format!("Learner {n:03} Kim"), "user_email": email, "join_time": "2025-11-10T15:01:00Z", "leave_time": "2025-11-10T15:44:00Z", "duration": 2580}));
         }
         Zoom {
             webinars: vec![launch, clinic],
@@ -108,12 +108,25 @@ impl Zoom {
         // must still be encoded once here, as on the real API.
         self.webinars.iter().find(|w| {
             if w.uuid.starts_with('/') || w.uuid.contains("//") {
-                form_urlencoded::byte_serialize(w.uuid.as_bytes()).collect::<String>() == param
+                percent_encode(&w.uuid) == param
             } else {
                 w.uuid == param
             }
         })
     }
+}
+
+/// Every byte but RFC 3986's unreserved characters as `%XX`.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 fn error(status: u16, code: u32, message: &str) -> Response {

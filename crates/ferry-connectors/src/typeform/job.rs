@@ -11,17 +11,17 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use ferry_core::{ConnectorError, Rejection, RunContext, RunReport};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use super::client::ResponsesApi;
 use super::config::{TypeformConfig, API_TOKEN, PLATFORM_API_KEY};
+use crate::cursor::TimeCursor;
 use crate::platform::{ContactUpsert, PlatformClient};
+use crate::secret;
 
 pub async fn run(http: &reqwest::Client, ctx: RunContext) -> Result<RunReport, ConnectorError> {
     let config = TypeformConfig::from_value(&ctx.config)?;
-    let key = ctx.secrets.get(PLATFORM_API_KEY).ok_or_else(|| {
-        ConnectorError::InvalidConfig("secrets.platform_api_key is missing".into())
-    })?;
+    let key = secret(&ctx.secrets, PLATFORM_API_KEY)?;
     let platform = PlatformClient::new(http.clone(), &config.platform_base_url, key);
     let event = ctx
         .payload
@@ -66,22 +66,12 @@ async fn backfill(
     config: &TypeformConfig,
     ctx: &RunContext,
 ) -> Result<(Vec<Value>, Value), ConnectorError> {
-    let token = ctx.secrets.get(API_TOKEN).ok_or_else(|| {
-        ConnectorError::InvalidConfig("secrets.api_token is needed for the backfill".into())
-    })?;
-    let since = ctx.state["since"].as_str().map(str::to_string);
-    let seen: BTreeSet<String> = ctx.state["seen"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|t| t.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let token = secret(&ctx.secrets, API_TOKEN)?;
+    let cursor = TimeCursor::from_state(&ctx.state);
     let mut api = ResponsesApi {
         http,
         base: config.api_base_url.clone(),
-        token: token.clone(),
+        token: token.to_string(),
         interval: Duration::from_millis(config.min_request_interval_ms),
         last: None,
     };
@@ -96,7 +86,7 @@ async fn backfill(
             .page(
                 &config.form_id,
                 config.page_size,
-                since.as_deref(),
+                cursor.since.as_deref(),
                 before.as_deref(),
                 ctx.now_ms,
             )
@@ -110,7 +100,7 @@ async fn backfill(
             let Some(t) = r["token"].as_str().map(str::to_string) else {
                 continue;
             };
-            if !seen.contains(&t) && tokens.insert(t) {
+            if cursor.is_new(&t) && tokens.insert(t) {
                 fresh.push(r);
             }
         }
@@ -119,25 +109,11 @@ async fn backfill(
         }
     }
     fresh.reverse();
-    let newest = fresh
-        .iter()
-        .filter_map(|r| r["submitted_at"].as_str())
-        .max()
-        .map(str::to_string);
-    let state = match newest {
-        None => ctx.state.clone(),
-        Some(at) => {
-            let mut at_newest: BTreeSet<String> = fresh
-                .iter()
-                .filter(|r| r["submitted_at"] == at.as_str())
-                .filter_map(|r| r["token"].as_str().map(str::to_string))
-                .collect();
-            if since.as_deref() == Some(at.as_str()) {
-                at_newest.extend(seen);
-            }
-            json!({"since": at, "seen": at_newest})
-        }
-    };
+    let state = cursor.advance(
+        fresh
+            .iter()
+            .filter_map(|r| Some((r["submitted_at"].as_str()?, r["token"].as_str()?))),
+    );
     Ok((fresh, state))
 }
 

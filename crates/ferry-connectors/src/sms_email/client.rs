@@ -1,0 +1,47 @@
+//! The SMTP leg: one message to every recipient in one transaction, and
+//! SMTP replies turned into error classes (4xx transient, 535
+//! authentication, other 5xx permanent, connection failures transient).
+
+use std::time::Duration;
+
+use ferry_core::ConnectorError;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use super::config::{Security, SmsEmailConfig};
+
+pub async fn send(
+    config: &SmsEmailConfig,
+    password: Option<&str>,
+    message: Message,
+) -> Result<(), ConnectorError> {
+    let host = config.smtp_host.as_str();
+    let builder = match config.smtp_security {
+        Security::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
+        Security::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)
+            .map_err(|e| ConnectorError::InvalidConfig(format!("config.smtp_host: {e}")))?,
+        Security::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host)
+            .map_err(|e| ConnectorError::InvalidConfig(format!("config.smtp_host: {e}")))?,
+    };
+    let mut builder = builder
+        .port(config.smtp_port)
+        .timeout(Some(Duration::from_millis(config.smtp_timeout_ms)));
+    if let Some(user) = &config.smtp_username {
+        builder = builder.credentials(Credentials::new(
+            user.clone(),
+            password.unwrap_or("").to_string(),
+        ));
+    }
+    let transport = builder.build();
+    transport.send(message).await.map(|_| ()).map_err(classify)
+}
+
+fn classify(e: lettre::transport::smtp::Error) -> ConnectorError {
+    let code = e.status().map(|c| c.to_string());
+    let message = format!("SMTP: {e}");
+    match code.as_deref() {
+        Some("535" | "534" | "530") => ConnectorError::Auth(message),
+        _ if e.is_permanent() => ConnectorError::Permanent(message),
+        _ => ConnectorError::Transient(message),
+    }
+}
