@@ -1,8 +1,13 @@
 //! `ferry demo`: a whole node in one process on a temporary SQLite
-//! database, driving the `webhook` connector against a local receiver:
-//! real cron schedules, a storm of signed webhooks (with duplicates and
-//! bad requests), a fault burst that forces retries and dead letters, an
-//! operator replay, and a closing summary.
+//! database, with one integration of every connector: the `webhook`
+//! connector against a local receiver, and Typeform, Google Sheets,
+//! Eventbrite, Zoom and SMS-to-email against the in-process sandbox. Real
+//! cron schedules, a storm of signed webhooks (with duplicates and bad
+//! requests), provider webhooks (good, tampered, stale), fault bursts that
+//! force retries and dead letters, an operator replay, and a closing
+//! summary.
+
+mod providers;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -118,6 +123,38 @@ async fn hook(
 
 const TYPEFORM_SECRET: &str = "demo-typeform-secret";
 
+/// The first `max` rejected records of an integration's runs, with reasons.
+async fn first_rejections(api: &Api, id: &str, max: usize) -> anyhow::Result<Vec<String>> {
+    let (_, runs) = api
+        .send(
+            reqwest::Method::GET,
+            &format!("/v1/runs?integration={id}&status=succeeded&limit=1000"),
+            None,
+        )
+        .await?;
+    let mut out = Vec::new();
+    for r in runs["items"].as_array().cloned().unwrap_or_default() {
+        if r["records_rejected"].as_i64().unwrap_or(0) == 0 {
+            continue;
+        }
+        let rid = r["id"].as_str().unwrap_or_default();
+        let (_, run) = api
+            .send(reqwest::Method::GET, &format!("/v1/runs/{rid}"), None)
+            .await?;
+        for rej in run["rejections"].as_array().cloned().unwrap_or_default() {
+            out.push(format!(
+                "{}: {}",
+                rej["record"].as_str().unwrap_or("?"),
+                rej["reason"].as_str().unwrap_or("?")
+            ));
+            if out.len() >= max {
+                return Ok(out);
+            }
+        }
+    }
+    Ok(out)
+}
+
 pub async fn run(duration: Duration) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("ferry-demo-{}", uuid::Uuid::new_v4()));
     let mut config = ferry_api::Config {
@@ -190,7 +227,9 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
     // and signed webhooks as responses are submitted.
     let sandbox = ferry_sandbox::Sandbox::new();
     let sandbox_base = format!("http://{}", sandbox.serve("127.0.0.1:0".parse()?).await?);
-    println!("  sandbox providers on {sandbox_base} (GET /_sandbox/state)");
+    let smtp = sandbox.serve_smtp("127.0.0.1:0".parse()?).await?;
+    println!("  sandbox providers on {sandbox_base} (GET /_sandbox/state), SMTP sink on {smtp}");
+    let prov = providers::create(&api, &sandbox_base, smtp).await?;
     let (s, v) = api
         .send(
             reqwest::Method::POST,
@@ -269,6 +308,7 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
     let mut replayed = 0;
     let mut accepted = 0u64;
     let mut duplicates = 0u64;
+    let mut provider_hooks_sent = false;
     while started.elapsed() < duration {
         let t = started.elapsed().as_secs_f64() / duration.as_secs_f64();
         if !storm_sent && t > 0.15 {
@@ -306,11 +346,25 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
             if sent > 0 {
                 println!("-> {sent} Typeform responses submitted (signed webhooks)");
             }
+            if !provider_hooks_sent {
+                provider_hooks_sent = true;
+                println!("-> provider webhooks (Zoom, Eventbrite, SMS), good and bad:");
+                providers::webhooks(&prov, &api.http, &base, &sandbox_base).await?;
+            }
         }
         if !fault_started && t > 0.35 {
             fault_started = true;
             receiver.failing.store(true, Ordering::Relaxed);
-            println!("-> fault burst: the receiver answers 503");
+            println!("-> fault burst: the receiver answers 503; the platform API answers 429 (Retry-After: 1) to the next 6 calls");
+            sandbox
+                .set_fault(ferry_sandbox::faults::Fault {
+                    provider: "platform".into(),
+                    status: Some(429),
+                    retry_after_s: Some(1),
+                    count: Some(6),
+                    ..Default::default()
+                })
+                .map_err(anyhow::Error::msg)?;
             for n in 0..20 {
                 hook(
                     &api.http,
@@ -383,7 +437,9 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
             .lines()
             .filter(|l| l.starts_with(name))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+            .sum::<f64>()
+            // An empty sum is -0.0.
+            + 0.0
     };
     let (contacts, suppressed) = {
         let w = sandbox.world();
@@ -393,34 +449,25 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
             all.len() - all.values().filter(|c| c.status != "suppressed").count(),
         )
     };
-    let (_, tf_runs) = api
-        .send(
-            reqwest::Method::GET,
-            &format!("/v1/runs?integration={typeform_id}&status=succeeded&limit=1000"),
-            None,
-        )
-        .await?;
     let mut reasons = Vec::new();
-    for r in tf_runs["items"].as_array().cloned().unwrap_or_default() {
-        if r["records_rejected"].as_i64().unwrap_or(0) > 0 {
-            let id = r["id"].as_str().unwrap_or_default();
-            let (_, run) = api
-                .send(reqwest::Method::GET, &format!("/v1/runs/{id}"), None)
-                .await?;
-            for rej in run["rejections"].as_array().cloned().unwrap_or_default() {
-                reasons.push(format!(
-                    "{}: {}",
-                    rej["record"].as_str().unwrap_or("?"),
-                    rej["reason"].as_str().unwrap_or("?")
-                ));
-            }
-            break;
+    let sandbox_integrations = std::iter::once(("typeform".to_string(), typeform_id.clone()))
+        .chain(
+            prov.integrations
+                .iter()
+                .map(|(c, id, _)| (c.clone(), id.clone())),
+        );
+    for (connector, id) in sandbox_integrations {
+        for r in first_rejections(&api, &id, 2).await? {
+            reasons.push(format!("{connector}: {r}"));
         }
     }
     println!("\nSummary");
     println!(
-        "  platform contacts        {contacts} from Typeform ({suppressed} suppressed contact left alone)"
+        "  platform contacts        {contacts} from Typeform, Eventbrite and Zoom ({suppressed} suppressed contact left alone)"
     );
+    for line in providers::summary(&sandbox) {
+        println!("  {line}");
+    }
     for r in &reasons {
         println!("  rejected record          {r}");
     }
@@ -437,14 +484,27 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
         "  bad signatures seen      {}",
         receiver.bad_signatures.load(Ordering::Relaxed)
     );
-    println!(
-        "  runs succeeded           {}",
-        metric("ferry_runs_total{connector=\"webhook\",outcome=\"succeeded\"}")
-    );
-    println!(
-        "  attempts retried         {}",
-        metric("ferry_runs_total{connector=\"webhook\",outcome=\"retrying\"}")
-    );
+    for c in [
+        "webhook",
+        "typeform",
+        "google_sheets",
+        "eventbrite",
+        "zoom",
+        "sms_email",
+    ] {
+        println!(
+            "  {c:<14} runs succeeded {:>4}, attempts retried {:>3}, dead {:>3}",
+            metric(&format!(
+                "ferry_runs_total{{connector=\"{c}\",outcome=\"succeeded\"}}"
+            )),
+            metric(&format!(
+                "ferry_runs_total{{connector=\"{c}\",outcome=\"retrying\"}}"
+            )),
+            metric(&format!(
+                "ferry_runs_total{{connector=\"{c}\",outcome=\"dead\"}}"
+            )),
+        );
+    }
     println!("  dead letters (all time)  {dead}, replayed by the operator: {replayed}");
     running.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);

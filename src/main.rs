@@ -56,6 +56,9 @@ enum Command {
     Sandbox {
         #[arg(long, default_value = "127.0.0.1:8090")]
         listen: String,
+        /// Where the SMTP sink listens (its messages show in /_sandbox/state).
+        #[arg(long, default_value = "127.0.0.1:2525")]
+        smtp_listen: String,
     },
     /// Apply database migrations and exit.
     Migrate(NodeArgs),
@@ -125,6 +128,27 @@ fn init_logging(json: bool) {
     logging::init(json, "info,sqlx=warn");
 }
 
+/// Where each fake listens and the credentials it takes.
+fn sandbox_guide(base: &str, smtp: std::net::SocketAddr) -> Vec<String> {
+    use ferry_sandbox::{eventbrite, google, platform, smtp as sink, typeform, zoom};
+    vec![
+        format!("platform API: {base}/platform (API key {})", platform::API_KEY),
+        format!("Typeform:     {base}/typeform (token {})", typeform::API_TOKEN),
+        format!(
+            "Google:       token URL {base}/google/token, Sheets {base}/google (spreadsheet {}; service-account key fixtures/google_service_account.json, or client {} / {} with refresh token {})",
+            google::SPREADSHEET_ID, google::CLIENT_ID, google::CLIENT_SECRET, google::REFRESH_TOKEN
+        ),
+        format!("Eventbrite:   {base}/eventbrite/v3 (token {}, organization {})", eventbrite::TOKEN, eventbrite::ORG_ID),
+        format!(
+            "Zoom:         OAuth {base}/zoom/oauth/token, API {base}/zoom/v2 (account {}, client {} / {})",
+            zoom::ACCOUNT_ID, zoom::CLIENT_ID, zoom::CLIENT_SECRET
+        ),
+        format!("SMS sender:   POST {base}/_sandbox/sms/messages"),
+        format!("SMTP sink:    {smtp} (optional login {} / {})", sink::USERNAME, sink::PASSWORD),
+        format!("state:        {base}/_sandbox/state; faults: POST {base}/_sandbox/faults"),
+    ]
+}
+
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
@@ -170,26 +194,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             logging::init(false, "warn");
             demo::run(duration).await
         }
-        Command::Sandbox { listen } => {
+        Command::Sandbox {
+            listen,
+            smtp_listen,
+        } => {
             logging::init(false, "info");
-            let addr: std::net::SocketAddr = listen.parse().with_context(|| {
-                format!("--listen {listen:?} is not an address like 127.0.0.1:8090")
-            })?;
+            let parse = |flag: &str, v: &str| {
+                v.parse::<std::net::SocketAddr>()
+                    .with_context(|| format!("{flag} {v:?} is not an address like 127.0.0.1:8090"))
+            };
+            let addr = parse("--listen", &listen)?;
+            let smtp_addr = parse("--smtp-listen", &smtp_listen)?;
             let sandbox = ferry_sandbox::Sandbox::new();
             let bound = sandbox
                 .serve(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr}"))?;
+            let smtp = sandbox
+                .serve_smtp(smtp_addr)
+                .await
+                .with_context(|| format!("cannot listen on {smtp_addr}"))?;
             println!("ferry sandbox listening on http://{bound}");
-            println!(
-                "  platform API: http://{bound}/platform (API key {})",
-                ferry_sandbox::platform::API_KEY
-            );
-            println!(
-                "  Typeform:     http://{bound}/typeform (token {})",
-                ferry_sandbox::typeform::API_TOKEN
-            );
-            println!("  state:        http://{bound}/_sandbox/state");
+            for line in sandbox_guide(&format!("http://{bound}"), smtp) {
+                println!("  {line}");
+            }
             shutdown_signal().await;
             Ok(())
         }
