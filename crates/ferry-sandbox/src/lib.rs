@@ -13,6 +13,7 @@
 //! | `/google` | Google's OAuth token endpoint (`/google/token`) and Sheets v4 (`sheets.googleapis.com`) |
 //! | `/eventbrite/v3` | Eventbrite API v3 (`www.eventbriteapi.com/v3`) |
 //! | `/zoom` | Zoom's S2S OAuth (`/zoom/oauth/token`) and API (`/zoom/v2`) |
+//! | `/receiver` | a webhook receiver that keeps every delivery |
 //!
 //! Control endpoints: `GET /_sandbox/state` (everything the fakes hold,
 //! request counts), `POST /_sandbox/faults`, and the senders of signed
@@ -26,6 +27,7 @@ pub mod faults;
 pub mod google;
 pub mod oauth;
 pub mod platform;
+pub mod receiver;
 pub mod sms;
 pub mod smtp;
 pub mod typeform;
@@ -52,6 +54,8 @@ pub struct World {
     pub zoom: zoom::Zoom,
     /// Inbound text messages sent to webhooks.
     pub sms: Vec<serde_json::Value>,
+    /// Deliveries to `/receiver/…`.
+    pub received: Vec<serde_json::Value>,
     /// Messages the SMTP sink accepted.
     pub emails: Vec<smtp::Email>,
     pub tokens: oauth::Tokens,
@@ -84,6 +88,7 @@ impl Sandbox {
                 zoom: zoom::Zoom::seeded(),
                 sms: Vec::new(),
                 emails: Vec::new(),
+                received: Vec::new(),
                 tokens: oauth::Tokens::default(),
                 requests: BTreeMap::new(),
                 faults: faults::Faults::default(),
@@ -125,6 +130,7 @@ impl Sandbox {
             .nest("/zoom", zoom::routes())
             .nest("/_sandbox/zoom", zoom::control_routes())
             .nest("/_sandbox/sms", sms::control_routes())
+            .nest("/receiver", receiver::routes())
             .route("/_sandbox/state", get(state))
             .route("/_sandbox/faults", post(set_faults).get(get_faults))
             .with_state(self.clone())
@@ -169,6 +175,7 @@ async fn state(State(s): State<Sandbox>) -> Response {
         "zoom": w.zoom,
         "sms": w.sms,
         "emails": w.emails,
+        "received": w.received,
         "tokens": w.tokens,
         "requests": w.requests,
         "faults": w.faults.all(),

@@ -297,3 +297,62 @@ async fn webhooks_are_verified_and_one_response_becomes_one_contact() {
         "no backfill for an event"
     );
 }
+
+#[tokio::test]
+async fn typeform_passes_the_conformance_harness() {
+    use crate::testkit::{conform, platform_contacts, Case, Endpoints, WebhookCase};
+
+    fn config(e: &Endpoints) -> Value {
+        json!({
+            "form_id": "frm_feedback",
+            "field_map": {"FIRSTNAME": "first_name", "SCORE": "nps"},
+            "address_book_id": "ab-1",
+            "api_base_url": format!("{}/typeform", e.http),
+            "platform_base_url": format!("{}/platform", e.http),
+            "page_size": 10,
+            "min_request_interval_ms": 0
+        })
+    }
+    fn secrets(_: &Endpoints) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("webhook_secret".to_string(), SECRET.to_string()),
+            ("api_token".to_string(), typeform::API_TOKEN.to_string()),
+            ("platform_api_key".to_string(), platform::API_KEY.to_string()),
+        ])
+    }
+    fn webhook(_: &Endpoints, _: i64) -> WebhookCase {
+        let body = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/typeform_form_response.json")).expect("fixture");
+        let good = typeform::signature(SECRET, &body);
+        let mut changed = body.clone();
+        changed[30] ^= 1;
+        WebhookCase {
+            good: inbound(&body, Some(good.clone())),
+            tampered: vec![
+                ("a changed body", inbound(&changed, Some(good))),
+                ("another secret", inbound(&body, Some(typeform::signature("other", &body)))),
+                ("no signature", inbound(&body, None)),
+            ],
+        }
+    }
+    conform(Case {
+        connector: Arc::new(TypeformConnector::new()),
+        config,
+        secrets,
+        bad_configs: vec![
+            (json!({"form_id": null}), "config.form_id"),
+            (json!({"page_size": 1001}), "config.page_size"),
+            (json!({"field_map": {"FIRSTNAME": ""}}), "config.field_map.FIRSTNAME"),
+        ],
+        webhook: Some(webhook),
+        payload: None,
+        faults: vec![
+            Fault { provider: "typeform".into(), status: Some(429), retry_after_s: Some(1), ..Default::default() },
+            Fault { provider: "typeform".into(), status: Some(500), ..Default::default() },
+            Fault { provider: "platform".into(), status: Some(503), ..Default::default() },
+        ],
+        cut: Some(Fault { provider: "typeform".into(), status: Some(503), skip: Some(1), ..Default::default() }),
+        outcome: platform_contacts,
+        now_ms: 1_763_630_102_000,
+    })
+    .await;
+}

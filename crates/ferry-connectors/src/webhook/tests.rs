@@ -198,3 +198,75 @@ fn inbound_fixture_is_accepted_and_tampering_refused() {
         Err(WebhookError::Malformed(_))
     ));
 }
+
+mod conformance {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use ferry_sandbox::faults::Fault;
+    use ferry_sandbox::Sandbox;
+    use serde_json::{json, Value};
+
+    use crate::testkit::{conform, inbound, Case, Endpoints, WebhookCase};
+    use crate::webhook::WebhookConnector;
+
+    fn vectors() -> Value {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/signatures.json")).expect("vectors");
+        serde_json::from_str(&text).expect("json")
+    }
+
+    fn body() -> String {
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/standard_webhook.json")).expect("body")
+    }
+
+    fn webhook(_: &Endpoints, _: i64) -> WebhookCase {
+        let v = vectors();
+        let sw = &v["standard_webhooks"];
+        let (id, ts, sig) = (sw["webhook-id"].as_str().expect("id"), sw["webhook-timestamp"].as_str().expect("ts"), sw["value"].as_str().expect("sig"));
+        let b = body();
+        let req = |id: &str, ts: &str, sig: &str, b: &str| inbound("http://ferry.test/v1/hooks/x", &[("webhook-id", id), ("webhook-timestamp", ts), ("webhook-signature", sig)], b.as_bytes());
+        WebhookCase {
+            good: req(id, ts, sig, &b),
+            tampered: vec![
+                ("a changed body", req(id, ts, sig, &b.replacen('{', "{ ", 1))),
+                ("a changed id", req("msg_other", ts, sig, &b)),
+                ("a stale timestamp", req(id, "1763620000", sig, &b)),
+                ("no signature", req(id, ts, "", &b)),
+            ],
+        }
+    }
+
+    fn delivered(s: &Sandbox) -> Value {
+        json!(s.world().received.iter().map(|r| r["body"].clone()).collect::<Vec<_>>())
+    }
+
+    #[tokio::test]
+    async fn webhook_passes_the_conformance_harness() {
+        conform(Case {
+            connector: Arc::new(WebhookConnector::new()),
+            config: |e| json!({"url": format!("{}/receiver/orders", e.http), "timeout_ms": 5000}),
+            secrets: |_| {
+                let v = vectors();
+                BTreeMap::from([
+                    ("signing_secret".to_string(), "whsec_c2lnbmluZy1rZXktZm9yLWNvbmZvcm1hbmNlIQ==".to_string()),
+                    ("inbound_secret".to_string(), v["standard_webhooks"]["secret"].as_str().expect("secret").to_string()),
+                ])
+            },
+            bad_configs: vec![
+                (json!({"url": null}), "config.url"),
+                (json!({"url": "mailto:x@example.com"}), "config.url"),
+                (json!({"timeout_ms": 5}), "config.timeout_ms"),
+            ],
+            webhook: Some(webhook),
+            payload: Some(body),
+            faults: vec![
+                Fault { provider: "receiver".into(), status: Some(429), retry_after_s: Some(4), ..Default::default() },
+                Fault { provider: "receiver".into(), status: Some(502), ..Default::default() },
+            ],
+            cut: None,
+            outcome: delivered,
+            now_ms: 1_763_630_102_000,
+        })
+        .await;
+    }
+}
