@@ -162,32 +162,46 @@ async fn provider_webhooks_and_a_triggered_export_through_the_binary() {
     let http = &api.http;
 
     // Zoom: the handshake is answered inline; bad signatures are 401.
-    let v = control(http, format!("{sb}/_sandbox/zoom/validate"), json!({"webhook_url": hook(&zoom), "secret": "zoom-secret"})).await;
+    let v = control(
+        http,
+        format!("{sb}/_sandbox/zoom/validate"),
+        json!({"webhook_url": hook(&zoom), "secret": "zoom-secret"}),
+    )
+    .await;
     assert_eq!(v["validated"], true, "{v}");
-    let register = |email: &str, tamper: Option<&str>| {
-        json!({"email": email, "first_name": "Ada", "webhook_url": hook(&zoom), "secret": "zoom-secret", "tamper": tamper})
-    };
+    let register = |email: &str, tamper: Option<&str>| json!({"email": email, "first_name": "Ada", "webhook_url": hook(&zoom), "secret": "zoom-secret", "tamper": tamper});
     let reg_url = format!("{sb}/_sandbox/zoom/webinars/81234567890/register");
     for t in ["stale", "signature", "body"] {
-        let v = control(http, reg_url.clone(), register("mallory@example.com", Some(t))).await;
+        let v = control(
+            http,
+            reg_url.clone(),
+            register("mallory@example.com", Some(t)),
+        )
+        .await;
         assert_eq!(v["delivery_status"], 401, "{t}: {v}");
     }
     let v = control(http, reg_url, register("ada@example.com", None)).await;
     assert_eq!(v["delivery_status"], 202, "{v}");
 
     // Eventbrite: the URL token authenticates; a wrong one is 401, not 410.
-    let checkin = |token: &str| {
-        json!({"event_id": "712345678901", "attendee_id": "7123456789010006", "webhook_url": format!("{}/{token}", hook(&eventbrite))})
-    };
-    let v = control(http, format!("{sb}/_sandbox/eventbrite/checkin"), checkin("eb-url-token-0123456789abcdeX")).await;
+    let checkin = |token: &str| json!({"event_id": "712345678901", "attendee_id": "7123456789010006", "webhook_url": format!("{}/{token}", hook(&eventbrite))});
+    let v = control(
+        http,
+        format!("{sb}/_sandbox/eventbrite/checkin"),
+        checkin("eb-url-token-0123456789abcdeX"),
+    )
+    .await;
     assert_eq!(v["deliveries"][0]["status"], 401, "{v}");
-    let v = control(http, format!("{sb}/_sandbox/eventbrite/checkin"), checkin(url_token)).await;
+    let v = control(
+        http,
+        format!("{sb}/_sandbox/eventbrite/checkin"),
+        checkin(url_token),
+    )
+    .await;
     assert_eq!(v["deliveries"][0]["status"], 202, "{v}");
 
     // SMS: signed over the URL the node was called on.
-    let text = |tamper: Option<&str>| {
-        json!({"from": "+15550001", "to": "+15550002", "body": "gate code 4711", "webhook_url": hook(&sms), "auth_token": "sms-token", "tamper": tamper})
-    };
+    let text = |tamper: Option<&str>| json!({"from": "+15550001", "to": "+15550002", "body": "gate code 4711", "webhook_url": hook(&sms), "auth_token": "sms-token", "tamper": tamper});
     for t in ["body", "url", "signature"] {
         let v = control(http, format!("{sb}/_sandbox/sms/messages"), text(Some(t))).await;
         assert_eq!(v["delivery_status"], 401, "{t}: {v}");
@@ -196,14 +210,17 @@ async fn provider_webhooks_and_a_triggered_export_through_the_binary() {
     assert_eq!(v["delivery_status"], 202, "{v}");
 
     // A manual trigger of the export.
-    let (s, v) = api.post(&format!("/v1/integrations/{sheets}/runs"), "{}").await;
+    let (s, v) = api
+        .post(&format!("/v1/integrations/{sheets}/runs"), "{}")
+        .await;
     assert_eq!(s, 202, "{v}");
 
     eventually(20, "every accepted event and the export done", || async {
         let w = sandbox.world();
         let c = &w.platform.contacts;
         c.contains_key("ada@example.com")
-            && c.get("att006@example.com").is_some_and(|a| a.data_fields.get("CHECKED_IN") == Some(&json!(true)))
+            && c.get("att006@example.com")
+                .is_some_and(|a| a.data_fields.get("CHECKED_IN") == Some(&json!(true)))
             && w.emails.len() == 1
             && w.google.spreadsheets[ferry_sandbox::google::SPREADSHEET_ID]
                 .tab("Campaigns")
@@ -211,7 +228,11 @@ async fn provider_webhooks_and_a_triggered_export_through_the_binary() {
     })
     .await;
     assert!(sandbox.world().emails[0].data.contains("gate code 4711"));
-    assert!(!sandbox.world().platform.contacts.contains_key("mallory@example.com"));
+    assert!(!sandbox
+        .world()
+        .platform
+        .contacts
+        .contains_key("mallory@example.com"));
     for (id, want) in [(&zoom, 1), (&eventbrite, 1), (&sms, 1), (&sheets, 1)] {
         let runs = api.get(&format!("/v1/runs?integration={id}")).await;
         assert_eq!(

@@ -317,11 +317,18 @@ async fn typeform_passes_the_conformance_harness() {
         BTreeMap::from([
             ("webhook_secret".to_string(), SECRET.to_string()),
             ("api_token".to_string(), typeform::API_TOKEN.to_string()),
-            ("platform_api_key".to_string(), platform::API_KEY.to_string()),
+            (
+                "platform_api_key".to_string(),
+                platform::API_KEY.to_string(),
+            ),
         ])
     }
     fn webhook(_: &Endpoints, _: i64) -> WebhookCase {
-        let body = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/typeform_form_response.json")).expect("fixture");
+        let body = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../fixtures/typeform_form_response.json"
+        ))
+        .expect("fixture");
         let good = typeform::signature(SECRET, &body);
         let mut changed = body.clone();
         changed[30] ^= 1;
@@ -329,7 +336,10 @@ async fn typeform_passes_the_conformance_harness() {
             good: inbound(&body, Some(good.clone())),
             tampered: vec![
                 ("a changed body", inbound(&changed, Some(good))),
-                ("another secret", inbound(&body, Some(typeform::signature("other", &body)))),
+                (
+                    "another secret",
+                    inbound(&body, Some(typeform::signature("other", &body))),
+                ),
                 ("no signature", inbound(&body, None)),
             ],
         }
@@ -341,16 +351,37 @@ async fn typeform_passes_the_conformance_harness() {
         bad_configs: vec![
             (json!({"form_id": null}), "config.form_id"),
             (json!({"page_size": 1001}), "config.page_size"),
-            (json!({"field_map": {"FIRSTNAME": ""}}), "config.field_map.FIRSTNAME"),
+            (
+                json!({"field_map": {"FIRSTNAME": ""}}),
+                "config.field_map.FIRSTNAME",
+            ),
         ],
         webhook: Some(webhook),
         payload: None,
         faults: vec![
-            Fault { provider: "typeform".into(), status: Some(429), retry_after_s: Some(1), ..Default::default() },
-            Fault { provider: "typeform".into(), status: Some(500), ..Default::default() },
-            Fault { provider: "platform".into(), status: Some(503), ..Default::default() },
+            Fault {
+                provider: "typeform".into(),
+                status: Some(429),
+                retry_after_s: Some(1),
+                ..Default::default()
+            },
+            Fault {
+                provider: "typeform".into(),
+                status: Some(500),
+                ..Default::default()
+            },
+            Fault {
+                provider: "platform".into(),
+                status: Some(503),
+                ..Default::default()
+            },
         ],
-        cut: Some(Fault { provider: "typeform".into(), status: Some(503), skip: Some(1), ..Default::default() }),
+        cut: Some(Fault {
+            provider: "typeform".into(),
+            status: Some(503),
+            skip: Some(1),
+            ..Default::default()
+        }),
         outcome: platform_contacts,
         now_ms: 1_763_630_102_000,
     })

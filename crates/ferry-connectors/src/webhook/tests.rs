@@ -211,24 +211,49 @@ mod conformance {
     use crate::webhook::WebhookConnector;
 
     fn vectors() -> Value {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/signatures.json")).expect("vectors");
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../fixtures/signatures.json"
+        ))
+        .expect("vectors");
         serde_json::from_str(&text).expect("json")
     }
 
     fn body() -> String {
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/standard_webhook.json")).expect("body")
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../fixtures/standard_webhook.json"
+        ))
+        .expect("body")
     }
 
     fn webhook(_: &Endpoints, _: i64) -> WebhookCase {
         let v = vectors();
         let sw = &v["standard_webhooks"];
-        let (id, ts, sig) = (sw["webhook-id"].as_str().expect("id"), sw["webhook-timestamp"].as_str().expect("ts"), sw["value"].as_str().expect("sig"));
+        let (id, ts, sig) = (
+            sw["webhook-id"].as_str().expect("id"),
+            sw["webhook-timestamp"].as_str().expect("ts"),
+            sw["value"].as_str().expect("sig"),
+        );
         let b = body();
-        let req = |id: &str, ts: &str, sig: &str, b: &str| inbound("http://ferry.test/v1/hooks/x", &[("webhook-id", id), ("webhook-timestamp", ts), ("webhook-signature", sig)], b.as_bytes());
+        let req = |id: &str, ts: &str, sig: &str, b: &str| {
+            inbound(
+                "http://ferry.test/v1/hooks/x",
+                &[
+                    ("webhook-id", id),
+                    ("webhook-timestamp", ts),
+                    ("webhook-signature", sig),
+                ],
+                b.as_bytes(),
+            )
+        };
         WebhookCase {
             good: req(id, ts, sig, &b),
             tampered: vec![
-                ("a changed body", req(id, ts, sig, &b.replacen('{', "{ ", 1))),
+                (
+                    "a changed body",
+                    req(id, ts, sig, &b.replacen('{', "{ ", 1)),
+                ),
                 ("a changed id", req("msg_other", ts, sig, &b)),
                 ("a stale timestamp", req(id, "1763620000", sig, &b)),
                 ("no signature", req(id, ts, "", &b)),
@@ -237,7 +262,12 @@ mod conformance {
     }
 
     fn delivered(s: &Sandbox) -> Value {
-        json!(s.world().received.iter().map(|r| r["body"].clone()).collect::<Vec<_>>())
+        json!(s
+            .world()
+            .received
+            .iter()
+            .map(|r| r["body"].clone())
+            .collect::<Vec<_>>())
     }
 
     #[tokio::test]
@@ -248,8 +278,17 @@ mod conformance {
             secrets: |_| {
                 let v = vectors();
                 BTreeMap::from([
-                    ("signing_secret".to_string(), "whsec_c2lnbmluZy1rZXktZm9yLWNvbmZvcm1hbmNlIQ==".to_string()),
-                    ("inbound_secret".to_string(), v["standard_webhooks"]["secret"].as_str().expect("secret").to_string()),
+                    (
+                        "signing_secret".to_string(),
+                        "whsec_c2lnbmluZy1rZXktZm9yLWNvbmZvcm1hbmNlIQ==".to_string(),
+                    ),
+                    (
+                        "inbound_secret".to_string(),
+                        v["standard_webhooks"]["secret"]
+                            .as_str()
+                            .expect("secret")
+                            .to_string(),
+                    ),
                 ])
             },
             bad_configs: vec![
@@ -260,8 +299,17 @@ mod conformance {
             webhook: Some(webhook),
             payload: Some(body),
             faults: vec![
-                Fault { provider: "receiver".into(), status: Some(429), retry_after_s: Some(4), ..Default::default() },
-                Fault { provider: "receiver".into(), status: Some(502), ..Default::default() },
+                Fault {
+                    provider: "receiver".into(),
+                    status: Some(429),
+                    retry_after_s: Some(4),
+                    ..Default::default()
+                },
+                Fault {
+                    provider: "receiver".into(),
+                    status: Some(502),
+                    ..Default::default()
+                },
             ],
             cut: None,
             outcome: delivered,
