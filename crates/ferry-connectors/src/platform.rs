@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ferry_core::{ConnectorError, Rejection};
+use ferry_core::{ConnectorError, Rejection, RunReport};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
@@ -69,6 +69,31 @@ impl PlatformClient {
 
     pub async fn get(&self, path: &str, now_ms: i64) -> Result<Value, ConnectorError> {
         self.call(reqwest::Method::GET, path, None, now_ms).await
+    }
+
+    /// Upserts `contacts` and reports the run: the records the platform
+    /// refuses join `rejections`, and `state` is the new cursor.
+    pub async fn upsert_and_report(
+        &self,
+        contacts: &[ContactUpsert],
+        mut rejections: Vec<Rejection>,
+        state: Option<Value>,
+        now_ms: i64,
+    ) -> Result<RunReport, ConnectorError> {
+        let done = self.upsert(contacts, now_ms).await?;
+        rejections.extend(done.rejections);
+        tracing::info!(
+            upserted = done.ok,
+            changed = done.changed,
+            rejected = rejections.len(),
+            "contacts upserted"
+        );
+        Ok(RunReport {
+            records_ok: done.ok,
+            records_rejected: rejections.len() as u64,
+            rejections,
+            state,
+        })
     }
 
     /// Upserts in batches of [`BATCH`]; a record the platform refuses is a

@@ -63,21 +63,9 @@ pub async fn run(http: &reqwest::Client, ctx: RunContext) -> Result<RunReport, C
             Err(r) => rejections.push(r),
         }
     }
-    let done = platform.upsert(&contacts, ctx.now_ms).await?;
-    rejections.extend(done.rejections);
-    tracing::info!(
-        attendees = attendees.len(),
-        upserted = done.ok,
-        changed = done.changed,
-        rejected = rejections.len(),
-        "eventbrite attendees synced"
-    );
-    Ok(RunReport {
-        records_ok: done.ok,
-        records_rejected: rejections.len() as u64,
-        rejections,
-        state,
-    })
+    platform
+        .upsert_and_report(&contacts, rejections, state, ctx.now_ms)
+        .await
 }
 
 fn key(a: &Value) -> Option<String> {

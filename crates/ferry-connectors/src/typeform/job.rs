@@ -43,21 +43,9 @@ pub async fn run(http: &reqwest::Client, ctx: RunContext) -> Result<RunReport, C
             Err(rej) => rejections.push(rej),
         }
     }
-    let done = platform.upsert(&contacts, ctx.now_ms).await?;
-    rejections.extend(done.rejections);
-    tracing::info!(
-        responses = responses.len(),
-        upserted = done.ok,
-        changed = done.changed,
-        rejected = rejections.len(),
-        "typeform responses synced"
-    );
-    Ok(RunReport {
-        records_ok: done.ok,
-        records_rejected: rejections.len() as u64,
-        rejections,
-        state,
-    })
+    platform
+        .upsert_and_report(&contacts, rejections, state, ctx.now_ms)
+        .await
 }
 
 /// Every response newer than the cursor, oldest first, and the new cursor.

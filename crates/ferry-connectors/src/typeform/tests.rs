@@ -5,13 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_core::{
-    Connector, ConnectorError, InboundRequest, Intake, RunContext, Trigger, WebhookContext,
-    WebhookError,
+    Connector, ConnectorError, InboundRequest, Intake, RunContext, WebhookContext, WebhookError,
 };
 use ferry_sandbox::faults::Fault;
 use ferry_sandbox::{platform, typeform, Sandbox};
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::TypeformConnector;
@@ -19,49 +17,35 @@ use super::TypeformConnector;
 const SECRET: &str = "typeform-test-secret";
 
 async fn sandbox() -> (Sandbox, String) {
-    let s = Sandbox::new();
-    let addr = s
-        .serve("127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("serve");
-    (s, format!("http://{addr}"))
+    let (s, e) = crate::testkit::sandbox().await;
+    (s, e.http)
+}
+
+fn config(base: &str) -> Value {
+    json!({
+        "form_id": "frm_feedback",
+        "field_map": {"FIRSTNAME": "first_name", "SCORE": "nps"},
+        "address_book_id": "ab-1",
+        "api_base_url": format!("{base}/typeform"),
+        "platform_base_url": format!("{base}/platform"),
+        "page_size": 10,
+        "min_request_interval_ms": 0
+    })
+}
+
+fn secrets() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("webhook_secret".to_string(), SECRET.to_string()),
+        ("api_token".to_string(), typeform::API_TOKEN.to_string()),
+        (
+            "platform_api_key".to_string(),
+            platform::API_KEY.to_string(),
+        ),
+    ])
 }
 
 fn ctx(base: &str, payload: Option<String>, state: Value) -> RunContext {
-    RunContext {
-        run_id: Uuid::now_v7(),
-        integration_id: Uuid::now_v7(),
-        tenant: "acme".into(),
-        trigger: if payload.is_some() {
-            Trigger::Event
-        } else {
-            Trigger::Schedule
-        },
-        attempt: 1,
-        scheduled_for: None,
-        event_id: None,
-        payload,
-        config: Arc::new(json!({
-            "form_id": "frm_feedback",
-            "field_map": {"FIRSTNAME": "first_name", "SCORE": "nps"},
-            "address_book_id": "ab-1",
-            "api_base_url": format!("{base}/typeform"),
-            "platform_base_url": format!("{base}/platform"),
-            "page_size": 10,
-            "min_request_interval_ms": 0
-        })),
-        secrets: Arc::new(BTreeMap::from([
-            ("webhook_secret".to_string(), SECRET.to_string()),
-            ("api_token".to_string(), typeform::API_TOKEN.to_string()),
-            (
-                "platform_api_key".to_string(),
-                platform::API_KEY.to_string(),
-            ),
-        ])),
-        state,
-        cancel: CancellationToken::new(),
-        now_ms: 1_763_630_102_000,
-    }
+    crate::testkit::context(config(base), secrets(), payload, state, 1_763_630_102_000)
 }
 
 fn contacts(s: &Sandbox) -> BTreeMap<String, (Value, u64)> {
@@ -302,27 +286,6 @@ async fn webhooks_are_verified_and_one_response_becomes_one_contact() {
 async fn typeform_passes_the_conformance_harness() {
     use crate::testkit::{conform, platform_contacts, Case, Endpoints, WebhookCase};
 
-    fn config(e: &Endpoints) -> Value {
-        json!({
-            "form_id": "frm_feedback",
-            "field_map": {"FIRSTNAME": "first_name", "SCORE": "nps"},
-            "address_book_id": "ab-1",
-            "api_base_url": format!("{}/typeform", e.http),
-            "platform_base_url": format!("{}/platform", e.http),
-            "page_size": 10,
-            "min_request_interval_ms": 0
-        })
-    }
-    fn secrets(_: &Endpoints) -> BTreeMap<String, String> {
-        BTreeMap::from([
-            ("webhook_secret".to_string(), SECRET.to_string()),
-            ("api_token".to_string(), typeform::API_TOKEN.to_string()),
-            (
-                "platform_api_key".to_string(),
-                platform::API_KEY.to_string(),
-            ),
-        ])
-    }
     fn webhook(_: &Endpoints, _: i64) -> WebhookCase {
         let body = std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -346,8 +309,8 @@ async fn typeform_passes_the_conformance_harness() {
     }
     conform(Case {
         connector: Arc::new(TypeformConnector::new()),
-        config,
-        secrets,
+        config: |e| config(&e.http),
+        secrets: |_| secrets(),
         bad_configs: vec![
             (json!({"form_id": null}), "config.form_id"),
             (json!({"page_size": 1001}), "config.page_size"),

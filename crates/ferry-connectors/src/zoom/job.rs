@@ -50,20 +50,9 @@ pub async fn run(
             (c, Some(s))
         }
     };
-    let done = platform.upsert(&contacts, ctx.now_ms).await?;
-    rejections.extend(done.rejections);
-    tracing::info!(
-        upserted = done.ok,
-        changed = done.changed,
-        rejected = rejections.len(),
-        "zoom contacts synced"
-    );
-    Ok(RunReport {
-        records_ok: done.ok,
-        records_rejected: rejections.len() as u64,
-        rejections,
-        state,
-    })
+    platform
+        .upsert_and_report(&contacts, rejections, state, ctx.now_ms)
+        .await
 }
 
 fn text(v: &Value) -> Option<String> {
