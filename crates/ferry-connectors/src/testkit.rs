@@ -336,6 +336,13 @@ impl Connector for ArcConnector {
     }
 }
 
+/// A file of the repository's `fixtures/` (provider payloads, signature
+/// vectors), byte-exact.
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/../../fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
+}
+
 /// An inbound request as the intake hands it over.
 pub fn inbound(url: &str, headers: &[(&str, &str)], body: &[u8]) -> InboundRequest {
     InboundRequest {

@@ -4,8 +4,6 @@
 //! attendee and delivers `attendee.checked_in`/`checked_out` webhooks
 //! (Eventbrite signs nothing). Mounted under `/eventbrite/v3`.
 
-use std::collections::BTreeMap;
-
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -117,14 +115,6 @@ async fn check(s: &Sandbox, headers: &HeaderMap) -> Option<Response> {
             "The OAuth token you provided was invalid.",
         )
     })
-}
-
-macro_rules! checked {
-    ($s:expr, $h:expr) => {
-        if let Some(r) = check(&$s, &$h).await {
-            return r;
-        }
-    };
 }
 
 #[derive(Deserialize)]
@@ -428,13 +418,4 @@ pub fn routes() -> Router<Sandbox> {
 
 pub fn control_routes() -> Router<Sandbox> {
     Router::new().route("/checkin", post(checkin))
-}
-
-/// Attendees by id, for tests that look at what the fake holds.
-pub fn attendees_by_id(e: &Eventbrite) -> BTreeMap<String, Value> {
-    e.events
-        .iter()
-        .flat_map(|ev| ev.attendees.iter())
-        .filter_map(|a| Some((a["id"].as_str()?.to_string(), a.clone())))
-        .collect()
 }

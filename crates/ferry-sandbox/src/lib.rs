@@ -21,6 +21,16 @@
 //! registrations and URL validation, Eventbrite check-ins, inbound SMS).
 //! [`smtp::serve`] runs an SMTP sink beside them.
 
+/// Answers with what a fake's `check(&sandbox, &headers)` returns (a
+/// fault, or a refused credential), if anything.
+macro_rules! checked {
+    ($s:expr, $h:expr) => {
+        if let Some(r) = check(&$s, &$h).await {
+            return r;
+        }
+    };
+}
+
 mod deliver;
 pub mod eventbrite;
 pub mod faults;

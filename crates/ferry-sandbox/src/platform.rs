@@ -285,14 +285,6 @@ async fn check(s: &Sandbox, headers: &HeaderMap) -> Option<Response> {
     (!ok).then(|| error(401, "unauthorized", "missing or invalid API key"))
 }
 
-macro_rules! checked {
-    ($s:expr, $h:expr) => {
-        if let Some(r) = check(&$s, &$h).await {
-            return r;
-        }
-    };
-}
-
 async fn book_stats(State(s): State<Sandbox>, h: HeaderMap, Path(id): Path<String>) -> Response {
     checked!(s, h);
     let w = s.world();

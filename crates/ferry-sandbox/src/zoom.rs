@@ -204,14 +204,6 @@ async fn check(s: &Sandbox, headers: &HeaderMap) -> Option<Response> {
     (!ok).then(|| error(401, 124, "Invalid access token."))
 }
 
-macro_rules! checked {
-    ($s:expr, $h:expr) => {
-        if let Some(r) = check(&$s, &$h).await {
-            return r;
-        }
-    };
-}
-
 #[derive(Deserialize)]
 struct PageQuery {
     page_size: Option<String>,

@@ -45,11 +45,7 @@ fn delivery(sub_path: &str, body: &[u8]) -> InboundRequest {
 }
 
 fn webhook(_: &Endpoints, _: i64) -> WebhookCase {
-    let body = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../fixtures/eventbrite_attendee_checked_in.json"
-    ))
-    .expect("fixture");
+    let body = crate::testkit::fixture("eventbrite_attendee_checked_in.json");
     WebhookCase {
         good: delivery(&format!("/{URL_TOKEN}"), &body),
         tampered: vec![

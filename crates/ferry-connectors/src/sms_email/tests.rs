@@ -13,20 +13,12 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::SmsEmailConnector;
-use crate::testkit::{self, conform, context, inbound, Case, Endpoints, WebhookCase};
+use crate::testkit::{self, conform, context, fixture, inbound, Case, Endpoints, WebhookCase};
 
 const NOW_MS: i64 = 1_763_630_102_000;
 
 fn vectors() -> Value {
     serde_json::from_slice(&fixture("signatures.json")).expect("json")
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!(
-        "{}/../../fixtures/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .expect("fixture")
 }
 
 fn config_for(host: &str, port: u16) -> Value {

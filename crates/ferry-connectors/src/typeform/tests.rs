@@ -198,11 +198,7 @@ fn inbound(body: &[u8], sig: Option<String>) -> InboundRequest {
 
 #[tokio::test]
 async fn webhooks_are_verified_and_one_response_becomes_one_contact() {
-    let fixture = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../fixtures/typeform_form_response.json"
-    ))
-    .expect("fixture");
+    let fixture = crate::testkit::fixture("typeform_form_response.json");
     let secrets = BTreeMap::from([("webhook_secret".to_string(), SECRET.to_string())]);
     let config = json!({});
     let wctx = WebhookContext {
@@ -287,11 +283,7 @@ async fn typeform_passes_the_conformance_harness() {
     use crate::testkit::{conform, platform_contacts, Case, Endpoints, WebhookCase};
 
     fn webhook(_: &Endpoints, _: i64) -> WebhookCase {
-        let body = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../fixtures/typeform_form_response.json"
-        ))
-        .expect("fixture");
+        let body = crate::testkit::fixture("typeform_form_response.json");
         let good = typeform::signature(SECRET, &body);
         let mut changed = body.clone();
         changed[30] ^= 1;

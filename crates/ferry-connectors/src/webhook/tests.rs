@@ -211,20 +211,12 @@ mod conformance {
     use crate::webhook::WebhookConnector;
 
     fn vectors() -> Value {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../fixtures/signatures.json"
-        ))
-        .expect("vectors");
+        let text = String::from_utf8(crate::testkit::fixture("signatures.json")).expect("utf-8");
         serde_json::from_str(&text).expect("json")
     }
 
     fn body() -> String {
-        std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../fixtures/standard_webhook.json"
-        ))
-        .expect("body")
+        String::from_utf8(crate::testkit::fixture("standard_webhook.json")).expect("utf-8")
     }
 
     fn webhook(_: &Endpoints, _: i64) -> WebhookCase {

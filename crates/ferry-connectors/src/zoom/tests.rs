@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::ZoomConnector;
 use crate::testkit::{
-    self, conform, context, inbound, platform_contacts, Case, Endpoints, WebhookCase,
+    self, conform, context, fixture, inbound, platform_contacts, Case, Endpoints, WebhookCase,
 };
 
 const SECRET: &str = "zoom-webhook-secret-token";
@@ -40,14 +40,6 @@ fn secrets(_: &Endpoints) -> BTreeMap<String, String> {
             platform::API_KEY.to_string(),
         ),
     ])
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!(
-        "{}/../../fixtures/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .expect("fixture")
 }
 
 fn webhook(_: &Endpoints, _now: i64) -> WebhookCase {
