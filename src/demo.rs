@@ -4,13 +4,14 @@
 //! Eventbrite, Zoom and SMS-to-email against the in-process sandbox. Real
 //! cron schedules, a storm of signed webhooks (with duplicates and bad
 //! requests), provider webhooks (good, tampered, stale), fault bursts that
-//! force retries and dead letters, an operator replay, and a closing
-//! summary.
+//! force retries and dead letters, a storage outage that webhooks ride out
+//! in the spool, an operator replay, and a closing summary.
 
 mod providers;
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -28,6 +29,8 @@ struct Receiver {
     delivered: AtomicU64,
     refused: AtomicU64,
     bad_signatures: AtomicU64,
+    /// The `outage` numbers of the events sent while the store was down.
+    outage_events: Mutex<HashSet<u64>>,
 }
 
 async fn start_receiver(r: Arc<Receiver>) -> anyhow::Result<String> {
@@ -63,6 +66,12 @@ async fn start_receiver(r: Arc<Receiver>) -> anyhow::Result<String> {
                     return StatusCode::SERVICE_UNAVAILABLE;
                 }
                 r.delivered.fetch_add(1, Ordering::Relaxed);
+                let outage = serde_json::from_str::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v["outage"].as_u64());
+                if let (Some(n), Ok(mut seen)) = (outage, r.outage_events.lock()) {
+                    seen.insert(n);
+                }
                 StatusCode::NO_CONTENT
             }
         }),
@@ -123,6 +132,19 @@ async fn hook(
 
 const TYPEFORM_SECRET: &str = "demo-typeform-secret";
 
+/// Signed webhooks sent while the store is cut off.
+const OUTAGE_EVENTS: u64 = 40;
+
+async fn readiness(api: &Api) -> anyhow::Result<Value> {
+    Ok(api
+        .http
+        .get(format!("{}/readyz", api.base))
+        .send()
+        .await?
+        .json()
+        .await?)
+}
+
 /// The first `max` rejected records of an integration's runs, with reasons.
 async fn first_rejections(api: &Api, id: &str, max: usize) -> anyhow::Result<Vec<String>> {
     let (_, runs) = api
@@ -165,6 +187,8 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
     config.scheduler.tick = Duration::from_millis(100);
     config.worker.poll = Duration::from_millis(100);
     config.worker.shutdown_grace = Duration::from_secs(2);
+    let outage = ferry_store::OutageSwitch::default();
+    config.database.outage = Some(outage.clone());
     let token = format!("demo-{}", uuid::Uuid::new_v4().simple());
     config.security.admin_token = Some(token.clone());
     let running = ferry_api::start(
@@ -309,6 +333,8 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
     let mut accepted = 0u64;
     let mut duplicates = 0u64;
     let mut provider_hooks_sent = false;
+    let mut outage_accepted = 0u64;
+    let mut outage_ended = false;
     while started.elapsed() < duration {
         let t = started.elapsed().as_secs_f64() / duration.as_secs_f64();
         if !storm_sent && t > 0.15 {
@@ -376,12 +402,51 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
                 .await?;
             }
         }
-        if fault_started && !fault_ended && t > 0.6 {
+        if fault_started && !fault_ended && t > 0.55 {
             fault_ended = true;
             receiver.failing.store(false, Ordering::Relaxed);
             println!("-> receiver healthy again; retries drain");
         }
-        if fault_ended && replayed == 0 && t > 0.75 {
+        if fault_ended && !outage.is_cut() && !outage_ended && t > 0.58 {
+            outage.cut();
+            println!("-> storage outage: the store is cut off; signed webhooks keep arriving");
+            // Concurrently, as providers would send them: the first requests
+            // wait out a short store lookup before intake learns the store
+            // is down and stops asking.
+            let mut tasks = tokio::task::JoinSet::new();
+            for n in 0..OUTAGE_EVENTS {
+                let http = api.http.clone();
+                let u = hook_url(0);
+                tasks.spawn(async move {
+                    hook(
+                        &http,
+                        &u,
+                        &format!("outage-{n}"),
+                        &format!(r#"{{"type":"demo.outage","outage":{n}}}"#),
+                        IN_SECRET,
+                    )
+                    .await
+                    .unwrap_or(0)
+                });
+            }
+            while let Some(Ok(s)) = tasks.join_next().await {
+                outage_accepted += u64::from(s == 202);
+            }
+            println!("   {outage_accepted}/{OUTAGE_EVENTS} accepted with 202 while the store is down (each fsynced to the spool first)");
+        }
+        if outage.is_cut() && t > 0.75 {
+            outage.restore();
+            outage_ended = true;
+            // The readiness probe's round trip marks the store up, which
+            // wakes the forwarder from its backoff.
+            let ready = readiness(&api).await?;
+            println!(
+                "-> storage back (/readyz {}): the forwarder drains {} spooled events into the jobs table",
+                ready["status"].as_str().unwrap_or("?"),
+                ready["spool"]["depth"]
+            );
+        }
+        if outage_ended && replayed == 0 && t > 0.82 {
             let (_, dry) = api
                 .send(
                     reqwest::Method::POST,
@@ -402,6 +467,21 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
                 dry["matched"], done["replayed"]
             );
         }
+        if outage.is_cut() {
+            let ready = readiness(&api).await?;
+            println!(
+                "  {:>4.1}s  store DOWN: /readyz {} ({}), spool depth {}, forward lag {:.1}s",
+                started.elapsed().as_secs_f64(),
+                ready["status"].as_str().unwrap_or("?"),
+                ready["store"]["error"].as_str().unwrap_or(""),
+                ready["spool"]["depth"],
+                ready["spool"]["forward_lag_seconds"]
+                    .as_f64()
+                    .unwrap_or(0.0),
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
         let (_, runs) = api
             .send(reqwest::Method::GET, "/v1/runs?limit=1000", None)
             .await?;
@@ -421,6 +501,14 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 
+    // Give the events taken during the outage a bounded time to come out
+    // the other end if the run was too short (or the machine too busy).
+    let drain_deadline = Instant::now() + Duration::from_secs(20);
+    while (receiver.outage_events.lock().map(|s| s.len()).unwrap_or(0) as u64) < outage_accepted
+        && Instant::now() < drain_deadline
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let (_, dls) = api
         .send(reqwest::Method::GET, "/v1/dead-letters?limit=1000", None)
         .await?;
@@ -472,6 +560,13 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
         println!("  rejected record          {r}");
     }
     println!("  webhooks accepted        {accepted} (+{duplicates} duplicates answered with the first event id)");
+    let ready = readiness(&api).await?;
+    let outage_delivered = receiver.outage_events.lock().map(|s| s.len()).unwrap_or(0);
+    println!(
+        "  storage outage           {outage_accepted} webhooks accepted while the store was down, {outage_delivered} delivered after it returned; /readyz now {}, spool depth {}",
+        ready["status"].as_str().unwrap_or("?"),
+        ready["spool"]["depth"],
+    );
     println!(
         "  deliveries received      {}",
         receiver.delivered.load(Ordering::Relaxed)

@@ -191,7 +191,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Demo { duration } => {
-            logging::init(false, "warn");
+            // The pool's own reports of refused connections would drown the
+            // demo's outage phase; ferry's warnings say the same once.
+            logging::init(false, "warn,sqlx=off,sqlx_core=off");
             demo::run(duration).await
         }
         Command::Sandbox {

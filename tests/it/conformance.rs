@@ -431,3 +431,51 @@ async fn leases_and_state_postgres() {
     };
     lease_suite(db).await;
 }
+
+/// Readiness probes at the same time each read their own write, and the
+/// outage switch cuts the store off and gives it back.
+async fn probe_suite(url: String) {
+    let outage = ferry_store::OutageSwitch::default();
+    let mut opts = ferry_store::DbOptions::new(url);
+    opts.acquire_timeout = std::time::Duration::from_millis(300);
+    opts.outage = Some(outage.clone());
+    let db = Db::connect(&opts).await.expect("connect");
+    db.migrate().await.expect("migrate");
+
+    let mut probes = tokio::task::JoinSet::new();
+    for n in 0..32 {
+        let db = db.clone();
+        probes.spawn(async move { ferry_store::nodes::heartbeat(&db, "node-a", T0 + n).await });
+    }
+    while let Some(p) = probes.join_next().await {
+        p.expect("probe task").expect("a concurrent probe fails");
+    }
+
+    outage.cut();
+    let err = ferry_store::nodes::heartbeat(&db, "node-a", T0 + 100)
+        .await
+        .expect_err("the store answers through a cut");
+    assert!(err.is_unavailable(), "a cut is an outage, not {err}");
+    outage.restore();
+    ferry_store::nodes::heartbeat(&db, "node-a", T0 + 200)
+        .await
+        .expect("the store answers once restored");
+}
+
+#[tokio::test]
+async fn probes_and_outage_switch_sqlite() {
+    let dir = TempDir::new("ferry-test");
+    probe_suite(format!(
+        "sqlite://{}?mode=rwc",
+        dir.0.join("ferry.db").display()
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn probes_and_outage_switch_postgres() {
+    let Some(url) = pg_fresh_url("probes_and_outage_switch_postgres").await else {
+        return;
+    };
+    probe_suite(url).await;
+}

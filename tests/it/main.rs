@@ -5,6 +5,7 @@
 mod common;
 mod conformance;
 mod connectors;
+mod demo;
 mod e2e;
 mod multinode;
 mod operations;

@@ -33,6 +33,9 @@ pub struct DatabaseConfig {
     /// Empty: an SQLite file in the data dir.
     pub url: String,
     pub max_connections: u32,
+    /// Set by embedders (the demo, tests) to cut the store off at will.
+    #[serde(skip)]
+    pub outage: Option<ferry_store::OutageSwitch>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -139,6 +142,7 @@ impl Default for DatabaseConfig {
         DatabaseConfig {
             url: String::new(),
             max_connections: 16,
+            outage: None,
         }
     }
 }

@@ -77,6 +77,7 @@ async fn connect(config: &Config, lazy: bool) -> Result<Db, StartError> {
     let mut opts = DbOptions::new(config.database_url());
     opts.max_connections = config.database.max_connections;
     opts.lazy = lazy;
+    opts.outage = config.database.outage.clone();
     Ok(Db::connect(&opts).await?)
 }
 

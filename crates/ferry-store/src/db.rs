@@ -7,6 +7,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 use crate::error::{Error, Result};
+use crate::health::OutageSwitch;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -24,6 +25,8 @@ pub struct DbOptions {
     /// PostgreSQL: open connections on first use, so a node can start (and
     /// take webhooks into its spool) while the store is unreachable.
     pub lazy: bool,
+    /// Cuts the store off from this process while on (see `OutageSwitch`).
+    pub outage: Option<OutageSwitch>,
 }
 
 impl DbOptions {
@@ -33,6 +36,7 @@ impl DbOptions {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
             lazy: false,
+            outage: None,
         }
     }
 }
@@ -42,6 +46,17 @@ pub struct Db {
     pub pool: AnyPool,
     pub backend: Backend,
     pub url: String,
+}
+
+/// Refuses pooled connections while `outage` is cut.
+fn with_outage(pool: AnyPoolOptions, outage: Option<OutageSwitch>) -> AnyPoolOptions {
+    match outage {
+        None => pool,
+        Some(o) => pool.before_acquire(move |_, _| {
+            let o = o.clone();
+            Box::pin(async move { o.check().map(|()| true) })
+        }),
+    }
 }
 
 struct Migration {
@@ -90,24 +105,41 @@ impl Db {
             .map_err(|e| Error::Db(format!("database url: {e}")))?;
         let pool = match backend {
             Backend::Sqlite => {
-                AnyPoolOptions::new()
-                    .max_connections(1)
-                    .acquire_timeout(opts.acquire_timeout)
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            conn.execute("PRAGMA journal_mode = WAL").await?;
-                            conn.execute("PRAGMA synchronous = FULL").await?;
-                            conn.execute("PRAGMA busy_timeout = 5000").await?;
-                            Ok(())
-                        })
+                let outage = opts.outage.clone();
+                with_outage(
+                    AnyPoolOptions::new()
+                        .max_connections(1)
+                        .acquire_timeout(opts.acquire_timeout),
+                    opts.outage.clone(),
+                )
+                .after_connect(move |conn, _| {
+                    let outage = outage.clone();
+                    Box::pin(async move {
+                        if let Some(o) = &outage {
+                            o.check()?;
+                        }
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = FULL").await?;
+                        conn.execute("PRAGMA busy_timeout = 5000").await?;
+                        Ok(())
                     })
-                    .connect_with(connect)
-                    .await?
+                })
+                .connect_with(connect)
+                .await?
             }
             Backend::Postgres => {
-                let pool = AnyPoolOptions::new()
-                    .max_connections(opts.max_connections)
-                    .acquire_timeout(opts.acquire_timeout);
+                let mut pool = with_outage(
+                    AnyPoolOptions::new()
+                        .max_connections(opts.max_connections)
+                        .acquire_timeout(opts.acquire_timeout),
+                    opts.outage.clone(),
+                );
+                if let Some(outage) = opts.outage.clone() {
+                    pool = pool.after_connect(move |_, _| {
+                        let outage = outage.clone();
+                        Box::pin(async move { outage.check() })
+                    });
+                }
                 if opts.lazy {
                     pool.connect_lazy_with(connect)
                 } else {

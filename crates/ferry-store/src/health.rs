@@ -33,3 +33,38 @@ impl StoreHealth {
         self.up.swap(false, Ordering::Relaxed)
     }
 }
+
+/// A switch that makes the store unreachable from this process, as if the
+/// network to the database were cut: while it is on, no pooled connection
+/// is handed out and none can be opened, so every query waits out the
+/// pool's acquire timeout and fails. Connections already checked out
+/// finish their work. It exists for outages where there is no network to
+/// cut (the embedded SQLite store): `ferry demo` and tests flip it.
+#[derive(Debug, Clone, Default)]
+pub struct OutageSwitch(std::sync::Arc<AtomicBool>);
+
+impl OutageSwitch {
+    pub fn cut(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn restore(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+
+    pub fn is_cut(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// The error a connection attempt gets while the switch is on.
+    pub(crate) fn check(&self) -> Result<(), sqlx::Error> {
+        if self.is_cut() {
+            Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "store cut off by the outage switch",
+            )))
+        } else {
+            Ok(())
+        }
+    }
+}

@@ -21,7 +21,7 @@ pub mod tokens;
 pub use crypto::SecretKey;
 pub use db::{Backend, Db, DbOptions};
 pub use error::{Error, Result};
-pub use health::StoreHealth;
+pub use health::{OutageSwitch, StoreHealth};
 pub use integrations::{Integration, IntegrationSpec, Revision};
 
 /// Splits a page of rows sorted newest first into the page and the cursor
