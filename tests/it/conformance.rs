@@ -161,6 +161,22 @@ async fn suite(db: Db) {
     let run = q.get_run(claimed[0].id).await.expect("run");
     assert_eq!(run.status, ferry_core::RunStatus::Succeeded);
     assert_eq!((run.records_ok, run.records_rejected), (3, 1));
+    assert_eq!(run.connector_version.as_deref(), Some("1.0.0"));
+    assert_eq!(
+        (run.attempts, run.started_at, run.finished_at),
+        (1, Some(T0 + 10), Some(T0 + 20))
+    );
+    assert_eq!(
+        (run.event_id, run.trigger, run.revision),
+        (claimed[0].event_id, Trigger::Event, i.revision)
+    );
+    let log = run.attempt_log.clone().expect("attempt log");
+    assert_eq!(
+        log.iter()
+            .map(|e| (e.attempt, e.outcome.as_str(), e.worker.as_deref()))
+            .collect::<Vec<_>>(),
+        vec![(1, "succeeded", Some("w"))]
+    );
     assert_eq!(
         run.rejections.as_deref().unwrap_or_default()[0].reason,
         "contact is suppressed"

@@ -661,6 +661,12 @@ impl Worker {
         let slots = Arc::new(tokio::sync::Semaphore::new(COMPLETION_PIPELINE));
         let mut writing = JoinSet::new();
         while let Some(first) = rx.recv().await {
+            // Wait for a free slot before gathering the group: what arrives
+            // while every slot is busy joins this group instead of queueing
+            // up behind it in groups of one.
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                break;
+            };
             let mut batch = vec![first];
             while batch.len() < 256 {
                 match rx.try_recv() {
@@ -668,9 +674,6 @@ impl Worker {
                     Err(_) => break,
                 }
             }
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                break;
-            };
             let me = self.clone();
             writing.spawn(async move {
                 me.complete_now(batch).await;
