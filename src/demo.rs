@@ -191,12 +191,10 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
     config.database.outage = Some(outage.clone());
     let token = format!("demo-{}", uuid::Uuid::new_v4().simple());
     config.security.admin_token = Some(token.clone());
-    let running = ferry_api::start(
-        &config,
-        ferry_connectors::builtin()?,
-        Arc::new(ferry_core::SystemClock),
-    )
-    .await?;
+    let registry = ferry_connectors::builtin()?;
+    let mut connectors: Vec<String> = registry.all().map(|r| r.manifest().id.clone()).collect();
+    connectors.dedup();
+    let running = ferry_api::start(&config, registry, Arc::new(ferry_core::SystemClock)).await?;
     let base = format!(
         "http://{}",
         running.addr.context("the demo node serves HTTP")?
@@ -579,14 +577,7 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
         "  bad signatures seen      {}",
         receiver.bad_signatures.load(Ordering::Relaxed)
     );
-    for c in [
-        "webhook",
-        "typeform",
-        "google_sheets",
-        "eventbrite",
-        "zoom",
-        "sms_email",
-    ] {
+    for c in &connectors {
         println!(
             "  {c:<14} runs succeeded {:>4}, attempts retried {:>3}, dead {:>3}",
             metric(&format!(
