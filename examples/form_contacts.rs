@@ -225,25 +225,11 @@ mod tests {
             webhook: None,
             payload: None,
             faults: vec![
-                Fault {
-                    provider: "platform".into(),
-                    status: Some(429),
-                    retry_after_s: Some(2),
-                    ..Default::default()
-                },
-                Fault {
-                    provider: "platform".into(),
-                    status: Some(503),
-                    ..Default::default()
-                },
+                Fault::status("platform", 429).retry_after(2),
+                Fault::status("platform", 503),
             ],
             // The first of three pages, then a cut.
-            cut: Some(Fault {
-                provider: "platform".into(),
-                status: Some(503),
-                skip: Some(1),
-                ..Default::default()
-            }),
+            cut: Some(Fault::status("platform", 503).skip(1)),
             outcome: platform_contacts,
             now_ms: 0,
         })

@@ -381,13 +381,11 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
             receiver.failing.store(true, Ordering::Relaxed);
             println!("-> fault burst: the receiver answers 503; the platform API answers 429 (Retry-After: 1) to the next 6 calls");
             sandbox
-                .set_fault(ferry_sandbox::faults::Fault {
-                    provider: "platform".into(),
-                    status: Some(429),
-                    retry_after_s: Some(1),
-                    count: Some(6),
-                    ..Default::default()
-                })
+                .set_fault(
+                    ferry_sandbox::faults::Fault::status("platform", 429)
+                        .retry_after(1)
+                        .count(6),
+                )
                 .map_err(anyhow::Error::msg)?;
             for n in 0..20 {
                 hook(

@@ -343,11 +343,9 @@ impl Queue {
         if let Some(r) = live {
             return run_from_job(&r);
         }
-        let done = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"))
-            .bind(id.to_string())
-            .fetch_optional(&self.db.pool)
-            .await?
-            .ok_or(Error::NotFound)?;
+        let done = self
+            .row_by_id(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"), id)
+            .await?;
         run_from_history(&done)
     }
 
@@ -372,14 +370,22 @@ impl Queue {
         Ok(ferry_store::paginate(items, limit, |d| d.id.to_string()))
     }
 
+    /// The row `sql` selects with the id as `$1`, or `NotFound`.
+    pub(crate) async fn row_by_id(&self, sql: &str, id: Uuid) -> Result<AnyRow> {
+        sqlx::query(sql)
+            .bind(id.to_string())
+            .fetch_optional(&self.db.pool)
+            .await?
+            .ok_or(Error::NotFound)
+    }
+
     pub async fn get_dead_letter(&self, id: Uuid) -> Result<DeadLetter> {
-        let row = sqlx::query(&format!(
-            "SELECT {DL_COLUMNS} FROM dead_letters WHERE id = $1"
-        ))
-        .bind(id.to_string())
-        .fetch_optional(&self.db.pool)
-        .await?
-        .ok_or(Error::NotFound)?;
+        let row = self
+            .row_by_id(
+                &format!("SELECT {DL_COLUMNS} FROM dead_letters WHERE id = $1"),
+                id,
+            )
+            .await?;
         dead_letter_from_row(&row)
     }
 

@@ -294,13 +294,12 @@ impl Queue {
     }
 
     pub async fn get_operation(&self, id: Uuid) -> Result<Operation> {
-        let row = sqlx::query(&format!(
-            "SELECT {OP_COLUMNS} FROM operations WHERE id = $1"
-        ))
-        .bind(id.to_string())
-        .fetch_optional(&self.db.pool)
-        .await?
-        .ok_or(Error::NotFound)?;
+        let row = self
+            .row_by_id(
+                &format!("SELECT {OP_COLUMNS} FROM operations WHERE id = $1"),
+                id,
+            )
+            .await?;
         operation_from_row(&row)
     }
 

@@ -44,6 +44,33 @@ pub struct Fault {
     pub expire_tokens: bool,
 }
 
+impl Fault {
+    /// `provider` answers `status` until cleared; narrow it with the
+    /// builder methods below.
+    pub fn status(provider: &str, status: u16) -> Fault {
+        Fault {
+            provider: provider.to_string(),
+            status: Some(status),
+            ..Default::default()
+        }
+    }
+
+    pub fn retry_after(mut self, seconds: u64) -> Fault {
+        self.retry_after_s = Some(seconds);
+        self
+    }
+
+    pub fn skip(mut self, requests: u64) -> Fault {
+        self.skip = Some(requests);
+        self
+    }
+
+    pub fn count(mut self, requests: u64) -> Fault {
+        self.count = Some(requests);
+        self
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Faults {
     by_provider: BTreeMap<String, Fault>,

@@ -77,30 +77,12 @@ async fn eventbrite_passes_the_conformance_harness() {
         webhook: Some(webhook),
         payload: None,
         faults: vec![
-            Fault {
-                provider: "eventbrite".into(),
-                status: Some(429),
-                retry_after_s: Some(3),
-                ..Default::default()
-            },
-            Fault {
-                provider: "eventbrite".into(),
-                status: Some(500),
-                ..Default::default()
-            },
-            Fault {
-                provider: "platform".into(),
-                status: Some(503),
-                ..Default::default()
-            },
+            Fault::status("eventbrite", 429).retry_after(3),
+            Fault::status("eventbrite", 500),
+            Fault::status("platform", 503),
         ],
         // The events page and the first attendee page, then a cut.
-        cut: Some(Fault {
-            provider: "eventbrite".into(),
-            status: Some(503),
-            skip: Some(2),
-            ..Default::default()
-        }),
+        cut: Some(Fault::status("eventbrite", 503).skip(2)),
         outcome: platform_contacts,
         now_ms: NOW_MS,
     })

@@ -97,36 +97,14 @@ async fn google_sheets_passes_the_conformance_harness() {
         webhook: None,
         payload: None,
         faults: vec![
-            Fault {
-                provider: "sheets".into(),
-                status: Some(429),
-                ..Default::default()
-            },
-            Fault {
-                provider: "sheets".into(),
-                status: Some(503),
-                ..Default::default()
-            },
-            Fault {
-                provider: "google_oauth".into(),
-                status: Some(500),
-                ..Default::default()
-            },
-            Fault {
-                provider: "platform".into(),
-                status: Some(429),
-                retry_after_s: Some(2),
-                ..Default::default()
-            },
+            Fault::status("sheets", 429),
+            Fault::status("sheets", 503),
+            Fault::status("google_oauth", 500),
+            Fault::status("platform", 429).retry_after(2),
         ],
         // Metadata, keys and the first of three appends, then a cut: the
         // re-run appends only the rows the tab does not hold.
-        cut: Some(Fault {
-            provider: "sheets".into(),
-            status: Some(503),
-            skip: Some(4),
-            ..Default::default()
-        }),
+        cut: Some(Fault::status("sheets", 503).skip(4)),
         outcome: tabs,
         now_ms: now_ms(),
     })

@@ -124,18 +124,7 @@ async fn sms_email_passes_the_conformance_harness() {
         ],
         webhook: Some(webhook),
         payload: Some(payload),
-        faults: vec![
-            Fault {
-                provider: "smtp".into(),
-                status: Some(451),
-                ..Default::default()
-            },
-            Fault {
-                provider: "smtp".into(),
-                status: Some(421),
-                ..Default::default()
-            },
-        ],
+        faults: vec![Fault::status("smtp", 451), Fault::status("smtp", 421)],
         cut: None,
         outcome: emails,
         now_ms: NOW_MS,

@@ -98,14 +98,8 @@ async fn a_run_cut_mid_pagination_resumes_from_its_cursor_without_duplicates() {
     let (s, base) = sandbox().await;
     let c = TypeformConnector::new();
     // The second page fails: the run fails and commits no cursor.
-    s.set_fault(Fault {
-        provider: "typeform".into(),
-        status: Some(503),
-        skip: Some(1),
-        count: Some(1),
-        ..Default::default()
-    })
-    .expect("fault");
+    s.set_fault(Fault::status("typeform", 503).skip(1).count(1))
+        .expect("fault");
     let err = c.run(ctx(&base, None, json!({}))).await.expect_err("cut");
     assert!(matches!(err, ConnectorError::Transient(_)), "{err:?}");
     assert!(contacts(&s).is_empty(), "nothing half-written");
@@ -139,28 +133,16 @@ async fn a_run_cut_mid_pagination_resumes_from_its_cursor_without_duplicates() {
 async fn rate_limits_auth_failures_and_outages_are_classified() {
     let (s, base) = sandbox().await;
     let c = TypeformConnector::new();
-    s.set_fault(Fault {
-        provider: "typeform".into(),
-        status: Some(429),
-        retry_after_s: Some(2),
-        count: Some(1),
-        ..Default::default()
-    })
-    .expect("fault");
+    s.set_fault(Fault::status("typeform", 429).retry_after(2).count(1))
+        .expect("fault");
     match c.run(ctx(&base, None, json!({}))).await {
         Err(ConnectorError::RateLimited { retry_after, .. }) => {
             assert_eq!(retry_after, Some(Duration::from_secs(2)))
         }
         other => panic!("want rate-limited, got {other:?}"),
     }
-    s.set_fault(Fault {
-        provider: "platform".into(),
-        status: Some(429),
-        retry_after_s: Some(1),
-        count: Some(1),
-        ..Default::default()
-    })
-    .expect("fault");
+    s.set_fault(Fault::status("platform", 429).retry_after(1).count(1))
+        .expect("fault");
     assert!(matches!(
         c.run(ctx(&base, None, json!({}))).await,
         Err(ConnectorError::RateLimited { .. })
@@ -314,29 +296,11 @@ async fn typeform_passes_the_conformance_harness() {
         webhook: Some(webhook),
         payload: None,
         faults: vec![
-            Fault {
-                provider: "typeform".into(),
-                status: Some(429),
-                retry_after_s: Some(1),
-                ..Default::default()
-            },
-            Fault {
-                provider: "typeform".into(),
-                status: Some(500),
-                ..Default::default()
-            },
-            Fault {
-                provider: "platform".into(),
-                status: Some(503),
-                ..Default::default()
-            },
+            Fault::status("typeform", 429).retry_after(1),
+            Fault::status("typeform", 500),
+            Fault::status("platform", 503),
         ],
-        cut: Some(Fault {
-            provider: "typeform".into(),
-            status: Some(503),
-            skip: Some(1),
-            ..Default::default()
-        }),
+        cut: Some(Fault::status("typeform", 503).skip(1)),
         outcome: platform_contacts,
         now_ms: 1_763_630_102_000,
     })

@@ -291,17 +291,8 @@ mod conformance {
             webhook: Some(webhook),
             payload: Some(body),
             faults: vec![
-                Fault {
-                    provider: "receiver".into(),
-                    status: Some(429),
-                    retry_after_s: Some(4),
-                    ..Default::default()
-                },
-                Fault {
-                    provider: "receiver".into(),
-                    status: Some(502),
-                    ..Default::default()
-                },
+                Fault::status("receiver", 429).retry_after(4),
+                Fault::status("receiver", 502),
             ],
             cut: None,
             outcome: delivered,

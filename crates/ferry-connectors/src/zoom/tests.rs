@@ -102,30 +102,12 @@ async fn zoom_passes_the_conformance_harness() {
         webhook: Some(webhook),
         payload: None,
         faults: vec![
-            Fault {
-                provider: "zoom".into(),
-                status: Some(429),
-                retry_after_s: Some(1),
-                ..Default::default()
-            },
-            Fault {
-                provider: "zoom".into(),
-                status: Some(503),
-                ..Default::default()
-            },
-            Fault {
-                provider: "zoom_oauth".into(),
-                status: Some(502),
-                ..Default::default()
-            },
+            Fault::status("zoom", 429).retry_after(1),
+            Fault::status("zoom", 503),
+            Fault::status("zoom_oauth", 502),
         ],
         // Webinars, then three of four registrant pages: cut.
-        cut: Some(Fault {
-            provider: "zoom".into(),
-            status: Some(503),
-            skip: Some(3),
-            ..Default::default()
-        }),
+        cut: Some(Fault::status("zoom", 503).skip(3)),
         outcome: platform_contacts,
         now_ms: NOW_MS,
     })
