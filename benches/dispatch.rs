@@ -115,6 +115,7 @@ async fn bench(name: &str, a: Db, b: Db, n: usize) {
             tasks.push(tokio::spawn(ferry_queue::wake::listen(
                 q.db.url.clone(),
                 q.wake.clone(),
+                q.due_times.clone(),
                 cancel.clone(),
             )));
         }

@@ -1,7 +1,10 @@
 //! The scheduler with an injected clock: each tick is given its time, so
-//! fire times, misfires and overlap are asserted exactly.
+//! fire times, misfires and overlap are asserted exactly. The policy tests
+//! run without look-ahead (each fire enqueued at its time); `lookahead`
+//! tests fires enqueued ahead and what pause, edit and overlap do to them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ferry_core::schedule::CatchUp;
 use ferry_core::{ManualClock, MisfirePolicy as M, OverlapPolicy as O, Schedule};
@@ -18,6 +21,10 @@ fn ms(s: &str) -> i64 {
 }
 
 fn scheduler(db: &Db) -> (Scheduler, Queue) {
+    scheduler_with(db, Duration::ZERO)
+}
+
+fn scheduler_with(db: &Db, lookahead: Duration) -> (Scheduler, Queue) {
     let q = Queue::new(db.clone());
     let config = SchedulerConfig {
         catch_up: CatchUp {
@@ -25,6 +32,7 @@ fn scheduler(db: &Db) -> (Scheduler, Queue) {
             window_ms: 3_600_000,
             max_fires: 1000,
         },
+        lookahead,
         ..Default::default()
     };
     (
@@ -219,6 +227,143 @@ async fn overlap(db: Db) {
     assert_eq!(state_of(queue.id).await, vec!["available", "waiting"]);
 }
 
+async fn next_fire_at(db: &Db, id: uuid::Uuid) -> Option<i64> {
+    sqlx::query_scalar("SELECT next_fire_at FROM integrations WHERE id = $1")
+        .bind(id.to_string())
+        .fetch_one(&db.pool)
+        .await
+        .expect("next_fire_at")
+}
+
+async fn keys_of(db: &Db, id: uuid::Uuid) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM job_keys WHERE key LIKE $1")
+        .bind(format!("schedule:{id}:%"))
+        .fetch_one(&db.pool)
+        .await
+        .expect("keys")
+}
+
+async fn lookahead(db: Db) {
+    let (s, q) = scheduler_with(&db, Duration::from_secs(5));
+    let key = key();
+    let t0 = ms("2026-01-05T10:00:00Z");
+    let allow = make(&db, every("*/10 * * * * *", M::FireOnce, O::Allow), t0).await;
+    let skip = make(&db, every("*/10 * * * * *", M::FireOnce, O::Skip), t0).await;
+
+    // 4.9 s before the fire: both enqueued now, on time, due at the fire.
+    let r = s.tick(t0 + 5_100).await.expect("tick");
+    assert_eq!((r.enqueued, r.ahead, r.max_lateness_ms), (2, 2, 0));
+    assert_eq!(fires_of(&db, allow.id).await, vec![t0 + 10_000]);
+    assert_eq!(next_fire_at(&db, allow.id).await, Some(t0 + 20_000));
+    assert_eq!(s.tick(t0 + 5_300).await.expect("tick").enqueued, 0);
+    assert!(
+        q.claim("w", 10, 30_000, t0 + 9_999, &[])
+            .await
+            .expect("claim")
+            .is_empty(),
+        "a fire enqueued ahead is not claimable before its time"
+    );
+    assert_eq!(
+        q.due_times.next_after(t0 + 5_300),
+        Some(t0 + 10_000),
+        "idle workers are told when it becomes due"
+    );
+    let running = q
+        .claim("w", 10, 30_000, t0 + 10_000, &[])
+        .await
+        .expect("claim");
+    assert_eq!(running.len(), 2);
+
+    // Overlap skip: the previous run is live 4.9 s ahead, so the fire is
+    // left for its time; `allow` is enqueued ahead as before.
+    let r = s.tick(t0 + 15_100).await.expect("tick");
+    assert_eq!((r.enqueued, r.deferred), (1, 1));
+    assert_eq!(next_fire_at(&db, skip.id).await, Some(t0 + 20_000));
+    // The run finishes before the fire: the next tick enqueues it.
+    let mine = running
+        .iter()
+        .find(|j| j.integration_id == skip.id)
+        .expect("skip job");
+    let done = ferry_queue::Success {
+        id: mine.id,
+        integration_id: mine.integration_id,
+        overlap: true,
+        lease_token: mine.lease_token.clone(),
+        connector_version: "1.0.0".into(),
+        records_ok: 0,
+        records_rejected: 0,
+        rejections: vec![],
+        attempt: ferry_queue::AttemptEntry {
+            attempt: 1,
+            started_at: t0 + 10_000,
+            finished_at: t0 + 16_000,
+            outcome: "succeeded".into(),
+            error: None,
+            class: None,
+            worker: None,
+        },
+        state: None,
+    };
+    assert!(q
+        .complete(&[done], t0 + 16_000)
+        .await
+        .expect("complete")
+        .is_empty());
+    let r = s.tick(t0 + 16_100).await.expect("tick");
+    assert_eq!((r.enqueued, r.ahead, r.deferred), (1, 1, 0));
+    assert_eq!(fires_of(&db, skip.id).await, vec![t0 + 20_000]);
+
+    // A pause withdraws the fire enqueued ahead (and its key); the resumed
+    // schedule fires it again.
+    assert_eq!(fires_of(&db, allow.id).await, vec![t0 + 10_000, t0 + 20_000]);
+    ferry_store::integrations::set_enabled(&db, allow.id, false, t0 + 17_000)
+        .await
+        .expect("pause");
+    assert_eq!(fires_of(&db, allow.id).await, vec![t0 + 10_000]);
+    assert_eq!(next_fire_at(&db, allow.id).await, Some(t0 + 20_000));
+    assert_eq!(keys_of(&db, allow.id).await, 1);
+    assert_eq!(s.tick(t0 + 17_100).await.expect("tick").enqueued, 0);
+    ferry_store::integrations::set_enabled(&db, allow.id, true, t0 + 18_000)
+        .await
+        .expect("resume");
+    assert_eq!(s.tick(t0 + 18_100).await.expect("tick").enqueued, 1);
+    assert_eq!(fires_of(&db, allow.id).await, vec![t0 + 10_000, t0 + 20_000]);
+
+    // An edit withdraws it too, and the fire is enqueued again from the
+    // new revision.
+    let mut edited = spec("webhook", "acme", Some(every("*/10 * * * * *", M::FireOnce, O::Allow)));
+    edited.config = serde_json::json!({"url": "http://127.0.0.1:9/edited"});
+    let now = ferry_store::integrations::update(
+        &db,
+        &key,
+        allow.id,
+        1,
+        &edited,
+        ferry_store::integrations::NextFire::Keep,
+        t0 + 19_000,
+        "test",
+    )
+    .await
+    .expect("edit");
+    assert_eq!(now.revision, 2);
+    assert_eq!(fires_of(&db, allow.id).await, vec![t0 + 10_000]);
+    assert_eq!(s.tick(t0 + 19_100).await.expect("tick").enqueued, 1);
+    let revisions: Vec<i64> = sqlx::query_scalar(
+        "SELECT revision FROM jobs WHERE integration_id = $1 ORDER BY scheduled_for",
+    )
+    .bind(allow.id.to_string())
+    .fetch_all(&db.pool)
+    .await
+    .expect("revisions");
+    assert_eq!(revisions, vec![1, 2]);
+
+    // A fire that has come is no longer withdrawn: it is held like any job.
+    ferry_store::integrations::set_enabled(&db, allow.id, false, t0 + 20_500)
+        .await
+        .expect("pause");
+    assert_eq!(fires_of(&db, allow.id).await, vec![t0 + 10_000, t0 + 20_000]);
+}
+
 #[tokio::test]
 async fn schedules_sqlite() {
     let (db, _d) = sqlite_db().await;
@@ -259,4 +404,18 @@ async fn overlap_policies_postgres() {
         return;
     };
     overlap(db).await;
+}
+
+#[tokio::test]
+async fn lookahead_sqlite() {
+    let (db, _d) = sqlite_db().await;
+    lookahead(db).await;
+}
+
+#[tokio::test]
+async fn lookahead_postgres() {
+    let Some(db) = pg_db("lookahead_postgres").await else {
+        return;
+    };
+    lookahead(db).await;
 }

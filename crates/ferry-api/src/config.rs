@@ -71,6 +71,9 @@ pub struct SchedulerSection {
     #[serde(with = "humantime_serde")]
     pub catchup_window: Duration,
     pub max_catchup_fires: usize,
+    /// Fires are enqueued this long before their time, to start then.
+    #[serde(with = "humantime_serde")]
+    pub lookahead: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -168,6 +171,7 @@ impl Default for SchedulerSection {
             misfire_grace: Duration::from_secs(30),
             catchup_window: Duration::from_secs(3600),
             max_catchup_fires: 1000,
+            lookahead: Duration::from_secs(5),
         }
     }
 }
@@ -277,6 +281,11 @@ pub const ENV: &[(&str, &str, &str)] = &[
         "FERRY_SCHEDULER_MAX_CATCHUP_FIRES",
         "scheduler.max_catchup_fires",
         "fire_all runs at most this many",
+    ),
+    (
+        "FERRY_SCHEDULER_LOOKAHEAD",
+        "scheduler.lookahead",
+        "fires are enqueued this long before their time (0s: at their time)",
     ),
     (
         "FERRY_INTAKE_MAX_BODY_BYTES",

@@ -183,6 +183,7 @@ pub async fn start(
         tracker.spawn(ferry_queue::wake::listen(
             db.url.clone(),
             queue.wake.clone(),
+            queue.due_times.clone(),
             cancel.clone(),
         ));
     }
@@ -198,6 +199,7 @@ pub async fn start(
                     window_ms: config.scheduler.catchup_window.as_millis() as i64,
                     max_fires: config.scheduler.max_catchup_fires,
                 },
+                lookahead: config.scheduler.lookahead,
             },
             clock.clone(),
         ))

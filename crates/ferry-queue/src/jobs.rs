@@ -155,6 +155,8 @@ pub struct Queue {
     pub db: Db,
     /// Wakes this node's workers; fed by LISTEN on PostgreSQL.
     pub wake: Arc<Notify>,
+    /// When jobs enqueued for later become due (see `wake`).
+    pub due_times: Arc<crate::wake::DueTimes>,
 }
 
 const JOB_COLUMNS: &str = "id, integration_id, tenant, connector, revision, trigger, attempts, max_attempts, lease_token, \
@@ -220,6 +222,7 @@ impl Queue {
         Queue {
             db,
             wake: Arc::new(Notify::new()),
+            due_times: Arc::default(),
         }
     }
 
@@ -343,9 +346,20 @@ impl Queue {
             }
             q.execute(&mut **tx).await?;
         }
+        // Jobs for later (schedule fires ahead of their time): note when
+        // they become due; the notification carries the earliest.
+        let mut later: Option<i64> = None;
+        let mut seen = HashSet::new();
+        for t in fresh.iter().map(|j| j.run_at).filter(|t| *t > now) {
+            if seen.insert(t) {
+                self.due_times.add(t);
+                later = Some(later.map_or(t, |l| l.min(t)));
+            }
+        }
         if !fresh.is_empty() && self.db.backend == ferry_store::Backend::Postgres {
-            sqlx::query("SELECT pg_notify($1, '')")
+            sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(crate::wake::CHANNEL)
+                .bind(later.map(|t| t.to_string()).unwrap_or_default())
                 .execute(&mut **tx)
                 .await?;
         }

@@ -1,8 +1,14 @@
 //! Wake-ups for idle workers: an in-process `Notify`, fed on PostgreSQL by
 //! `LISTEN ferry_jobs` so a job enqueued on one node wakes the others.
 //! Polling stays as the fallback, so a lost notification costs latency only.
+//!
+//! Jobs enqueued for later (schedule fires enqueued ahead of their time)
+//! leave their `run_at` in [`DueTimes`], and the notification carries the
+//! earliest, so an idle worker wakes when they become due, not at its next
+//! poll.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::postgres::PgListener;
@@ -11,8 +17,39 @@ use tokio_util::sync::CancellationToken;
 
 pub const CHANNEL: &str = "ferry_jobs";
 
+/// Instants kept at most; past that, polling covers the rest.
+const MAX_DUE_TIMES: usize = 4096;
+
+/// Instants (unix ms) at which jobs enqueued for later become due.
+#[derive(Debug, Default)]
+pub struct DueTimes(Mutex<BTreeSet<i64>>);
+
+impl DueTimes {
+    pub fn add(&self, at: i64) {
+        let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if set.len() < MAX_DUE_TIMES {
+            set.insert(at);
+        }
+    }
+
+    /// Forgets instants at or before `now` and returns the earliest later one.
+    pub fn next_after(&self, now: i64) -> Option<i64> {
+        let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        while set.first().is_some_and(|t| *t <= now) {
+            set.pop_first();
+        }
+        set.first().copied()
+    }
+}
+
 /// Listens until cancelled, reconnecting with a capped backoff.
-pub async fn listen(url: String, wake: Arc<Notify>, cancel: CancellationToken) {
+/// A notification's payload is empty or the earliest `run_at` still ahead.
+pub async fn listen(
+    url: String,
+    wake: Arc<Notify>,
+    due: Arc<DueTimes>,
+    cancel: CancellationToken,
+) {
     let mut backoff = Duration::from_millis(200);
     while !cancel.is_cancelled() {
         let connected = async {
@@ -39,10 +76,33 @@ pub async fn listen(url: String, wake: Arc<Notify>, cancel: CancellationToken) {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 n = listener.try_recv() => match n {
-                    Ok(Some(_)) => wake.notify_one(),
+                    Ok(Some(n)) => {
+                        if let Ok(at) = n.payload().parse::<i64>() {
+                            due.add(at);
+                        }
+                        wake.notify_one()
+                    }
                     Ok(None) | Err(_) => break,
                 },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_times_forget_the_past_and_give_the_earliest_ahead() {
+        let d = DueTimes::default();
+        assert_eq!(d.next_after(0), None);
+        for t in [300, 100, 200, 100] {
+            d.add(t);
+        }
+        assert_eq!(d.next_after(50), Some(100));
+        assert_eq!(d.next_after(100), Some(200));
+        assert_eq!(d.next_after(250), Some(300));
+        assert_eq!(d.next_after(300), None);
     }
 }

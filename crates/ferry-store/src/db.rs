@@ -85,6 +85,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0003_operations.sql"),
         postgres: include_str!("../../../migrations/postgres/0003_operations.sql"),
     },
+    Migration {
+        version: 4,
+        name: "integrations_due_id",
+        sqlite: include_str!("../../../migrations/sqlite/0004_integrations_due_id.sql"),
+        postgres: include_str!("../../../migrations/postgres/0004_integrations_due_id.sql"),
+    },
 ];
 
 impl Db {

@@ -201,7 +201,19 @@ pub async fn list(
     Ok(crate::paginate(items, limit, |i| i.id.to_string()))
 }
 
+/// What an update does to `next_fire_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextFire {
+    /// The schedule is unchanged: fires keep their times.
+    Keep,
+    /// The schedule changed: the first fire of the new one (or none).
+    Set(Option<i64>),
+}
+
 /// Writes a new revision if the current one is still `expected_revision`.
+/// Fires the scheduler enqueued ahead of their time were planned from the
+/// old revision: they are withdrawn, and with `NextFire::Keep` fired again
+/// from the new one.
 #[allow(clippy::too_many_arguments)] // each is a distinct part of the write
 pub async fn update(
     db: &Db,
@@ -209,17 +221,23 @@ pub async fn update(
     id: Uuid,
     expected_revision: i64,
     spec: &IntegrationSpec,
-    next_fire_at: Option<i64>,
+    next_fire: NextFire,
     now: i64,
     actor: &str,
 ) -> Result<Integration> {
     let mut tx = db.pool.begin().await?;
+    let (keep, next_fire_at) = match next_fire {
+        NextFire::Keep => (1i64, None),
+        NextFire::Set(at) => (0, at),
+    };
     let changed = sqlx::query(
-        "UPDATE integrations SET revision = revision + 1, name = $1, enabled = $2, next_fire_at = $3, updated_at = $4 \
-         WHERE id = $5 AND revision = $6 AND deleted_at IS NULL",
+        "UPDATE integrations SET revision = revision + 1, name = $1, enabled = $2, \
+         next_fire_at = CASE WHEN $3 = 1 THEN next_fire_at ELSE $4 END, updated_at = $5 \
+         WHERE id = $6 AND revision = $7 AND deleted_at IS NULL",
     )
     .bind(&spec.name)
     .bind(spec.enabled as i64)
+    .bind(keep)
     .bind(next_fire_at)
     .bind(now)
     .bind(id.to_string())
@@ -232,39 +250,104 @@ pub async fn update(
             "the integration changed since it was read; read it again".into(),
         ));
     }
+    let earliest = withdraw_early_fires(&mut tx, id, now).await?;
+    if next_fire == NextFire::Keep {
+        refire_from(&mut tx, id, earliest).await?;
+    }
     insert_revision(&mut tx, key, id, expected_revision + 1, spec, now, actor).await?;
     tx.commit().await?;
     get(db, id).await
 }
 
 /// Pauses (`false`) or resumes (`true`). A resumed schedule keeps its
-/// `next_fire_at`, so the misfire policy decides what the pause missed.
+/// `next_fire_at`, so the misfire policy decides what the pause missed;
+/// a pause withdraws fires enqueued ahead of their time, which become
+/// that `next_fire_at` again.
 pub async fn set_enabled(db: &Db, id: Uuid, enabled: bool, now: i64) -> Result<Integration> {
+    let mut tx = db.pool.begin().await?;
     let n = sqlx::query("UPDATE integrations SET enabled = $1, updated_at = $2 WHERE id = $3 AND deleted_at IS NULL")
         .bind(enabled as i64)
         .bind(now)
         .bind(id.to_string())
-        .execute(&db.pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
     if n == 0 {
         return Err(Error::NotFound);
     }
+    if !enabled {
+        let earliest = withdraw_early_fires(&mut tx, id, now).await?;
+        refire_from(&mut tx, id, earliest).await?;
+    }
+    tx.commit().await?;
     get(db, id).await
 }
 
 /// Soft delete: revisions stay, so runs and dead letters keep their history.
+/// Fires enqueued ahead of their time are withdrawn: they had not happened.
 pub async fn delete(db: &Db, id: Uuid, now: i64) -> Result<()> {
+    let mut tx = db.pool.begin().await?;
     let n = sqlx::query(
         "UPDATE integrations SET deleted_at = $1, enabled = 0, next_fire_at = NULL, updated_at = $1 WHERE id = $2 AND deleted_at IS NULL",
     )
     .bind(now)
     .bind(id.to_string())
-    .execute(&db.pool)
+    .execute(&mut *tx)
     .await?
     .rows_affected();
     if n == 0 {
         return Err(Error::NotFound);
+    }
+    withdraw_early_fires(&mut tx, id, now).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Removes the scheduled jobs of `id` whose fire time is still ahead of
+/// `now` (the scheduler enqueues fires up to its look-ahead before they are
+/// due; such a job has never run), with their fire keys so that the same
+/// fire can be enqueued again. Returns the earliest withdrawn fire time.
+///
+/// Callers update the integration's row first: on PostgreSQL that waits for
+/// a scheduler transaction holding it, so its fires are seen here.
+async fn withdraw_early_fires(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: Uuid,
+    now: i64,
+) -> Result<Option<i64>> {
+    let fires: Vec<i64> = sqlx::query_scalar(
+        "DELETE FROM jobs WHERE integration_id = $1 AND trigger = 'schedule' AND attempts = 0 \
+         AND state IN ('available', 'waiting') AND scheduled_for > $2 RETURNING scheduled_for",
+    )
+    .bind(id.to_string())
+    .bind(now)
+    .fetch_all(&mut **tx)
+    .await?;
+    for fire in &fires {
+        sqlx::query("DELETE FROM job_keys WHERE key = $1")
+            .bind(ferry_core::schedule::fire_key(id, *fire))
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(fires.into_iter().min())
+}
+
+/// Moves `next_fire_at` back to `earliest` (a withdrawn fire), so that fire
+/// is planned again.
+async fn refire_from(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: Uuid,
+    earliest: Option<i64>,
+) -> Result<()> {
+    if let Some(at) = earliest {
+        sqlx::query(
+            "UPDATE integrations SET next_fire_at = CASE WHEN next_fire_at IS NULL OR next_fire_at > $1 THEN $1 ELSE next_fire_at END \
+             WHERE id = $2",
+        )
+        .bind(at)
+        .bind(id.to_string())
+        .execute(&mut **tx)
+        .await?;
     }
     Ok(())
 }

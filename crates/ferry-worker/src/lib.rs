@@ -212,11 +212,17 @@ impl Worker {
             if claimed > 0 && claimed == free.min(self.config.claim_batch) {
                 continue;
             }
+            // Jobs enqueued for later are claimed when due, not at the next poll.
+            let now = self.clock.now_ms();
+            let nap = match self.queue.due_times.next_after(now) {
+                Some(at) => self.config.poll.min(Duration::from_millis((at - now) as u64)),
+                None => self.config.poll,
+            };
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = self.queue.wake.notified(), if worth_claiming => {}
                 _ = self.slot_freed.notified(), if !worth_claiming => {}
-                _ = tokio::time::sleep(self.config.poll) => {}
+                _ = tokio::time::sleep(nap) => {}
             }
         }
 

@@ -318,9 +318,9 @@ pub async fn patch(
     validate(&state, &spec)?;
     let now = state.clock.now_ms();
     let next = if schedule_changed {
-        first_fire(&spec, now)?
+        integrations::NextFire::Set(first_fire(&spec, now)?)
     } else {
-        current.next_fire_at
+        integrations::NextFire::Keep
     };
     let updated = integrations::update(
         &state.db,
