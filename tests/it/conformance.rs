@@ -78,12 +78,31 @@ async fn suite(db: Db) {
     // Integrations: revisions, CAS on revision, secrets sealed.
     let mut s2 = spec("webhook", "acme", None);
     s2.config = json!({"url": "http://example.test/v2"});
-    let i2 = integrations::update(&db, &key, i.id, 1, &s2, integrations::NextFire::Set(None), T0, "test")
-        .await
-        .expect("update");
+    let i2 = integrations::update(
+        &db,
+        &key,
+        i.id,
+        1,
+        &s2,
+        integrations::NextFire::Set(None),
+        T0,
+        "test",
+    )
+    .await
+    .expect("update");
     assert_eq!(i2.revision, 2);
     assert!(matches!(
-        integrations::update(&db, &key, i.id, 1, &s2, integrations::NextFire::Set(None), T0, "test").await,
+        integrations::update(
+            &db,
+            &key,
+            i.id,
+            1,
+            &s2,
+            integrations::NextFire::Set(None),
+            T0,
+            "test"
+        )
+        .await,
         Err(ferry_store::Error::Conflict(_))
     ));
     let r1 = integrations::revision(&db, &key, i.id, 1)

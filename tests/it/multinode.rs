@@ -65,32 +65,32 @@ async fn two_schedulers_fire_each_fire_once_postgres() {
         clock,
     );
     // Ten seconds of fires, both nodes ticking at the same instants. With
-    // the default 5 s look-ahead the first tick also enqueues the next five
+    // the default 10 s look-ahead the first tick also enqueues the next ten
     // seconds' fires; each later one adds a second.
-    assert_eq!(SchedulerConfig::default().lookahead.as_secs(), 5);
+    assert_eq!(SchedulerConfig::default().lookahead.as_secs(), 10);
     for k in 1..=10 {
         let now = t0 + k * 1_000 + 100;
         let (ra, rb) = tokio::join!(sa.tick(now), sb.tick(now));
         let (ra, rb) = (ra.expect("tick a"), rb.expect("tick b"));
         assert_eq!(
             ra.enqueued + rb.enqueued,
-            if k == 1 { 6 * 200 } else { 200 },
+            if k == 1 { 11 * 200 } else { 200 },
             "second {k}: one job per integration and fire across both nodes"
         );
     }
-    assert_eq!(count(&a, "SELECT COUNT(*) FROM jobs").await, 3_000);
+    assert_eq!(count(&a, "SELECT COUNT(*) FROM jobs").await, 4_000);
     assert_eq!(
         count(
             &a,
             "SELECT COUNT(*) FROM (SELECT DISTINCT integration_id, scheduled_for FROM jobs) t"
         )
         .await,
-        3_000
+        4_000
     );
     let per = ferry_scheduler::jobs_per_integration(&a)
         .await
         .expect("per integration");
-    assert!(ids.iter().all(|id| per.get(&id.to_string()) == Some(&15)));
+    assert!(ids.iter().all(|id| per.get(&id.to_string()) == Some(&20)));
 }
 
 #[tokio::test]

@@ -315,7 +315,10 @@ async fn lookahead(db: Db) {
 
     // A pause withdraws the fire enqueued ahead (and its key); the resumed
     // schedule fires it again.
-    assert_eq!(fires_of(&db, allow.id).await, vec![t0 + 10_000, t0 + 20_000]);
+    assert_eq!(
+        fires_of(&db, allow.id).await,
+        vec![t0 + 10_000, t0 + 20_000]
+    );
     ferry_store::integrations::set_enabled(&db, allow.id, false, t0 + 17_000)
         .await
         .expect("pause");
@@ -327,11 +330,18 @@ async fn lookahead(db: Db) {
         .await
         .expect("resume");
     assert_eq!(s.tick(t0 + 18_100).await.expect("tick").enqueued, 1);
-    assert_eq!(fires_of(&db, allow.id).await, vec![t0 + 10_000, t0 + 20_000]);
+    assert_eq!(
+        fires_of(&db, allow.id).await,
+        vec![t0 + 10_000, t0 + 20_000]
+    );
 
     // An edit withdraws it too, and the fire is enqueued again from the
     // new revision.
-    let mut edited = spec("webhook", "acme", Some(every("*/10 * * * * *", M::FireOnce, O::Allow)));
+    let mut edited = spec(
+        "webhook",
+        "acme",
+        Some(every("*/10 * * * * *", M::FireOnce, O::Allow)),
+    );
     edited.config = serde_json::json!({"url": "http://127.0.0.1:9/edited"});
     let now = ferry_store::integrations::update(
         &db,
@@ -361,7 +371,10 @@ async fn lookahead(db: Db) {
     ferry_store::integrations::set_enabled(&db, allow.id, false, t0 + 20_500)
         .await
         .expect("pause");
-    assert_eq!(fires_of(&db, allow.id).await, vec![t0 + 10_000, t0 + 20_000]);
+    assert_eq!(
+        fires_of(&db, allow.id).await,
+        vec![t0 + 10_000, t0 + 20_000]
+    );
 }
 
 #[tokio::test]

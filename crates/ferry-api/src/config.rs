@@ -171,7 +171,7 @@ impl Default for SchedulerSection {
             misfire_grace: Duration::from_secs(30),
             catchup_window: Duration::from_secs(3600),
             max_catchup_fires: 1000,
-            lookahead: Duration::from_secs(5),
+            lookahead: Duration::from_secs(10),
         }
     }
 }

@@ -44,12 +44,7 @@ impl DueTimes {
 
 /// Listens until cancelled, reconnecting with a capped backoff.
 /// A notification's payload is empty or the earliest `run_at` still ahead.
-pub async fn listen(
-    url: String,
-    wake: Arc<Notify>,
-    due: Arc<DueTimes>,
-    cancel: CancellationToken,
-) {
+pub async fn listen(url: String, wake: Arc<Notify>, due: Arc<DueTimes>, cancel: CancellationToken) {
     let mut backoff = Duration::from_millis(200);
     while !cancel.is_cancelled() {
         let connected = async {

@@ -53,7 +53,7 @@ impl Default for SchedulerConfig {
                 window_ms: 3_600_000,
                 max_fires: 1000,
             },
-            lookahead: Duration::from_secs(5),
+            lookahead: Duration::from_secs(10),
         }
     }
 }
@@ -276,7 +276,11 @@ impl Scheduler {
                 continue;
             }
             // A fire ahead is planned as at its own time: on time, alone.
-            let plan = compiled.plan(d.next_fire_at, now.max(d.next_fire_at), self.config.catch_up);
+            let plan = compiled.plan(
+                d.next_fire_at,
+                now.max(d.next_fire_at),
+                self.config.catch_up,
+            );
             report.misfires_dropped += plan.dropped;
             next.push((key.clone(), plan.next_fire_at));
             for fire in plan.fires {

@@ -215,7 +215,10 @@ impl Worker {
             // Jobs enqueued for later are claimed when due, not at the next poll.
             let now = self.clock.now_ms();
             let nap = match self.queue.due_times.next_after(now) {
-                Some(at) => self.config.poll.min(Duration::from_millis((at - now) as u64)),
+                Some(at) => self
+                    .config
+                    .poll
+                    .min(Duration::from_millis((at - now) as u64)),
                 None => self.config.poll,
             };
             tokio::select! {
