@@ -56,6 +56,31 @@ async fn make(db: &Db, schedule: Schedule, now: i64) -> ferry_store::Integration
     integration(db, &spec("webhook", "acme", Some(schedule)), first, now).await
 }
 
+/// Completes a claimed scheduled job as succeeded at `at`.
+async fn finish(q: &Queue, job: &ferry_queue::ClaimedJob, at: i64) {
+    let done = ferry_queue::Success {
+        id: job.id,
+        integration_id: job.integration_id,
+        overlap: true,
+        lease_token: job.lease_token.clone(),
+        connector_version: "1.0.0".into(),
+        records_ok: 0,
+        records_rejected: 0,
+        rejections: vec![],
+        attempt: ferry_queue::AttemptEntry {
+            attempt: 1,
+            started_at: at,
+            finished_at: at,
+            outcome: "succeeded".into(),
+            error: None,
+            class: None,
+            worker: None,
+        },
+        state: None,
+    };
+    assert!(q.complete(&[done], at).await.expect("complete").is_empty());
+}
+
 async fn schedules(db: Db) {
     let (s, _q) = scheduler(&db);
     let t0 = ms("2026-01-05T10:00:00Z");
@@ -199,31 +224,7 @@ async fn overlap(db: Db) {
         1,
         "waiting jobs are not claimable"
     );
-    let done = ferry_queue::Success {
-        id: mine.id,
-        integration_id: mine.integration_id,
-        overlap: true,
-        lease_token: mine.lease_token.clone(),
-        connector_version: "1.0.0".into(),
-        records_ok: 0,
-        records_rejected: 0,
-        rejections: vec![],
-        attempt: ferry_queue::AttemptEntry {
-            attempt: 1,
-            started_at: t0,
-            finished_at: t0,
-            outcome: "succeeded".into(),
-            error: None,
-            class: None,
-            worker: None,
-        },
-        state: None,
-    };
-    assert!(q
-        .complete(&[done], t0 + 5_100)
-        .await
-        .expect("complete")
-        .is_empty());
+    finish(&q, mine, t0 + 5_100).await;
     assert_eq!(state_of(queue.id).await, vec!["available", "waiting"]);
 }
 
@@ -284,31 +285,7 @@ async fn lookahead(db: Db) {
         .iter()
         .find(|j| j.integration_id == skip.id)
         .expect("skip job");
-    let done = ferry_queue::Success {
-        id: mine.id,
-        integration_id: mine.integration_id,
-        overlap: true,
-        lease_token: mine.lease_token.clone(),
-        connector_version: "1.0.0".into(),
-        records_ok: 0,
-        records_rejected: 0,
-        rejections: vec![],
-        attempt: ferry_queue::AttemptEntry {
-            attempt: 1,
-            started_at: t0 + 10_000,
-            finished_at: t0 + 16_000,
-            outcome: "succeeded".into(),
-            error: None,
-            class: None,
-            worker: None,
-        },
-        state: None,
-    };
-    assert!(q
-        .complete(&[done], t0 + 16_000)
-        .await
-        .expect("complete")
-        .is_empty());
+    finish(&q, mine, t0 + 16_000).await;
     let r = s.tick(t0 + 16_100).await.expect("tick");
     assert_eq!((r.enqueued, r.ahead, r.deferred), (1, 1, 0));
     assert_eq!(fires_of(&db, skip.id).await, vec![t0 + 20_000]);
