@@ -78,20 +78,8 @@ async fn suite(db: Db) {
     // Integrations: revisions, CAS on revision, secrets sealed.
     let mut s2 = spec("webhook", "acme", None);
     s2.config = json!({"url": "http://example.test/v2"});
-    let i2 = integrations::update(
-        &db,
-        &key,
-        i.id,
-        1,
-        &s2,
-        integrations::NextFire::Set(None),
-        T0,
-        "test",
-    )
-    .await
-    .expect("update");
-    assert_eq!(i2.revision, 2);
-    assert!(matches!(
+    // The same write twice: the second names a revision that is gone.
+    let update_rev1 = || {
         integrations::update(
             &db,
             &key,
@@ -100,9 +88,13 @@ async fn suite(db: Db) {
             &s2,
             integrations::NextFire::Set(None),
             T0,
-            "test"
+            "test",
         )
-        .await,
+    };
+    let i2 = update_rev1().await.expect("update");
+    assert_eq!(i2.revision, 2);
+    assert!(matches!(
+        update_rev1().await,
         Err(ferry_store::Error::Conflict(_))
     ));
     let r1 = integrations::revision(&db, &key, i.id, 1)
