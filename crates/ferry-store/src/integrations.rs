@@ -323,11 +323,18 @@ async fn withdraw_early_fires(
     .bind(now)
     .fetch_all(&mut **tx)
     .await?;
-    for fire in &fires {
-        sqlx::query("DELETE FROM job_keys WHERE key = $1")
-            .bind(ferry_core::schedule::fire_key(id, *fire))
-            .execute(&mut **tx)
-            .await?;
+    // One statement for the keys (a look-ahead holds a handful of fires).
+    for chunk in fires.chunks(400) {
+        let list = (1..=chunk.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("DELETE FROM job_keys WHERE key IN ({list})");
+        let mut q = sqlx::query(&sql);
+        for fire in chunk {
+            q = q.bind(ferry_core::schedule::fire_key(id, *fire));
+        }
+        q.execute(&mut **tx).await?;
     }
     Ok(fires.into_iter().min())
 }
