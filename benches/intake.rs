@@ -65,6 +65,21 @@ struct Level {
     per_sec: f64,
     p50_us: i64,
     p99_us: i64,
+    /// CPU time of the whole process (server, load generator, spool
+    /// writer, forwarder and SQLite) per event, in microseconds.
+    cpu_us: Option<f64>,
+}
+
+/// User + system CPU seconds of this process, all threads, from
+/// `/proc/self/stat` (Linux; 100 ticks per second).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }
 
 /// Runs `senders` loops of `one` for `d`, timing each call.
@@ -75,6 +90,7 @@ where
 {
     let one = Arc::new(one);
     let stop = Arc::new(AtomicBool::new(false));
+    let cpu_before = cpu_seconds();
     let start = Instant::now();
     let mut tasks = Vec::new();
     for s in 0..senders {
@@ -98,8 +114,13 @@ where
         all.extend(t.await.expect("sender"));
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu_us = match (cpu_before, cpu_seconds()) {
+        (Some(a), Some(b)) if !all.is_empty() => Some((b - a) * 1e6 / all.len() as f64),
+        _ => None,
+    };
     all.sort_unstable();
     Level {
+        cpu_us,
         senders,
         events: all.len(),
         per_sec: all.len() as f64 / elapsed,
@@ -110,13 +131,14 @@ where
 
 fn report(what: &str, l: &Level, fsyncs: f64) {
     println!(
-        "{what:<6} senders={:<3} events={:<7} events/s={:<9.0} p50={:.2}ms p99={:.2}ms  x fsync rate={:.1}",
+        "{what:<6} senders={:<3} events={:<7} events/s={:<9.0} p50={:.2}ms p99={:.2}ms  x fsync rate={:.1}  cpu/event={}",
         l.senders,
         l.events,
         l.per_sec,
         l.p50_us as f64 / 1000.0,
         l.p99_us as f64 / 1000.0,
-        l.per_sec / fsyncs
+        l.per_sec / fsyncs,
+        l.cpu_us.map_or("n/a".to_string(), |c| format!("{c:.0}us"))
     );
 }
 

@@ -665,3 +665,49 @@ async fn restarted_during_an_outage_it_still_verifies_from_the_snapshot() {
     eventually(30, "ready again", || async { readyz(&a).await.0 == 200 }).await;
     node.stop();
 }
+
+/// A provider's retry of an event whose key has left the node's memory is
+/// answered from the store: `202` with the first `event_id`, and no second
+/// job (its spooled copy is settled by the forwarder as a duplicate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_older_than_the_memory_window_gets_the_first_event_id() {
+    let (receiver, url) = Receiver::start().await;
+    let dir = TempDir::new("ferry-old-retry");
+    let (node, api) = ready_node(&dir.0, &[("FERRY_INTAKE_DEDUP_WINDOW", "1".into())]).await;
+    let id = create_hook_integration(&api, &url, None).await;
+    let send = |msg: &'static str| {
+        let (http, base, id) = (api.http.clone(), node.base.clone(), id.clone());
+        async move {
+            let sent = send_hook(&http, &base, &id, msg, r#"{"n":1}"#, IN_SECRET)
+                .await
+                .expect("send");
+            assert_eq!(sent.status, 202, "{}", sent.body);
+            sent.body["event_id"]
+                .as_str()
+                .expect("event id")
+                .to_string()
+        }
+    };
+    let first = send("old").await;
+    all_delivered_once(&receiver, std::slice::from_ref(&first), 30).await;
+    // A second key pushes the first out of the one-key memory.
+    let other = send("other").await;
+    assert_ne!(other, first);
+
+    let again = send("old").await;
+    assert_eq!(again, first, "the first event id, from the store");
+
+    // The retry's spooled copy reached the store and made no job.
+    eventually(15, "the retry's copy settled as a duplicate", || async {
+        metric(&api, "ferry_forward_duplicates_total").await == 1.0
+    })
+    .await;
+    assert_eq!(metric(&api, "ferry_forwarded_total").await, 2.0);
+    all_delivered_once(&receiver, &[first.clone(), other.clone()], 30).await;
+    eventually(15, "a run for each event", || async {
+        let runs = api.get(&format!("/v1/runs?integration={id}")).await;
+        runs["items"].as_array().map_or(0, Vec::len) == 2
+    })
+    .await;
+    assert_eq!(deliveries(&receiver).len(), 2);
+}

@@ -407,7 +407,15 @@ impl Queue {
         for t in exclude_tenants {
             q = q.bind(t.clone());
         }
-        let rows = q.fetch_all(&self.db.pool).await?;
+        let rows = if self.db.backend == ferry_store::Backend::Postgres {
+            let mut tx = self.db.pool.begin().await?;
+            self.db.pin_index_plans(&mut tx).await?;
+            let rows = q.fetch_all(&mut *tx).await?;
+            tx.commit().await?;
+            rows
+        } else {
+            q.fetch_all(&self.db.pool).await?
+        };
         let mut jobs = rows
             .iter()
             .map(claimed_from_row)
@@ -427,7 +435,7 @@ impl Queue {
         for chunk in held.chunks(CHUNK) {
             let n = chunk.len();
             let sql = format!(
-                "UPDATE jobs SET lease_until = {} WHERE state = 'running' AND id IN ({}) AND lease_token IN ({}) RETURNING id",
+                "UPDATE jobs SET lease_until = {} WHERE id IN ({}) AND lease_token IN ({}) RETURNING id",
                 self.db.param(1),
                 self.db.placeholders(2, n),
                 self.db.placeholders(2 + n, n)
@@ -456,10 +464,16 @@ impl Queue {
     }
 
     /// Deletes leased jobs (fenced by token) and returns what was deleted.
+    ///
+    /// A job has a lease token only while it is `running`: the claim sets
+    /// it and every way out of `running` clears it. So the statements fenced
+    /// by `id` and `lease_token` (here, `heartbeat`, `fail`, `release`) test
+    /// no `state`; with one, PostgreSQL may walk the whole `jobs_running`
+    /// index instead of looking the ids up by primary key.
     async fn take(&self, tx: &mut Tx<'_>, held: &[(Uuid, &str)]) -> Result<Vec<Finished>> {
         let n = held.len();
         let sql = format!(
-            "DELETE FROM jobs WHERE state = 'running' AND id IN ({}) AND lease_token IN ({}) RETURNING {JOB_COLUMNS}",
+            "DELETE FROM jobs WHERE id IN ({}) AND lease_token IN ({}) RETURNING {JOB_COLUMNS}",
             self.db.placeholders(1, n),
             self.db.placeholders(1 + n, n)
         );
@@ -654,11 +668,12 @@ impl Queue {
         match f.retry_at {
             Some(at) => {
                 let mut tx = self.db.pool.begin().await?;
-                let row = sqlx::query("SELECT attempt_log FROM jobs WHERE id = $1 AND lease_token = $2 AND state = 'running'")
-                    .bind(f.id.to_string())
-                    .bind(&f.lease_token)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+                let row =
+                    sqlx::query("SELECT attempt_log FROM jobs WHERE id = $1 AND lease_token = $2")
+                        .bind(f.id.to_string())
+                        .bind(&f.lease_token)
+                        .fetch_optional(&mut *tx)
+                        .await?;
                 let Some(row) = row else { return Ok(false) };
                 let mut log: Vec<AttemptEntry> =
                     serde_json::from_str(&row.try_get::<String, _>("attempt_log")?)?;
@@ -758,7 +773,7 @@ impl Queue {
     pub async fn release(&self, id: Uuid, lease_token: &str, hold: bool, now: i64) -> Result<bool> {
         let n = sqlx::query(
             "UPDATE jobs SET state = $1, attempts = attempts - 1, run_at = $2, lease_token = NULL, lease_until = NULL, worker_id = NULL \
-             WHERE id = $3 AND lease_token = $4 AND state = 'running'",
+             WHERE id = $3 AND lease_token = $4",
         )
         .bind(if hold { "held" } else { "available" })
         .bind(now)
@@ -878,7 +893,7 @@ impl Queue {
             for k in chunk {
                 q = q.bind(k);
             }
-            for row in q.fetch_all(&self.db.pool).await? {
+            for row in q.fetch_all(&self.db.read).await? {
                 let key: String = row.try_get("key")?;
                 let id: String = row.try_get("event_id")?;
                 let id = Uuid::parse_str(&id)

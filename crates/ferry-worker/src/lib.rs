@@ -612,6 +612,11 @@ impl Worker {
                     );
                     self.metrics
                         .inc("ferry_completion_batches_total", String::new(), 1);
+                    self.metrics.inc(
+                        "ferry_completed_jobs_total",
+                        String::new(),
+                        (batch.len() - rejected.len()) as u64,
+                    );
                     for id in rejected {
                         tracing::warn!(job = %id, "completion rejected: the lease was lost and the job was given to another worker");
                     }

@@ -95,7 +95,7 @@ struct Keys {
 #[derive(Clone)]
 enum Slot {
     /// Being appended; the receiver says whether it made it.
-    Writing(Uuid, watch::Receiver<Option<bool>>),
+    Writing(watch::Receiver<Option<bool>>),
     Durable(Uuid),
 }
 
@@ -138,14 +138,15 @@ impl RecentKeys {
         self.lock().map.get(&h).cloned()
     }
 
-    /// Reserves `h` for `event_id` unless someone holds it already.
-    fn reserve(&self, h: u64, event_id: Uuid) -> Option<watch::Sender<Option<bool>>> {
+    /// Reserves `h` for an event being written unless someone holds it
+    /// already.
+    fn reserve(&self, h: u64) -> Option<watch::Sender<Option<bool>>> {
         let mut keys = self.lock();
         if keys.map.contains_key(&h) {
             return None;
         }
         let (tx, rx) = watch::channel(None);
-        self.insert(&mut keys, h, Slot::Writing(event_id, rx));
+        self.insert(&mut keys, h, Slot::Writing(rx));
         Some(tx)
     }
 
@@ -267,28 +268,38 @@ impl Intake {
         loop {
             match self.keys.get(h) {
                 Some(Slot::Durable(id)) => return duplicate(id),
-                Some(Slot::Writing(id, mut rx)) => {
-                    let ok = rx.wait_for(|v| v.is_some()).await.map(|v| *v == Some(true));
-                    if ok.unwrap_or(false) {
-                        return duplicate(id);
-                    }
+                Some(Slot::Writing(mut rx)) => {
+                    // Look again once it is settled: the slot then holds
+                    // the first event's id, which may be an older one the
+                    // store knew rather than the one being written.
+                    let _ = rx.wait_for(|v| v.is_some()).await;
                     continue;
                 }
                 None => {}
             }
-            if self.health.is_up() {
-                if let Ok(Some(id)) =
-                    tokio::time::timeout(LOOKUP_TIMEOUT, self.lookup.get(key.clone())).await
-                {
-                    self.keys.remember(&key, id);
-                    return duplicate(id);
-                }
-            }
-            let Some(tx) = self.keys.reserve(h, event.event_id) else {
+            let Some(tx) = self.keys.reserve(h) else {
                 continue;
             };
             let event_id = event.event_id;
-            let appended = self.spool.append(event).await;
+            // The store is asked for an older copy while this one is being
+            // written, so a new key (the usual case) waits for one of the
+            // two, not for both in turn. If the store knows the key, the
+            // record just spooled is a duplicate that makes no job: the
+            // forwarder's insert is idempotent on the same key.
+            let earlier = async {
+                if !self.health.is_up() {
+                    return None;
+                }
+                tokio::time::timeout(LOOKUP_TIMEOUT, self.lookup.get(key.clone()))
+                    .await
+                    .ok()
+                    .flatten()
+            };
+            let (earlier, appended) = tokio::join!(earlier, self.spool.append(event));
+            if let Some(first) = earlier {
+                self.keys.finish(h, first, true, tx);
+                return duplicate(first);
+            }
             self.keys.finish(h, event_id, appended.is_ok(), tx);
             appended?;
             return Ok(Accepted {
@@ -376,9 +387,9 @@ mod tests {
             _ => panic!("k3 remembered"),
         }
         let h = hash("new");
-        let tx = keys.reserve(h, ids[0]).expect("free");
-        assert!(keys.reserve(h, ids[1]).is_none(), "held by the first");
+        let tx = keys.reserve(h).expect("free");
+        assert!(keys.reserve(h).is_none(), "held by the first");
         keys.finish(h, ids[0], false, tx);
-        assert!(keys.reserve(h, ids[1]).is_some(), "a failed write frees it");
+        assert!(keys.reserve(h).is_some(), "a failed write frees it");
     }
 }
