@@ -116,26 +116,23 @@ impl Db {
         let mut read = None;
         let pool = match backend {
             Backend::Sqlite => {
-                read = Some(sqlite_readers(opts, connect.clone()));
-                let outage = opts.outage.clone();
-                with_outage(
-                    AnyPoolOptions::new()
-                        .max_connections(1)
-                        .acquire_timeout(opts.acquire_timeout),
-                    opts.outage.clone(),
+                read = Some(
+                    sqlite_pool(
+                        opts,
+                        2,
+                        &["PRAGMA query_only = ON", "PRAGMA busy_timeout = 5000"],
+                    )
+                    .connect_lazy_with(connect.clone()),
+                );
+                sqlite_pool(
+                    opts,
+                    1,
+                    &[
+                        "PRAGMA journal_mode = WAL",
+                        "PRAGMA synchronous = FULL",
+                        "PRAGMA busy_timeout = 5000",
+                    ],
                 )
-                .after_connect(move |conn, _| {
-                    let outage = outage.clone();
-                    Box::pin(async move {
-                        if let Some(o) = &outage {
-                            o.check()?;
-                        }
-                        conn.execute("PRAGMA journal_mode = WAL").await?;
-                        conn.execute("PRAGMA synchronous = FULL").await?;
-                        conn.execute("PRAGMA busy_timeout = 5000").await?;
-                        Ok(())
-                    })
-                })
                 .connect_with(connect)
                 .await?
             }
@@ -283,13 +280,19 @@ impl Db {
     }
 }
 
-/// Two read-only SQLite connections, opened on first use (the writer has
-/// created the file and set WAL mode by then).
-fn sqlite_readers(opts: &DbOptions, connect: AnyConnectOptions) -> AnyPool {
+/// SQLite pool options: at most `connections`, each checked against the
+/// outage switch and set up with `pragmas` as it opens. The writer is one
+/// connection; the readers (`Db::read`, `query_only`) are opened on first
+/// use, when the writer has created the file and set WAL mode.
+fn sqlite_pool(
+    opts: &DbOptions,
+    connections: u32,
+    pragmas: &'static [&'static str],
+) -> AnyPoolOptions {
     let outage = opts.outage.clone();
     with_outage(
         AnyPoolOptions::new()
-            .max_connections(2)
+            .max_connections(connections)
             .acquire_timeout(opts.acquire_timeout),
         opts.outage.clone(),
     )
@@ -299,10 +302,10 @@ fn sqlite_readers(opts: &DbOptions, connect: AnyConnectOptions) -> AnyPool {
             if let Some(o) = &outage {
                 o.check()?;
             }
-            conn.execute("PRAGMA query_only = ON").await?;
-            conn.execute("PRAGMA busy_timeout = 5000").await?;
+            for pragma in pragmas {
+                conn.execute(*pragma).await?;
+            }
             Ok(())
         })
     })
-    .connect_lazy_with(connect)
 }
