@@ -506,3 +506,56 @@ async fn probes_and_outage_switch_postgres() {
     };
     probe_suite(url).await;
 }
+
+/// The claim keeps to the ordered scan of `jobs_available` when the
+/// statistics are stale, as they are whenever a queue fills faster than
+/// autovacuum analyses it: analysed empty, then 20,000 jobs due. Without
+/// the pinning, PostgreSQL may plan a bitmap scan that sorts every
+/// available job on every claim.
+#[tokio::test]
+async fn claim_plan_survives_stale_statistics_postgres() {
+    let Some(db) = pg_db("claim_plan_postgres").await else {
+        return;
+    };
+    sqlx::query("ANALYZE jobs")
+        .execute(&db.pool)
+        .await
+        .expect("analyse the empty table");
+    let queue = Queue::new(db.clone());
+    let integration = uuid::Uuid::now_v7();
+    for _ in 0..20 {
+        let batch: Vec<NewJob> = (0..1000)
+            .map(|_| NewJob::new(integration, "t", "noop", 1, Trigger::Manual, 1_000, 3))
+            .collect();
+        queue.enqueue(&batch, 1_000).await.expect("enqueue");
+    }
+    let explain = |pinned: bool| {
+        let (db, queue) = (db.clone(), queue.clone());
+        async move {
+            let mut tx = db.pool.begin().await.expect("begin");
+            if pinned {
+                db.pin_index_plans(&mut tx).await.expect("pin");
+            }
+            let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {}", queue.claim_sql(0)))
+                .bind("claim:")
+                .bind(60_000i64)
+                .bind("w")
+                .bind(2_000i64)
+                .bind(256i64)
+                .fetch_all(&mut *tx)
+                .await
+                .expect("explain");
+            plan.join("\n")
+        }
+    };
+    let plan = explain(true).await;
+    assert!(
+        plan.contains("Index Scan using jobs_available"),
+        "claims walk jobs_available in run_at order:\n{plan}"
+    );
+    assert!(
+        !plan.contains("Sort") && !plan.contains("Bitmap"),
+        "no sort of the available jobs:\n{plan}"
+    );
+    println!("unpinned plan, for comparison:\n{}", explain(false).await);
+}

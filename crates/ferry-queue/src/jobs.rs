@@ -366,6 +366,30 @@ impl Queue {
         Ok(out)
     }
 
+    /// The claim statement: parameters claim prefix, lease end, worker,
+    /// now, limit, then `excluded` tenant names. Public so that its plan
+    /// can be checked (`EXPLAIN`) under `Db::pin_index_plans`.
+    pub fn claim_sql(&self, excluded: usize) -> String {
+        let exclude = if excluded == 0 {
+            String::new()
+        } else {
+            format!(
+                " AND tenant NOT IN ({})",
+                (6..6 + excluded)
+                    .map(|i| format!("${i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        format!(
+            "UPDATE jobs SET state = 'running', lease_token = $1 || id, lease_until = $2, worker_id = $3, \
+             attempts = attempts + 1, started_at = $4 \
+             WHERE id IN (SELECT id FROM jobs WHERE state = 'available' AND run_at <= $4{exclude} \
+             ORDER BY run_at LIMIT $5{}) RETURNING {JOB_COLUMNS}",
+            self.db.skip_locked()
+        )
+    }
+
     /// Claims up to `limit` available jobs that are due, oldest first,
     /// skipping `exclude_tenants` (those at their concurrency limit).
     pub async fn claim(
@@ -379,24 +403,7 @@ impl Queue {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let exclude = if exclude_tenants.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " AND tenant NOT IN ({})",
-                (6..6 + exclude_tenants.len())
-                    .map(|i| format!("${i}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        };
-        let sql = format!(
-            "UPDATE jobs SET state = 'running', lease_token = $1 || id, lease_until = $2, worker_id = $3, \
-             attempts = attempts + 1, started_at = $4 \
-             WHERE id IN (SELECT id FROM jobs WHERE state = 'available' AND run_at <= $4{exclude} \
-             ORDER BY run_at LIMIT $5{}) RETURNING {JOB_COLUMNS}",
-            self.db.skip_locked()
-        );
+        let sql = self.claim_sql(exclude_tenants.len());
         let claim = format!("{}:", ferry_core::new_id());
         let mut q = sqlx::query(&sql)
             .bind(claim)
