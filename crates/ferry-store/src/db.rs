@@ -18,8 +18,9 @@ pub enum Backend {
 #[derive(Debug, Clone)]
 pub struct DbOptions {
     pub url: String,
-    /// PostgreSQL pool size. SQLite always uses one connection: it has one
-    /// writer anyway, and a single connection cannot deadlock on upgrades.
+    /// PostgreSQL pool size. SQLite always writes on one connection: it has
+    /// one writer anyway, and a single connection cannot deadlock on
+    /// upgrades (reads that must not wait for it use `Db::read`).
     pub max_connections: u32,
     pub acquire_timeout: Duration,
     /// PostgreSQL: open connections on first use, so a node can start (and
