@@ -348,14 +348,9 @@ impl Queue {
         }
         // Jobs for later (schedule fires ahead of their time): note when
         // they become due; the notification carries the earliest.
-        let mut later: Option<i64> = None;
-        let mut seen = HashSet::new();
-        for t in fresh.iter().map(|j| j.run_at).filter(|t| *t > now) {
-            if seen.insert(t) {
-                self.due_times.add(t);
-                later = Some(later.map_or(t, |l| l.min(t)));
-            }
-        }
+        let ahead = || fresh.iter().map(|j| j.run_at).filter(|t| *t > now);
+        self.due_times.add_all(ahead());
+        let later = ahead().min();
         if !fresh.is_empty() && self.db.backend == ferry_store::Backend::Postgres {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(crate::wake::CHANNEL)

@@ -26,8 +26,16 @@ pub struct DueTimes(Mutex<BTreeSet<i64>>);
 
 impl DueTimes {
     pub fn add(&self, at: i64) {
+        self.add_all([at]);
+    }
+
+    /// Adds every instant of `times` under one lock.
+    pub fn add_all(&self, times: impl IntoIterator<Item = i64>) {
         let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if set.len() < MAX_DUE_TIMES {
+        for at in times {
+            if set.len() >= MAX_DUE_TIMES {
+                break;
+            }
             set.insert(at);
         }
     }

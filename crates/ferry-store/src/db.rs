@@ -114,18 +114,15 @@ impl Db {
             };
         let connect = AnyConnectOptions::from_str(&opts.url)
             .map_err(|e| Error::Db(format!("database url: {e}")))?;
-        let mut read = None;
-        let pool = match backend {
+        let (pool, read) = match backend {
             Backend::Sqlite => {
-                read = Some(
-                    sqlite_pool(
-                        opts,
-                        2,
-                        &["PRAGMA query_only = ON", "PRAGMA busy_timeout = 5000"],
-                    )
-                    .connect_lazy_with(connect.clone()),
-                );
-                sqlite_pool(
+                let read = pool_options(
+                    opts,
+                    2,
+                    &["PRAGMA query_only = ON", "PRAGMA busy_timeout = 5000"],
+                )
+                .connect_lazy_with(connect.clone());
+                let pool = pool_options(
                     opts,
                     1,
                     &[
@@ -135,31 +132,22 @@ impl Db {
                     ],
                 )
                 .connect_with(connect)
-                .await?
+                .await?;
+                (pool, read)
             }
             Backend::Postgres => {
-                let mut pool = with_outage(
-                    AnyPoolOptions::new()
-                        .max_connections(opts.max_connections)
-                        .acquire_timeout(opts.acquire_timeout),
-                    opts.outage.clone(),
-                );
-                if let Some(outage) = opts.outage.clone() {
-                    pool = pool.after_connect(move |_, _| {
-                        let outage = outage.clone();
-                        Box::pin(async move { outage.check() })
-                    });
-                }
-                if opts.lazy {
-                    pool.connect_lazy_with(connect)
+                let options = pool_options(opts, opts.max_connections, &[]);
+                let pool = if opts.lazy {
+                    options.connect_lazy_with(connect)
                 } else {
-                    pool.connect_with(connect).await?
-                }
+                    options.connect_with(connect).await?
+                };
+                (pool.clone(), pool)
             }
         };
         Ok(Db {
-            read: read.unwrap_or_else(|| pool.clone()),
             pool,
+            read,
             backend,
             url: opts.url.clone(),
         })
@@ -281,11 +269,11 @@ impl Db {
     }
 }
 
-/// SQLite pool options: at most `connections`, each checked against the
-/// outage switch and set up with `pragmas` as it opens. The writer is one
-/// connection; the readers (`Db::read`, `query_only`) are opened on first
-/// use, when the writer has created the file and set WAL mode.
-fn sqlite_pool(
+/// Pool options: at most `connections`, each checked against the outage
+/// switch and set up with `pragmas` as it opens. On SQLite the writer is
+/// one connection and the readers (`Db::read`, `query_only`) are opened on
+/// first use, when the writer has created the file and set WAL mode.
+fn pool_options(
     opts: &DbOptions,
     connections: u32,
     pragmas: &'static [&'static str],
