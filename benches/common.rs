@@ -2,6 +2,11 @@
 
 use ferry_store::{Db, DbOptions};
 
+/// The allocator the `ferry` binary uses (src/main.rs), so the benchmarks
+/// measure what ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub async fn sqlite(dir: &std::path::Path) -> Db {
     let url = format!("sqlite://{}?mode=rwc", dir.join("bench.db").display());
     let db = Db::connect(&DbOptions::new(url)).await.expect("sqlite");
@@ -32,4 +37,16 @@ pub fn percentile(sorted: &[i64], p: f64) -> i64 {
         return 0;
     }
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// User + system CPU seconds of this process, all threads, from
+/// `/proc/self/stat` (Linux; 100 ticks per second).
+pub fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }

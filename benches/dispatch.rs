@@ -4,7 +4,9 @@
 //! latency p50/p99 (enqueue commit → connector start).
 //!
 //! `cargo bench --bench dispatch` (FERRY_BENCH_JOBS, default 100000;
-//! PostgreSQL when FERRY_BENCH_POSTGRES_URL or FERRY_TEST_POSTGRES_URL is set).
+//! PostgreSQL when FERRY_BENCH_POSTGRES_URL or FERRY_TEST_POSTGRES_URL is set;
+//! FERRY_BENCH_ENGINES=sqlite or postgres for one engine only). Also reports
+//! the CPU time this process spent per job in the end-to-end phase.
 
 #[path = "common.rs"]
 mod common;
@@ -135,10 +137,17 @@ async fn bench(name: &str, a: Db, b: Db, n: usize) {
     // database a scan of a growing table.
     let completed = || metrics.counter_value("ferry_completed_jobs_total", "") as usize;
     let started = Instant::now();
+    let cpu_before = common::cpu_seconds();
     while completed() < n {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let e2e_rate = n as f64 / started.elapsed().as_secs_f64();
+    // This process only (workers, pools, drivers); the database's own CPU
+    // is not in it.
+    let cpu_us = match (cpu_before, common::cpu_seconds()) {
+        (Some(a), Some(b)) => format!("{:.0} µs", (b - a) * 1e6 / n as f64),
+        _ => "n/a".into(),
+    };
     assert_eq!(runs(&a).await as usize, n, "one run recorded per job");
 
     // Paced: 1,000 jobs/s for 5 s, 10 at a time.
@@ -168,7 +177,7 @@ async fn bench(name: &str, a: Db, b: Db, n: usize) {
     let mut l = latencies.lock().expect("lock").clone();
     l.sort_unstable();
     println!(
-        "| {name} | {n} | {enqueue_rate:.0} | {e2e_rate:.0} | {} ms | {} ms |",
+        "| {name} | {n} | {enqueue_rate:.0} | {e2e_rate:.0} | {cpu_us} | {} ms | {} ms |",
         common::percentile(&l, 0.5),
         common::percentile(&l, 0.99)
     );
@@ -180,13 +189,20 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    println!("| engine | jobs | enqueue jobs/s | end-to-end jobs/s | pickup p50 | pickup p99 |");
-    println!("|---|---|---|---|---|---|");
-    let dir = std::env::temp_dir().join(format!("ferry-bench-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let db = common::sqlite(&dir).await;
-    bench("SQLite", db.clone(), db, n).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    // FERRY_BENCH_ENGINES=postgres (or sqlite) runs one engine only.
+    let engines = std::env::var("FERRY_BENCH_ENGINES").unwrap_or_else(|_| "sqlite,postgres".into());
+    println!("| engine | jobs | enqueue jobs/s | end-to-end jobs/s | CPU per job (bench process) | pickup p50 | pickup p99 |");
+    println!("|---|---|---|---|---|---|---|");
+    if engines.contains("sqlite") {
+        let dir = std::env::temp_dir().join(format!("ferry-bench-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let db = common::sqlite(&dir).await;
+        bench("SQLite", db.clone(), db, n).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    if !engines.contains("postgres") {
+        return;
+    }
     match common::postgres().await {
         Some(url) => {
             let a = Db::connect(&DbOptions::new(url.clone()))

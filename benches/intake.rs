@@ -70,18 +70,6 @@ struct Level {
     cpu_us: Option<f64>,
 }
 
-/// User + system CPU seconds of this process, all threads, from
-/// `/proc/self/stat` (Linux; 100 ticks per second).
-fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name, which is in parentheses.
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = f.get(11)?.parse().ok()?;
-    let stime: f64 = f.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
-}
-
 /// Runs `senders` loops of `one` for `d`, timing each call.
 async fn drive<F, Fut>(senders: usize, d: Duration, one: F) -> Level
 where
@@ -90,7 +78,7 @@ where
 {
     let one = Arc::new(one);
     let stop = Arc::new(AtomicBool::new(false));
-    let cpu_before = cpu_seconds();
+    let cpu_before = common::cpu_seconds();
     let start = Instant::now();
     let mut tasks = Vec::new();
     for s in 0..senders {
@@ -114,7 +102,7 @@ where
         all.extend(t.await.expect("sender"));
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let cpu_us = match (cpu_before, cpu_seconds()) {
+    let cpu_us = match (cpu_before, common::cpu_seconds()) {
         (Some(a), Some(b)) if !all.is_empty() => Some((b - a) * 1e6 / all.len() as f64),
         _ => None,
     };

@@ -6,6 +6,7 @@
 //! PostgreSQL too when FERRY_BENCH_POSTGRES_URL or FERRY_TEST_POSTGRES_URL is set).
 
 #[path = "common.rs"]
+#[allow(dead_code)]
 mod common;
 
 use std::time::Instant;

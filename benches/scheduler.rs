@@ -10,6 +10,7 @@
 //! `cargo bench --bench scheduler` (PostgreSQL as for the dispatch bench).
 
 #[path = "common.rs"]
+#[allow(dead_code)]
 mod common;
 
 use std::sync::Arc;
