@@ -390,6 +390,19 @@ async fn lease_suite(db: Db) {
         count(&db, "SELECT COUNT(*) FROM runs WHERE status = 'succeeded'").await,
         1
     );
+    // The run's log keeps the expired attempt before the one that succeeded.
+    let log = q
+        .get_run(b.id)
+        .await
+        .expect("run")
+        .attempt_log
+        .expect("attempt log");
+    assert_eq!(
+        log.iter()
+            .map(|e| (e.attempt, e.outcome.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(1, "lease_expired"), (2, "succeeded")]
+    );
     assert_eq!(count(&db, "SELECT COUNT(*) FROM dead_letters").await, 0);
 
     // A job whose last attempt's worker vanished is dead-lettered, not lost.
@@ -532,10 +545,11 @@ async fn claim_plan_survives_stale_statistics_postgres() {
     let explain = |pinned: bool| {
         let (db, queue) = (db.clone(), queue.clone());
         async move {
-            let mut tx = db.pool.begin().await.expect("begin");
-            if pinned {
-                db.pin_index_plans(&mut tx).await.expect("pin");
-            }
+            let mut tx = if pinned {
+                db.begin_pinned().await.expect("begin pinned")
+            } else {
+                db.pool.begin().await.expect("begin")
+            };
             let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {}", queue.claim_sql(0)))
                 .bind("claim:")
                 .bind(60_000i64)
@@ -556,6 +570,10 @@ async fn claim_plan_survives_stale_statistics_postgres() {
     assert!(
         !plan.contains("Sort") && !plan.contains("Bitmap"),
         "no sort of the available jobs:\n{plan}"
+    );
+    assert!(
+        plan.contains("Tid Scan on jobs") && !plan.contains("jobs_pkey"),
+        "the claimed rows are updated by address, not joined back by id:\n{plan}"
     );
     println!("unpinned plan, for comparison:\n{}", explain(false).await);
 }

@@ -363,7 +363,7 @@ impl Queue {
 
     /// The claim statement: parameters claim prefix, lease end, worker,
     /// now, limit, then `excluded` tenant names. Public so that its plan
-    /// can be checked (`EXPLAIN`) under `Db::pin_index_plans`.
+    /// can be checked (`EXPLAIN`) under `Db::begin_pinned`.
     pub fn claim_sql(&self, excluded: usize) -> String {
         let exclude = if excluded == 0 {
             String::new()
@@ -376,11 +376,20 @@ impl Queue {
                     .join(", ")
             )
         };
+        // PostgreSQL: the rows are picked by their physical address. They
+        // are locked by the subquery, so no one can move them before this
+        // statement updates them, and the update reads each one straight
+        // from its heap page instead of joining back through the primary
+        // key (a B-tree descent per claimed job).
+        let (pick, close) = match self.db.backend {
+            ferry_store::Backend::Postgres => ("ctid = ANY(ARRAY(SELECT ctid", ")"),
+            ferry_store::Backend::Sqlite => ("id IN (SELECT id", ""),
+        };
         format!(
             "UPDATE jobs SET state = 'running', lease_token = $1 || id, lease_until = $2, worker_id = $3, \
              attempts = attempts + 1, started_at = $4 \
-             WHERE id IN (SELECT id FROM jobs WHERE state = 'available' AND run_at <= $4{exclude} \
-             ORDER BY run_at LIMIT $5{}) RETURNING {JOB_COLUMNS}",
+             WHERE {pick} FROM jobs WHERE state = 'available' AND run_at <= $4{exclude} \
+             ORDER BY run_at LIMIT $5{}){close} RETURNING {JOB_COLUMNS}",
             self.db.skip_locked()
         )
     }
@@ -410,8 +419,7 @@ impl Queue {
             q = q.bind(t.clone());
         }
         let rows = if self.db.backend == ferry_store::Backend::Postgres {
-            let mut tx = self.db.pool.begin().await?;
-            self.db.pin_index_plans(&mut tx).await?;
+            let mut tx = self.db.begin_pinned().await?;
             let rows = q.fetch_all(&mut *tx).await?;
             tx.commit().await?;
             rows
@@ -597,6 +605,12 @@ impl Queue {
                 .map(|s| s.integration_id)
                 .collect();
             self.lock_integrations(&mut tx, &keyed).await?;
+            if self.db.backend == ferry_store::Backend::Postgres
+                && chunk.iter().all(|s| s.state.is_none())
+            {
+                rejected = self.finish_in_one(tx, chunk, now, rejected).await?;
+                continue;
+            }
             let held: Vec<(Uuid, &str)> = chunk
                 .iter()
                 .map(|s| (s.id, s.lease_token.as_str()))
@@ -606,6 +620,70 @@ impl Queue {
             rejected = self
                 .finish_success(tx, taken, &by_id, chunk, now, rejected)
                 .await?;
+        }
+        Ok(rejected)
+    }
+
+    /// PostgreSQL: takes the jobs off the table and writes their runs in
+    /// one statement. The server builds each run from the job row it
+    /// deletes; only what the attempt produced travels with the statement,
+    /// as one JSON parameter, so the statement text (and its prepared plan)
+    /// is the same for any batch size. The attempt is appended to the job's
+    /// log as text, which gives the same JSON as the other path.
+    async fn finish_in_one(
+        &self,
+        mut tx: Tx<'_>,
+        chunk: &[Success],
+        now: i64,
+        mut rejected: Vec<Uuid>,
+    ) -> Result<Vec<Uuid>> {
+        let done = chunk
+            .iter()
+            .map(|s| {
+                Ok(serde_json::json!({
+                    "id": s.id.to_string(),
+                    "lease_token": s.lease_token,
+                    "connector_version": s.connector_version,
+                    "records_ok": s.records_ok,
+                    "records_rejected": s.records_rejected,
+                    "rejections": serde_json::to_string(&s.rejections)?,
+                    "attempt": serde_json::to_string(&s.attempt)?,
+                }))
+            })
+            .collect::<std::result::Result<Vec<_>, serde_json::Error>>()?;
+        let rows = sqlx::query(
+            "WITH d AS (SELECT * FROM json_to_recordset($1::json) AS d(id text, lease_token text, \
+             connector_version text, records_ok bigint, records_rejected bigint, rejections text, attempt text)), \
+             t AS (DELETE FROM jobs WHERE id = ANY(ARRAY(SELECT id FROM d)) \
+             AND lease_token = ANY(ARRAY(SELECT lease_token FROM d)) \
+             RETURNING id, integration_id, tenant, connector, revision, trigger, attempts, scheduled_for, \
+             created_at, started_at, event_id, replay_of, overlap_key, attempt_log), \
+             r AS (INSERT INTO runs (id, integration_id, tenant, connector, connector_version, revision, trigger, \
+             status, attempts, scheduled_for, created_at, started_at, finished_at, records_ok, records_rejected, \
+             error, rejections, attempt_log, event_id, replay_of) \
+             SELECT t.id, t.integration_id, t.tenant, t.connector, d.connector_version, t.revision, t.trigger, \
+             'succeeded', t.attempts, t.scheduled_for, t.created_at, t.started_at, $2, d.records_ok, \
+             d.records_rejected, NULL, d.rejections, \
+             CASE WHEN t.attempt_log = '[]' THEN '[' || d.attempt || ']' \
+             ELSE left(t.attempt_log, -1) || ',' || d.attempt || ']' END, t.event_id, t.replay_of \
+             FROM t JOIN d ON d.id = t.id) \
+             SELECT id, overlap_key FROM t",
+        )
+        .bind(serde_json::Value::Array(done).to_string())
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut taken = HashSet::with_capacity(rows.len());
+        let mut keys = Vec::new();
+        for row in &rows {
+            taken.insert(uuid_col(row, "id")?);
+            keys.extend(row.try_get::<Option<String>, _>("overlap_key")?);
+        }
+        rejected.extend(chunk.iter().map(|s| s.id).filter(|id| !taken.contains(id)));
+        let promoted = self.promote_waiting(&mut tx, &keys, now).await?;
+        tx.commit().await?;
+        if promoted > 0 {
+            self.wake.notify_one();
         }
         Ok(rejected)
     }

@@ -224,24 +224,26 @@ impl Db {
         }
     }
 
-    /// Keeps the statements of `conn`'s open transaction on ordered index
-    /// scans. A jobs table swings from empty to hundreds of thousands of
-    /// rows faster than autovacuum analyses it again, and with statistics
-    /// that say "a few dozen rows" PostgreSQL plans a claim as a bitmap
-    /// scan that reads and sorts every available job (40–60 ms per claim of
-    /// 256 instead of 5). Ruling out bitmap scans and sorts for this
-    /// transaction only (`set_config(…, true)`) leaves the index scan in
-    /// `run_at` order, whatever the statistics say. SQLite plans from the
-    /// schema: nothing to do.
-    pub async fn pin_index_plans(&self, conn: &mut sqlx::AnyConnection) -> Result<()> {
-        if self.backend == Backend::Postgres {
-            sqlx::query(
-                "SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_sort', 'off', true)",
-            )
-            .execute(conn)
-            .await?;
-        }
-        Ok(())
+    /// Begins a transaction whose statements keep to ordered index scans.
+    /// A jobs table swings from empty to hundreds of thousands of rows
+    /// faster than autovacuum analyses it again, and with statistics that
+    /// say "a few dozen rows" PostgreSQL plans a claim as a bitmap scan
+    /// that reads and sorts every available job (40–60 ms per claim of 256
+    /// instead of 5). Ruling out bitmap scans and sorts for this
+    /// transaction only (`SET LOCAL`, sent with the `BEGIN` in one round
+    /// trip) leaves the index scan in `run_at` order, whatever the
+    /// statistics say. SQLite plans from the schema: a plain transaction.
+    pub async fn begin_pinned(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Postgres => {
+                self.pool
+                    .begin_with(
+                        "BEGIN; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off",
+                    )
+                    .await?
+            }
+            Backend::Sqlite => self.pool.begin().await?,
+        })
     }
 
     /// Parameter `i` of a statement whose parameters all appear once, in
