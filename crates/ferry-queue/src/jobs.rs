@@ -597,6 +597,12 @@ impl Queue {
     pub async fn complete(&self, done: &[Success], now: i64) -> Result<Vec<Uuid>> {
         let mut rejected = Vec::new();
         for chunk in done.chunks(CHUNK / 2) {
+            if self.db.backend == ferry_store::Backend::Postgres
+                && chunk.iter().all(|s| s.state.is_none() && !s.overlap)
+            {
+                self.finish_in_one(chunk, now, &mut rejected).await?;
+                continue;
+            }
             let mut tx = self.db.pool.begin().await?;
             // Lock order: integrations before jobs, as the scheduler does.
             let keyed: Vec<Uuid> = chunk
@@ -605,12 +611,6 @@ impl Queue {
                 .map(|s| s.integration_id)
                 .collect();
             self.lock_integrations(&mut tx, &keyed).await?;
-            if self.db.backend == ferry_store::Backend::Postgres
-                && chunk.iter().all(|s| s.state.is_none())
-            {
-                rejected = self.finish_in_one(tx, chunk, now, rejected).await?;
-                continue;
-            }
             let held: Vec<(Uuid, &str)> = chunk
                 .iter()
                 .map(|s| (s.id, s.lease_token.as_str()))
@@ -624,19 +624,20 @@ impl Queue {
         Ok(rejected)
     }
 
-    /// PostgreSQL: takes the jobs off the table and writes their runs in
-    /// one statement. The server builds each run from the job row it
-    /// deletes; only what the attempt produced travels with the statement,
-    /// as one JSON parameter, so the statement text (and its prepared plan)
-    /// is the same for any batch size. The attempt is appended to the job's
-    /// log as text, which gives the same JSON as the other path.
+    /// PostgreSQL, for successes with no state and no overlap key (nothing
+    /// to lock, swap or promote): takes the jobs off the table and writes
+    /// their runs in one statement, atomic on its own, so one round trip.
+    /// The server builds each run from the job row it deletes; only what
+    /// the attempt produced travels with the statement, as one JSON
+    /// parameter, so the statement text (and its prepared plan) is the same
+    /// for any batch size. The attempt is appended to the job's log as
+    /// text, which gives the same JSON as the other path.
     async fn finish_in_one(
         &self,
-        mut tx: Tx<'_>,
         chunk: &[Success],
         now: i64,
-        mut rejected: Vec<Uuid>,
-    ) -> Result<Vec<Uuid>> {
+        rejected: &mut Vec<Uuid>,
+    ) -> Result<()> {
         let done = chunk
             .iter()
             .map(|s| {
@@ -657,7 +658,7 @@ impl Queue {
              t AS (DELETE FROM jobs WHERE id = ANY(ARRAY(SELECT id FROM d)) \
              AND lease_token = ANY(ARRAY(SELECT lease_token FROM d)) \
              RETURNING id, integration_id, tenant, connector, revision, trigger, attempts, scheduled_for, \
-             created_at, started_at, event_id, replay_of, overlap_key, attempt_log), \
+             created_at, started_at, event_id, replay_of, attempt_log), \
              r AS (INSERT INTO runs (id, integration_id, tenant, connector, connector_version, revision, trigger, \
              status, attempts, scheduled_for, created_at, started_at, finished_at, records_ok, records_rejected, \
              error, rejections, attempt_log, event_id, replay_of) \
@@ -667,25 +668,18 @@ impl Queue {
              CASE WHEN t.attempt_log = '[]' THEN '[' || d.attempt || ']' \
              ELSE left(t.attempt_log, -1) || ',' || d.attempt || ']' END, t.event_id, t.replay_of \
              FROM t JOIN d ON d.id = t.id) \
-             SELECT id, overlap_key FROM t",
+             SELECT id FROM t",
         )
         .bind(serde_json::Value::Array(done).to_string())
         .bind(now)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.db.pool)
         .await?;
-        let mut taken = HashSet::with_capacity(rows.len());
-        let mut keys = Vec::new();
-        for row in &rows {
-            taken.insert(uuid_col(row, "id")?);
-            keys.extend(row.try_get::<Option<String>, _>("overlap_key")?);
-        }
+        let taken = rows
+            .iter()
+            .map(|row| uuid_col(row, "id"))
+            .collect::<Result<HashSet<Uuid>>>()?;
         rejected.extend(chunk.iter().map(|s| s.id).filter(|id| !taken.contains(id)));
-        let promoted = self.promote_waiting(&mut tx, &keys, now).await?;
-        tx.commit().await?;
-        if promoted > 0 {
-            self.wake.notify_one();
-        }
-        Ok(rejected)
+        Ok(())
     }
 
     async fn finish_success(
