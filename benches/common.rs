@@ -43,10 +43,40 @@ pub fn percentile(sorted: &[i64], p: f64) -> i64 {
 /// `/proc/self/stat` (Linux; 100 ticks per second).
 pub fn cpu_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name, which is in parentheses.
-    let rest = stat.rsplit_once(')')?.1;
+    stat_seconds(&stat, false).map(|(_, s)| s)
+}
+
+/// The command name and CPU seconds in one `/proc/<pid>/stat` line: user +
+/// system, plus those of reaped children when `children` is set.
+fn stat_seconds(stat: &str, children: bool) -> Option<(&str, f64)> {
+    // The command name is in parentheses; the fields follow it.
+    let (head, rest) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1;
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = f.get(11)?.parse().ok()?;
-    let stime: f64 = f.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
+    let fields: &[usize] = if children {
+        &[11, 12, 13, 14]
+    } else {
+        &[11, 12]
+    };
+    let mut ticks = 0.0;
+    for i in fields {
+        ticks += f.get(*i)?.parse::<f64>().ok()?;
+    }
+    Some((comm, ticks / 100.0))
+}
+
+/// CPU seconds of every `postgres` process on this machine, with the
+/// children the postmaster has reaped (backends that have exited): the
+/// database's own work, when it runs here. `None` if there is none.
+pub fn postgres_cpu_seconds() -> Option<f64> {
+    let mut total = None;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if let Some(("postgres", s)) = stat_seconds(&stat, true) {
+            total = Some(total.unwrap_or(0.0) + s);
+        }
+    }
+    total
 }

@@ -6,7 +6,8 @@
 //! `cargo bench --bench dispatch` (FERRY_BENCH_JOBS, default 100000;
 //! PostgreSQL when FERRY_BENCH_POSTGRES_URL or FERRY_TEST_POSTGRES_URL is set;
 //! FERRY_BENCH_ENGINES=sqlite or postgres for one engine only). Also reports
-//! the CPU time this process spent per job in the end-to-end phase.
+//! the CPU time this process spent per job in the end-to-end phase, and
+//! PostgreSQL's (all `postgres` processes, when the server is local).
 
 #[path = "common.rs"]
 mod common;
@@ -138,15 +139,24 @@ async fn bench(name: &str, a: Db, b: Db, n: usize) {
     let completed = || metrics.counter_value("ferry_completed_jobs_total", "") as usize;
     let started = Instant::now();
     let cpu_before = common::cpu_seconds();
+    let pg_before = common::postgres_cpu_seconds();
     while completed() < n {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let e2e_rate = n as f64 / started.elapsed().as_secs_f64();
     // This process only (workers, pools, drivers); the database's own CPU
     // is not in it.
-    let cpu_us = match (cpu_before, common::cpu_seconds()) {
+    let per_job = |before: Option<f64>, after: Option<f64>| match (before, after) {
         (Some(a), Some(b)) => format!("{:.0} µs", (b - a) * 1e6 / n as f64),
         _ => "n/a".into(),
+    };
+    let cpu_us = per_job(cpu_before, common::cpu_seconds());
+    // PostgreSQL's own CPU over the same phase, when the server runs on
+    // this machine: its work per job, whatever the host's speed that hour.
+    let pg_us = if name == "PostgreSQL" {
+        per_job(pg_before, common::postgres_cpu_seconds())
+    } else {
+        "—".into()
     };
     assert_eq!(runs(&a).await as usize, n, "one run recorded per job");
 
@@ -177,7 +187,7 @@ async fn bench(name: &str, a: Db, b: Db, n: usize) {
     let mut l = latencies.lock().expect("lock").clone();
     l.sort_unstable();
     println!(
-        "| {name} | {n} | {enqueue_rate:.0} | {e2e_rate:.0} | {cpu_us} | {} ms | {} ms |",
+        "| {name} | {n} | {enqueue_rate:.0} | {e2e_rate:.0} | {cpu_us} | {pg_us} | {} ms | {} ms |",
         common::percentile(&l, 0.5),
         common::percentile(&l, 0.99)
     );
@@ -191,8 +201,8 @@ async fn main() {
         .unwrap_or(100_000);
     // FERRY_BENCH_ENGINES=postgres (or sqlite) runs one engine only.
     let engines = std::env::var("FERRY_BENCH_ENGINES").unwrap_or_else(|_| "sqlite,postgres".into());
-    println!("| engine | jobs | enqueue jobs/s | end-to-end jobs/s | CPU per job (bench process) | pickup p50 | pickup p99 |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| engine | jobs | enqueue jobs/s | end-to-end jobs/s | CPU per job (bench process) | CPU per job (PostgreSQL) | pickup p50 | pickup p99 |");
+    println!("|---|---|---|---|---|---|---|---|");
     if engines.contains("sqlite") {
         let dir = std::env::temp_dir().join(format!("ferry-bench-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("dir");

@@ -524,7 +524,8 @@ async fn probes_and_outage_switch_postgres() {
 /// statistics are stale, as they are whenever a queue fills faster than
 /// autovacuum analyses it: analysed empty, then 20,000 jobs due. Without
 /// the pinning, PostgreSQL may plan a bitmap scan that sorts every
-/// available job on every claim.
+/// available job on every claim. Pause and resume keep to the partial
+/// `jobs_integration`.
 #[tokio::test]
 async fn claim_plan_survives_stale_statistics_postgres() {
     let Some(db) = pg_db("claim_plan_postgres").await else {
@@ -545,18 +546,14 @@ async fn claim_plan_survives_stale_statistics_postgres() {
     let explain = |pinned: bool| {
         let (db, queue) = (db.clone(), queue.clone());
         async move {
-            let mut tx = if pinned {
-                db.begin_pinned().await.expect("begin pinned")
-            } else {
-                db.pool.begin().await.expect("begin")
-            };
+            let pool = if pinned { &db.claim } else { &db.pool };
             let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {}", queue.claim_sql(0)))
                 .bind("claim:")
                 .bind(60_000i64)
                 .bind("w")
                 .bind(2_000i64)
                 .bind(256i64)
-                .fetch_all(&mut *tx)
+                .fetch_all(pool)
                 .await
                 .expect("explain");
             plan.join("\n")
@@ -576,4 +573,32 @@ async fn claim_plan_survives_stale_statistics_postgres() {
         "the claimed rows are updated by address, not joined back by id:\n{plan}"
     );
     println!("unpinned plan, for comparison:\n{}", explain(false).await);
+
+    // Pausing and resuming find an integration's jobs through
+    // `jobs_integration`, which leaves running jobs out: even a generic
+    // plan (no parameter values) must see that it may use it.
+    for held in [true, false] {
+        let mut tx = db.pool.begin().await.expect("begin");
+        for setting in [
+            "SET LOCAL plan_cache_mode = force_generic_plan",
+            "SET LOCAL enable_seqscan = off",
+        ] {
+            sqlx::query(setting)
+                .execute(&mut *tx)
+                .await
+                .expect("setting");
+        }
+        let plan: Vec<String> =
+            sqlx::query_scalar(&format!("EXPLAIN {}", Queue::set_held_sql(held)))
+                .bind(2_000i64)
+                .bind(integration.to_string())
+                .fetch_all(&mut *tx)
+                .await
+                .expect("explain");
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains("jobs_integration"),
+            "pause and resume use jobs_integration:\n{plan}"
+        );
+    }
 }

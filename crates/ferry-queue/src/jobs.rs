@@ -363,7 +363,7 @@ impl Queue {
 
     /// The claim statement: parameters claim prefix, lease end, worker,
     /// now, limit, then `excluded` tenant names. Public so that its plan
-    /// can be checked (`EXPLAIN`) under `Db::begin_pinned`.
+    /// can be checked (`EXPLAIN`) on `Db::claim`'s connections.
     pub fn claim_sql(&self, excluded: usize) -> String {
         let exclude = if excluded == 0 {
             String::new()
@@ -418,14 +418,7 @@ impl Queue {
         for t in exclude_tenants {
             q = q.bind(t.clone());
         }
-        let rows = if self.db.backend == ferry_store::Backend::Postgres {
-            let mut tx = self.db.begin_pinned().await?;
-            let rows = q.fetch_all(&mut *tx).await?;
-            tx.commit().await?;
-            rows
-        } else {
-            q.fetch_all(&self.db.pool).await?
-        };
+        let rows = q.fetch_all(&self.db.claim).await?;
         let mut jobs = rows
             .iter()
             .map(claimed_from_row)
@@ -860,17 +853,28 @@ impl Queue {
     }
 
     /// Pausing holds an integration's queued jobs; resuming frees them.
-    pub async fn set_held(&self, integration: Uuid, held: bool, now: i64) -> Result<u64> {
+    /// The statement that holds (`held`) or releases an integration's
+    /// jobs: parameters now, integration id. The states are written into
+    /// it, not bound: on PostgreSQL `jobs_integration` covers only jobs
+    /// that are not running, and a generic plan can use it only if it can
+    /// see that the state asked for is not `running`. Public so that its
+    /// plan can be checked.
+    pub fn set_held_sql(held: bool) -> String {
         let (from, to) = if held {
             ("available", "held")
         } else {
             ("held", "available")
         };
-        let n = sqlx::query("UPDATE jobs SET state = $1, run_at = CASE WHEN run_at < $2 THEN $2 ELSE run_at END WHERE integration_id = $3 AND state = $4")
-            .bind(to)
+        format!(
+            "UPDATE jobs SET state = '{to}', run_at = CASE WHEN run_at < $1 THEN $1 ELSE run_at END \
+             WHERE integration_id = $2 AND state = '{from}'"
+        )
+    }
+
+    pub async fn set_held(&self, integration: Uuid, held: bool, now: i64) -> Result<u64> {
+        let n = sqlx::query(&Self::set_held_sql(held))
             .bind(now)
             .bind(integration.to_string())
-            .bind(from)
             .execute(&self.db.pool)
             .await?
             .rows_affected();

@@ -49,9 +49,23 @@ pub struct Db {
     /// connections of their own: in WAL mode they read the last commit
     /// while the writer is busy (and fsyncing). On PostgreSQL, `pool`.
     pub read: AnyPool,
+    /// For the worker's claim only. On PostgreSQL, two connections that plan
+    /// without bitmap scans and sorts (set when they connect): a jobs table
+    /// swings from empty to hundreds of thousands of rows faster than
+    /// autovacuum analyses it again, and with statistics that say "a few
+    /// dozen rows" PostgreSQL plans a claim as a bitmap scan that reads and
+    /// sorts every available job (40–60 ms per claim of 256 instead of 5).
+    /// With those two paths ruled out only the index scan in `run_at` order
+    /// is left, whatever the statistics say, and the claim is one statement
+    /// with no transaction around it to set them. On SQLite, `pool` (it
+    /// plans from the schema).
+    pub claim: AnyPool,
     pub backend: Backend,
     pub url: String,
 }
+
+/// Session settings of `Db::claim`'s connections on PostgreSQL.
+const CLAIM_PLAN_SETTINGS: &[&str] = &["SET enable_bitmapscan = off", "SET enable_sort = off"];
 
 /// Refuses pooled connections while `outage` is cut.
 fn with_outage(pool: AnyPoolOptions, outage: Option<OutageSwitch>) -> AnyPoolOptions {
@@ -96,6 +110,14 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0004_integrations_due_id.sql"),
         postgres: include_str!("../../../migrations/postgres/0004_integrations_due_id.sql"),
     },
+    Migration {
+        version: 5,
+        name: "jobs_integration_not_running",
+        sqlite: include_str!("../../../migrations/sqlite/0005_jobs_integration_not_running.sql"),
+        postgres: include_str!(
+            "../../../migrations/postgres/0005_jobs_integration_not_running.sql"
+        ),
+    },
 ];
 
 impl Db {
@@ -114,7 +136,7 @@ impl Db {
             };
         let connect = AnyConnectOptions::from_str(&opts.url)
             .map_err(|e| Error::Db(format!("database url: {e}")))?;
-        let (pool, read) = match backend {
+        let (pool, read, claim) = match backend {
             Backend::Sqlite => {
                 let read = pool_options(
                     opts,
@@ -133,21 +155,24 @@ impl Db {
                 )
                 .connect_with(connect)
                 .await?;
-                (pool, read)
+                (pool.clone(), read, pool)
             }
             Backend::Postgres => {
                 let options = pool_options(opts, opts.max_connections, &[]);
+                let claim =
+                    pool_options(opts, 2, CLAIM_PLAN_SETTINGS).connect_lazy_with(connect.clone());
                 let pool = if opts.lazy {
                     options.connect_lazy_with(connect)
                 } else {
                     options.connect_with(connect).await?
                 };
-                (pool.clone(), pool)
+                (pool.clone(), pool, claim)
             }
         };
         Ok(Db {
             pool,
             read,
+            claim,
             backend,
             url: opts.url.clone(),
         })
@@ -224,28 +249,6 @@ impl Db {
         }
     }
 
-    /// Begins a transaction whose statements keep to ordered index scans.
-    /// A jobs table swings from empty to hundreds of thousands of rows
-    /// faster than autovacuum analyses it again, and with statistics that
-    /// say "a few dozen rows" PostgreSQL plans a claim as a bitmap scan
-    /// that reads and sorts every available job (40–60 ms per claim of 256
-    /// instead of 5). Ruling out bitmap scans and sorts for this
-    /// transaction only (`SET LOCAL`, sent with the `BEGIN` in one round
-    /// trip) leaves the index scan in `run_at` order, whatever the
-    /// statistics say. SQLite plans from the schema: a plain transaction.
-    pub async fn begin_pinned(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
-        Ok(match self.backend {
-            Backend::Postgres => {
-                self.pool
-                    .begin_with(
-                        "BEGIN; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off",
-                    )
-                    .await?
-            }
-            Backend::Sqlite => self.pool.begin().await?,
-        })
-    }
-
     /// Parameter `i` of a statement whose parameters all appear once, in
     /// order. SQLite gets a plain `?`: it looks each `$N` name up by a
     /// linear scan, which makes a 10,000-parameter batch insert quadratic.
@@ -267,6 +270,7 @@ impl Db {
 
     pub async fn close(&self) {
         self.read.close().await;
+        self.claim.close().await;
         self.pool.close().await;
     }
 }
