@@ -139,21 +139,21 @@ async fn bench(name: &str, a: Db, b: Db, n: usize) {
     let completed = || metrics.counter_value("ferry_completed_jobs_total", "") as usize;
     let started = Instant::now();
     let cpu_before = common::cpu_seconds();
-    let pg_before = common::postgres_cpu_seconds();
+    let postgres = a.backend == ferry_store::Backend::Postgres;
+    let pg_before = postgres.then(common::postgres_cpu_seconds).flatten();
     while completed() < n {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let e2e_rate = n as f64 / started.elapsed().as_secs_f64();
-    // This process only (workers, pools, drivers); the database's own CPU
-    // is not in it.
     let per_job = |before: Option<f64>, after: Option<f64>| match (before, after) {
         (Some(a), Some(b)) => format!("{:.0} µs", (b - a) * 1e6 / n as f64),
         _ => "n/a".into(),
     };
+    // This process only (workers, pools, drivers).
     let cpu_us = per_job(cpu_before, common::cpu_seconds());
     // PostgreSQL's own CPU over the same phase, when the server runs on
     // this machine: its work per job, whatever the host's speed that hour.
-    let pg_us = if name == "PostgreSQL" {
+    let pg_us = if postgres {
         per_job(pg_before, common::postgres_cpu_seconds())
     } else {
         "—".into()

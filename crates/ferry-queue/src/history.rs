@@ -108,7 +108,8 @@ pub struct DeadLetterFilter {
 const JOB_RUN_COLUMNS: &str =
     "id, integration_id, tenant, connector, revision, trigger, state, attempts, scheduled_for, \
      created_at, started_at, run_at, last_error, event_id, replay_of, attempt_log";
-const RUN_COLUMNS: &str = "id, integration_id, tenant, connector, connector_version, revision, trigger, status, attempts, \
+/// The columns of `runs`, in the order every insert and read names them.
+pub(crate) const RUN_COLUMNS: &str = "id, integration_id, tenant, connector, connector_version, revision, trigger, status, attempts, \
      scheduled_for, created_at, started_at, finished_at, records_ok, records_rejected, error, rejections, attempt_log, event_id, replay_of";
 pub(crate) const DL_COLUMNS: &str = "id, run_id, integration_id, tenant, connector, connector_version, trigger, event_id, scheduled_for, \
      payload, attempts, attempt_log, last_error, dead_at, replayed_at, replay_run_id, discarded_at, discarded_by";

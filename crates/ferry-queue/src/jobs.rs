@@ -13,6 +13,7 @@ use sqlx::Row;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use crate::history::RUN_COLUMNS;
 use crate::Result;
 
 /// Rows per multi-row statement: well under both engines' parameter limits.
@@ -543,11 +544,7 @@ impl Queue {
     async fn insert_runs(&self, tx: &mut Tx<'_>, rows: &[RunRow<'_>]) -> Result<()> {
         for chunk in rows.chunks(CHUNK) {
             const COLS: usize = 20;
-            let mut sql = String::from(
-                "INSERT INTO runs (id, integration_id, tenant, connector, connector_version, revision, trigger, status, attempts, \
-                 scheduled_for, created_at, started_at, finished_at, records_ok, records_rejected, error, rejections, attempt_log, \
-                 event_id, replay_of) VALUES ",
-            );
+            let mut sql = format!("INSERT INTO runs ({RUN_COLUMNS}) VALUES ");
             for i in 0..chunk.len() {
                 sql.push_str(if i > 0 { ", (" } else { "(" });
                 sql.push_str(&self.db.placeholders(i * COLS + 1, COLS));
@@ -609,9 +606,7 @@ impl Queue {
                 .map(|s| (s.id, s.lease_token.as_str()))
                 .collect();
             let taken = self.take(&mut tx, &held).await?;
-            let by_id: HashMap<Uuid, &Success> = chunk.iter().map(|s| (s.id, s)).collect();
-            rejected = self
-                .finish_success(tx, taken, &by_id, chunk, now, rejected)
+            self.finish_success(tx, taken, chunk, now, &mut rejected)
                 .await?;
         }
         Ok(rejected)
@@ -631,39 +626,48 @@ impl Queue {
         now: i64,
         rejected: &mut Vec<Uuid>,
     ) -> Result<()> {
+        /// One row of the statement's `json_to_recordset`.
+        #[derive(Serialize)]
+        struct Done<'a> {
+            id: Uuid,
+            lease_token: &'a str,
+            connector_version: &'a str,
+            records_ok: u64,
+            records_rejected: u64,
+            rejections: String,
+            attempt: String,
+        }
         let done = chunk
             .iter()
             .map(|s| {
-                Ok(serde_json::json!({
-                    "id": s.id.to_string(),
-                    "lease_token": s.lease_token,
-                    "connector_version": s.connector_version,
-                    "records_ok": s.records_ok,
-                    "records_rejected": s.records_rejected,
-                    "rejections": serde_json::to_string(&s.rejections)?,
-                    "attempt": serde_json::to_string(&s.attempt)?,
-                }))
+                Ok(Done {
+                    id: s.id,
+                    lease_token: &s.lease_token,
+                    connector_version: &s.connector_version,
+                    records_ok: s.records_ok,
+                    records_rejected: s.records_rejected,
+                    rejections: serde_json::to_string(&s.rejections)?,
+                    attempt: serde_json::to_string(&s.attempt)?,
+                })
             })
             .collect::<std::result::Result<Vec<_>, serde_json::Error>>()?;
-        let rows = sqlx::query(
+        let rows = sqlx::query(&format!(
             "WITH d AS (SELECT * FROM json_to_recordset($1::json) AS d(id text, lease_token text, \
              connector_version text, records_ok bigint, records_rejected bigint, rejections text, attempt text)), \
              t AS (DELETE FROM jobs WHERE id = ANY(ARRAY(SELECT id FROM d)) \
              AND lease_token = ANY(ARRAY(SELECT lease_token FROM d)) \
              RETURNING id, integration_id, tenant, connector, revision, trigger, attempts, scheduled_for, \
              created_at, started_at, event_id, replay_of, attempt_log), \
-             r AS (INSERT INTO runs (id, integration_id, tenant, connector, connector_version, revision, trigger, \
-             status, attempts, scheduled_for, created_at, started_at, finished_at, records_ok, records_rejected, \
-             error, rejections, attempt_log, event_id, replay_of) \
+             r AS (INSERT INTO runs ({RUN_COLUMNS}) \
              SELECT t.id, t.integration_id, t.tenant, t.connector, d.connector_version, t.revision, t.trigger, \
              'succeeded', t.attempts, t.scheduled_for, t.created_at, t.started_at, $2, d.records_ok, \
              d.records_rejected, NULL, d.rejections, \
              CASE WHEN t.attempt_log = '[]' THEN '[' || d.attempt || ']' \
              ELSE left(t.attempt_log, -1) || ',' || d.attempt || ']' END, t.event_id, t.replay_of \
              FROM t JOIN d ON d.id = t.id) \
-             SELECT id FROM t",
-        )
-        .bind(serde_json::Value::Array(done).to_string())
+             SELECT id FROM t"
+        ))
+        .bind(serde_json::to_string(&done)?)
         .bind(now)
         .fetch_all(&self.db.pool)
         .await?;
@@ -679,11 +683,11 @@ impl Queue {
         &self,
         mut tx: Tx<'_>,
         taken: Vec<Finished>,
-        by_id: &HashMap<Uuid, &Success>,
         chunk: &[Success],
         now: i64,
-        mut rejected: Vec<Uuid>,
-    ) -> Result<Vec<Uuid>> {
+        rejected: &mut Vec<Uuid>,
+    ) -> Result<()> {
+        let by_id: HashMap<Uuid, &Success> = chunk.iter().map(|s| (s.id, s)).collect();
         let taken_ids: HashSet<Uuid> = taken.iter().map(|f| f.row.id).collect();
         rejected.extend(
             chunk
@@ -726,7 +730,7 @@ impl Queue {
         if promoted > 0 {
             self.wake.notify_one();
         }
-        Ok(rejected)
+        Ok(())
     }
 
     /// Records a failed attempt: back to `available` at `retry_at`, or to

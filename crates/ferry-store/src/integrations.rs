@@ -250,7 +250,7 @@ pub async fn update(
             "the integration changed since it was read; read it again".into(),
         ));
     }
-    let earliest = withdraw_early_fires(&mut tx, id, now).await?;
+    let earliest = withdraw_early_fires(db, &mut tx, id, now).await?;
     if next_fire == NextFire::Keep {
         refire_from(&mut tx, id, earliest).await?;
     }
@@ -276,7 +276,7 @@ pub async fn set_enabled(db: &Db, id: Uuid, enabled: bool, now: i64) -> Result<I
         return Err(Error::NotFound);
     }
     if !enabled {
-        let earliest = withdraw_early_fires(&mut tx, id, now).await?;
+        let earliest = withdraw_early_fires(db, &mut tx, id, now).await?;
         refire_from(&mut tx, id, earliest).await?;
     }
     tx.commit().await?;
@@ -298,7 +298,7 @@ pub async fn delete(db: &Db, id: Uuid, now: i64) -> Result<()> {
     if n == 0 {
         return Err(Error::NotFound);
     }
-    withdraw_early_fires(&mut tx, id, now).await?;
+    withdraw_early_fires(db, &mut tx, id, now).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -311,6 +311,7 @@ pub async fn delete(db: &Db, id: Uuid, now: i64) -> Result<()> {
 /// Callers update the integration's row first: on PostgreSQL that waits for
 /// a scheduler transaction holding it, so its fires are seen here.
 async fn withdraw_early_fires(
+    db: &Db,
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     id: Uuid,
     now: i64,
@@ -325,11 +326,10 @@ async fn withdraw_early_fires(
     .await?;
     // One statement for the keys (a look-ahead holds a handful of fires).
     for chunk in fires.chunks(400) {
-        let list = (1..=chunk.len())
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!("DELETE FROM job_keys WHERE key IN ({list})");
+        let sql = format!(
+            "DELETE FROM job_keys WHERE key IN ({})",
+            db.placeholders(1, chunk.len())
+        );
         let mut q = sqlx::query(&sql);
         for fire in chunk {
             q = q.bind(ferry_core::schedule::fire_key(id, *fire));
