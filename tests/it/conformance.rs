@@ -131,6 +131,29 @@ async fn suite(db: Db) {
     assert!(again.duplicate);
     assert_eq!((again.job_id, again.event_id), (a.id, a.event_id));
     assert_eq!(count(&db, "SELECT COUNT(*) FROM jobs").await, 1);
+    // One batch holding a known key, a new key twice, and no key: the
+    // repeat inside the batch points at the first copy in it.
+    let (b, c) = (job(&i, T0, Some("evt-2")), job(&i, T0, Some("evt-2")));
+    let batch = q
+        .enqueue(
+            &[job(&i, T0, Some("evt-1")), b.clone(), c, job(&i, T0, None)],
+            T0,
+        )
+        .await
+        .expect("enqueue mixed batch");
+    let seen: Vec<(bool, uuid::Uuid)> = batch.iter().map(|e| (e.duplicate, e.job_id)).collect();
+    assert_eq!(
+        seen[..3],
+        [(true, a.id), (false, b.id), (true, b.id)],
+        "known key, new key, its repeat"
+    );
+    assert!(!batch[3].duplicate);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM jobs").await, 3);
+    sqlx::query("DELETE FROM jobs WHERE id <> $1")
+        .bind(a.id.to_string())
+        .execute(&db.pool)
+        .await
+        .expect("back to one job");
 
     // Claims: batch, only due jobs, distinct fencing tokens.
     q.enqueue(

@@ -259,7 +259,7 @@ impl Queue {
                 sql.push_str(&self.db.placeholders(i * 4 + 1, 4));
                 sql.push(')');
             }
-            sql.push_str(" ON CONFLICT (key) DO NOTHING RETURNING key");
+            sql.push_str(" ON CONFLICT (key) DO NOTHING");
             let mut q = sqlx::query(&sql);
             for j in chunk {
                 q = q
@@ -268,44 +268,37 @@ impl Queue {
                     .bind(j.event_id.map(|e| e.to_string()))
                     .bind(now);
             }
-            let inserted: HashSet<String> = q
-                .fetch_all(&mut **tx)
-                .await?
-                .iter()
-                .map(|r| r.try_get("key"))
-                .collect::<Result<_, _>>()?;
-            let dupes: Vec<&str> = chunk
-                .iter()
-                .filter_map(|j| j.idempotency_key.as_deref())
-                .filter(|k| !inserted.contains(*k))
-                .collect();
-            if !dupes.is_empty() {
-                let sql = format!(
-                    "SELECT key, job_id, event_id FROM job_keys WHERE key IN ({})",
-                    self.db.placeholders(1, dupes.len())
+            // Usually every key is new, and nothing comes back. Otherwise
+            // the keys are read back: those not naming this batch's job for
+            // them were there first (or earlier in this batch).
+            if q.execute(&mut **tx).await?.rows_affected() == chunk.len() as u64 {
+                continue;
+            }
+            let sql = format!(
+                "SELECT key, job_id, event_id FROM job_keys WHERE key IN ({})",
+                self.db.placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for j in chunk {
+                q = q.bind(j.idempotency_key.clone());
+            }
+            for r in q.fetch_all(&mut **tx).await? {
+                existing.insert(
+                    r.try_get("key")?,
+                    (uuid_col(&r, "job_id")?, opt_uuid_col(&r, "event_id")?),
                 );
-                let mut q = sqlx::query(&sql);
-                for k in &dupes {
-                    q = q.bind(*k);
-                }
-                for r in q.fetch_all(&mut **tx).await? {
-                    existing.insert(
-                        r.try_get("key")?,
-                        (uuid_col(&r, "job_id")?, opt_uuid_col(&r, "event_id")?),
-                    );
-                }
             }
         }
         let mut out = Vec::with_capacity(jobs.len());
         let mut fresh = Vec::with_capacity(jobs.len());
         for j in jobs {
             match j.idempotency_key.as_ref().and_then(|k| existing.get(k)) {
-                Some((job_id, event_id)) => out.push(Enqueued {
+                Some((job_id, event_id)) if *job_id != j.id => out.push(Enqueued {
                     job_id: *job_id,
                     event_id: *event_id,
                     duplicate: true,
                 }),
-                None => {
+                _ => {
                     out.push(Enqueued {
                         job_id: j.id,
                         event_id: j.event_id,

@@ -151,6 +151,9 @@ impl Db {
                         "PRAGMA journal_mode = WAL",
                         "PRAGMA synchronous = FULL",
                         "PRAGMA busy_timeout = 5000",
+                        // A multi-row insert inside a transaction keeps a
+                        // statement journal; in memory, not in a temp file.
+                        "PRAGMA temp_store = MEMORY",
                     ],
                 )
                 .connect_with(connect)
