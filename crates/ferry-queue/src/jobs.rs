@@ -268,9 +268,10 @@ impl Queue {
                     .bind(j.event_id.map(|e| e.to_string()))
                     .bind(now);
             }
-            // Usually every key is new, and nothing comes back. Otherwise
-            // the keys are read back: those not naming this batch's job for
-            // them were there first (or earlier in this batch).
+            // Usually every key is new, which the row count shows, and
+            // nothing is read. Otherwise the chunk's keys are read back: a
+            // key naming another job was there first (or earlier in this
+            // batch), and its job here is a duplicate.
             if q.execute(&mut **tx).await?.rows_affected() == chunk.len() as u64 {
                 continue;
             }
@@ -849,7 +850,6 @@ impl Queue {
         Ok(n == 1)
     }
 
-    /// Pausing holds an integration's queued jobs; resuming frees them.
     /// The statement that holds (`held`) or releases an integration's
     /// jobs: parameters now, integration id. The states are written into
     /// it, not bound: on PostgreSQL `jobs_integration` covers only jobs
@@ -868,6 +868,7 @@ impl Queue {
         )
     }
 
+    /// Pausing holds an integration's queued jobs; resuming frees them.
     pub async fn set_held(&self, integration: Uuid, held: bool, now: i64) -> Result<u64> {
         let n = sqlx::query(&Self::set_held_sql(held))
             .bind(now)
