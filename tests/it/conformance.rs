@@ -348,6 +348,68 @@ async fn conformance_sqlite() {
     suite(db).await;
 }
 
+/// The single-node key filter is loaded from every `hook:` key in the store
+/// (more than one page of them) and every keyed event still in the spool;
+/// keys it never saw are answered "new" without the store.
+#[tokio::test]
+async fn the_key_filter_loads_the_store_and_the_spool_sqlite() {
+    use ferry_queue::forward::{job_key, HOOK_PREFIX};
+    use ferry_queue::seen::{key_hash, SeenKeys};
+    use ferry_queue::spool::{EventJob, Spool, SpoolConfig, SpooledEvent};
+
+    let (db, dir) = sqlite_db().await;
+    let q = Queue::new(db.clone());
+    let i = integration(&db, &spec("webhook", "acme", None), None, T0).await;
+    let stored: Vec<String> = (0..6500)
+        .map(|n| format!("hook:{}:stored-{n}", i.id))
+        .collect();
+    for chunk in stored.chunks(1000) {
+        let jobs: Vec<NewJob> = chunk.iter().map(|k| job(&i, T0, Some(k))).collect();
+        q.enqueue(&jobs, T0).await.expect("enqueue");
+    }
+    // Keys that are not a provider's are left out.
+    q.enqueue(&[job(&i, T0, Some("fire:x:1"))], T0)
+        .await
+        .expect("enqueue");
+    assert_eq!(
+        q.count_keys_with_prefix(HOOK_PREFIX).await.expect("count"),
+        6500
+    );
+
+    let (spool, _) = Spool::open(SpoolConfig::new(dir.0.join("spool"), 1 << 20)).expect("spool");
+    let pending = SpooledEvent {
+        event_id: ferry_core::new_id(),
+        integration_id: i.id,
+        received_at: T0,
+        idempotency_key: Some("pending-1".into()),
+        job: Some(EventJob {
+            tenant: "acme".into(),
+            connector: "webhook".into(),
+            revision: 1,
+            max_attempts: 3,
+            payload: "{}".into(),
+        }),
+        held: None,
+    };
+    let pending_key = job_key(&pending, Some("pending-1"));
+    spool.append(pending).await.expect("append");
+
+    let seen = SeenKeys::new();
+    assert!(
+        seen.maybe_seen(key_hash("hook:anything")),
+        "unloaded: maybe"
+    );
+    let n = seen.rebuild(&spool, &q).await.expect("rebuild");
+    assert_eq!(n, 6501);
+    assert!(stored.iter().all(|k| seen.maybe_seen(key_hash(k))));
+    assert!(seen.maybe_seen(key_hash(&pending_key)));
+    let unseen = (0..1000)
+        .filter(|n| seen.maybe_seen(key_hash(&format!("hook:{}:new-{n}", i.id))))
+        .count();
+    assert_eq!(unseen, 0, "a near-empty filter has no false positives");
+    spool.close();
+}
+
 #[tokio::test]
 async fn conformance_postgres() {
     let Some(db) = pg_db("conformance_postgres").await else {

@@ -184,6 +184,7 @@ impl Receiver {
     }
 }
 
+#[derive(Clone)]
 pub(crate) struct Api {
     pub(crate) http: reqwest::Client,
     pub(crate) base: String,

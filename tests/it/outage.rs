@@ -711,3 +711,61 @@ async fn a_retry_older_than_the_memory_window_gets_the_first_event_id() {
     .await;
     assert_eq!(deliveries(&receiver).len(), 2);
 }
+
+/// On one node (SQLite) intake knows which keys it has never seen: a new
+/// key is not asked of the store, an old one still is, and after a restart
+/// the filter is loaded from the store, so an old key's retry still gets
+/// its first `event_id`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_keys_skip_the_store_and_old_keys_are_found_after_a_restart() {
+    let (receiver, url) = Receiver::start().await;
+    let dir = TempDir::new("ferry-key-filter");
+    let env = [("FERRY_INTAKE_DEDUP_WINDOW", "1".to_string())];
+    let (node, api) = ready_node(&dir.0, &env).await;
+    let id = create_hook_integration(&api, &url, None).await;
+    let send = |api: &Api, msg: &'static str| {
+        let (http, base, id) = (api.http.clone(), api.base.clone(), id.clone());
+        async move {
+            let sent = send_hook(&http, &base, &id, msg, r#"{"n":1}"#, IN_SECRET)
+                .await
+                .expect("send");
+            assert_eq!(sent.status, 202, "{}", sent.body);
+            sent.body["event_id"]
+                .as_str()
+                .expect("event id")
+                .to_string()
+        }
+    };
+    let loaded = |api: &Api| {
+        let api = api.clone();
+        async move { metric(&api, "ferry_intake_key_filter_loaded").await == 1.0 }
+    };
+    eventually(15, "the key filter loaded", || loaded(&api)).await;
+
+    let first = send(&api, "old").await;
+    let other = send(&api, "other").await;
+    assert_eq!(
+        metric(&api, "ferry_intake_key_lookups_total").await,
+        0.0,
+        "new keys are not asked of the store"
+    );
+    all_delivered_once(&receiver, &[first.clone(), other.clone()], 30).await;
+    // "other" pushed "old" out of the one-key memory: the filter has seen
+    // it, so the store is asked and answers with the first event.
+    assert_eq!(send(&api, "old").await, first);
+    assert_eq!(metric(&api, "ferry_intake_key_lookups_total").await, 1.0);
+    node.stop();
+
+    let (node, api) = ready_node(&dir.0, &env).await;
+    eventually(15, "the key filter loaded from the store", || loaded(&api)).await;
+    assert_eq!(send(&api, "other").await, other, "found after the restart");
+    let fresh = send(&api, "fresh").await;
+    assert!(fresh != first && fresh != other);
+    assert_eq!(
+        metric(&api, "ferry_intake_key_lookups_total").await,
+        1.0,
+        "only the old key was asked"
+    );
+    all_delivered_once(&receiver, &[first, other, fresh], 30).await;
+    node.stop();
+}

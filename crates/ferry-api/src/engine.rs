@@ -11,6 +11,7 @@ use ferry_core::metrics::Metrics;
 use ferry_core::schedule::CatchUp;
 use ferry_core::{Clock, Registry};
 use ferry_queue::forward::Forwarder;
+use ferry_queue::seen::SeenKeys;
 use ferry_queue::spool::{Spool, SpoolConfig};
 use ferry_queue::Queue;
 use ferry_scheduler::{Scheduler, SchedulerConfig};
@@ -151,6 +152,9 @@ pub async fn start(
     let tracker = TaskTracker::new();
 
     let spool = open_spool(config, &metrics)?;
+    // One node writes every key an SQLite store holds, so it can know which
+    // keys are new; on PostgreSQL another node may have seen one.
+    let seen = (db.backend == ferry_store::Backend::Sqlite).then(|| Arc::new(SeenKeys::new()));
     let cache = Arc::new(ConfigCache::open(
         config.data_dir.join("config-snapshot"),
         key.clone(),
@@ -161,6 +165,7 @@ pub async fn start(
         keys: RecentKeys::new(config.intake.dedup_window),
         health: health.clone(),
         lookup: KeyLookup::spawn(queue.clone(), &tracker, cancel.clone()),
+        seen: seen.clone(),
         retry_after: config.spool.retry_after,
     });
     intake.learn_pending();
@@ -177,6 +182,7 @@ pub async fn start(
         batch: config.spool.forward_batch.max(1),
         store_timeout: Duration::from_secs(10),
         counts: Default::default(),
+        seen: seen.clone(),
     });
 
     if db.backend == ferry_store::Backend::Postgres {
@@ -245,6 +251,13 @@ pub async fn start(
         tracker.spawn(async move {
             if !migrated(&db, &health, &cancel2).await {
                 return;
+            }
+            if let Some(seen) = seen {
+                tracker2.spawn(seen.run(
+                    forwarder.spool.clone(),
+                    forwarder.queue.clone(),
+                    cancel2.clone(),
+                ));
             }
             tracker2.spawn(forwarder.run(cancel2.clone()));
             tracker2.spawn(crate::operations::Operations::clone(&ops).sweep());

@@ -24,6 +24,7 @@ use ferry_store::StoreHealth;
 use tokio_util::sync::CancellationToken;
 
 use crate::jobs::NewJob;
+use crate::seen::{key_hash, SeenKeys};
 use crate::spool::{EventJob, HeldRequest, Spool, SpooledEvent};
 use crate::Queue;
 
@@ -65,15 +66,21 @@ pub struct Forwarder {
     /// Longest a store write may take before it counts as failed.
     pub store_timeout: Duration,
     pub counts: ForwardCounts,
+    /// On a single node, told of every provider key once it is committed
+    /// (a held event's key is first known here).
+    pub seen: Option<Arc<SeenKeys>>,
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const LINGER: Duration = Duration::from_millis(20);
 
+/// How every key from a provider's own idempotency key begins.
+pub const HOOK_PREFIX: &str = "hook:";
+
 pub fn job_key(event: &SpooledEvent, provider_key: Option<&str>) -> String {
     match provider_key {
-        Some(k) => format!("hook:{}:{k}", event.integration_id),
+        Some(k) => format!("{HOOK_PREFIX}{}:{k}", event.integration_id),
         None => format!("event:{}", event.event_id),
     }
 }
@@ -184,6 +191,13 @@ impl Forwarder {
                     ))
                 }
             };
+            if let Some(seen) = &self.seen {
+                for key in jobs.iter().filter_map(|j| j.idempotency_key.as_deref()) {
+                    if key.starts_with(HOOK_PREFIX) {
+                        seen.add(key_hash(key));
+                    }
+                }
+            }
             let dups = enqueued.iter().filter(|e| e.duplicate).count() as u64;
             self.counts.duplicates.fetch_add(dups, Ordering::Relaxed);
             self.counts

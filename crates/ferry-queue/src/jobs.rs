@@ -19,6 +19,16 @@ use crate::Result;
 /// Rows per multi-row statement: well under both engines' parameter limits.
 const CHUNK: usize = 400;
 
+/// Keys beginning with `prefix` are those in `[prefix, hi)`, where `hi` is
+/// `prefix` with its last character's successor (bytewise comparison).
+fn prefix_range(prefix: &str) -> (String, String) {
+    let mut hi = prefix.to_string();
+    if let Some(c) = hi.pop() {
+        hi.push(char::from_u32(c as u32 + 1).unwrap_or(char::MAX));
+    }
+    (prefix.to_string(), hi)
+}
+
 /// One attempt in a run's log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AttemptEntry {
@@ -978,6 +988,40 @@ impl Queue {
             }
         }
         Ok(out)
+    }
+
+    /// How many idempotency keys begin with `prefix`.
+    pub async fn count_keys_with_prefix(&self, prefix: &str) -> Result<i64> {
+        let (lo, hi) = prefix_range(prefix);
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM job_keys WHERE key >= $1 AND key < $2")
+            .bind(lo)
+            .bind(hi)
+            .fetch_one(&self.db.read)
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Up to `limit` idempotency keys beginning with `prefix`, in order,
+    /// after `after` (pass `prefix` to start). Keys compare bytewise, as on
+    /// SQLite; a PostgreSQL database needs the C collation for this.
+    pub async fn keys_with_prefix_after(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<String>> {
+        let (_, hi) = prefix_range(prefix);
+        let rows = sqlx::query(
+            "SELECT key FROM job_keys WHERE key > $1 AND key < $2 ORDER BY key LIMIT $3",
+        )
+        .bind(after.to_string())
+        .bind(hi)
+        .bind(limit)
+        .fetch_all(&self.db.read)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>("key")?))
+            .collect()
     }
 
     /// Job counts by state, for metrics.

@@ -15,6 +15,7 @@ pub mod forward;
 pub mod history;
 pub mod jobs;
 pub mod ops;
+pub mod seen;
 pub mod spool;
 pub mod wake;
 

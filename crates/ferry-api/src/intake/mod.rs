@@ -8,13 +8,14 @@
 pub mod cache;
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
 use ferry_core::{InboundRequest, Intake as Decision, Registry, WebhookContext, WebhookError};
 use ferry_queue::forward::{job_key, Verdict, Verifier};
+use ferry_queue::seen::{key_hash as hash, SeenKeys};
 use ferry_queue::spool::{EventJob, HeldRequest, Spool, SpoolError, SpooledEvent};
 use ferry_queue::Queue;
 use ferry_store::{Db, StoreHealth};
@@ -99,12 +100,6 @@ enum Slot {
     Durable(Uuid),
 }
 
-fn hash(key: &str) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    key.hash(&mut h);
-    h.finish()
-}
-
 impl RecentKeys {
     pub fn new(cap: usize) -> RecentKeys {
         RecentKeys {
@@ -171,6 +166,8 @@ type Ask = (String, oneshot::Sender<Option<Uuid>>);
 /// batch rather than one per webhook.
 pub struct KeyLookup {
     tx: mpsc::UnboundedSender<Ask>,
+    /// Keys asked of the store.
+    pub asked: AtomicU64,
 }
 
 /// Keys asked in one query at most.
@@ -208,12 +205,16 @@ impl KeyLookup {
                 }
             }
         });
-        KeyLookup { tx }
+        KeyLookup {
+            tx,
+            asked: AtomicU64::new(0),
+        }
     }
 
     /// The first event id under `key`, if the store knows one.
     pub async fn get(&self, key: String) -> Option<Uuid> {
         let (reply, rx) = oneshot::channel();
+        self.asked.fetch_add(1, Ordering::Relaxed);
         self.tx.send((key, reply)).ok()?;
         rx.await.ok().flatten()
     }
@@ -232,6 +233,8 @@ pub struct Intake {
     pub keys: RecentKeys,
     pub health: Arc<StoreHealth>,
     pub lookup: KeyLookup,
+    /// On a single node: keys certainly new need no lookup.
+    pub seen: Option<Arc<SeenKeys>>,
     /// What a `503` tells the sender to wait.
     pub retry_after: Duration,
 }
@@ -287,7 +290,7 @@ impl Intake {
             // record just spooled is a duplicate that makes no job: the
             // forwarder's insert is idempotent on the same key.
             let earlier = async {
-                if !self.health.is_up() {
+                if !self.health.is_up() || self.seen.as_ref().is_some_and(|s| !s.maybe_seen(h)) {
                     return None;
                 }
                 tokio::time::timeout(LOOKUP_TIMEOUT, self.lookup.get(key.clone()))
@@ -296,6 +299,9 @@ impl Intake {
                     .flatten()
             };
             let (earlier, appended) = tokio::join!(earlier, self.spool.append(event));
+            if let (Some(seen), Ok(_)) = (&self.seen, &appended) {
+                seen.add(h);
+            }
             if let Some(first) = earlier {
                 self.keys.finish(h, first, true, tx);
                 return duplicate(first);

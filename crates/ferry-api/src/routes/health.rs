@@ -149,6 +149,19 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             counts.duplicates.load(Ordering::Relaxed) as f64,
         ),
         (
+            "ferry_intake_key_lookups_total",
+            String::new(),
+            state.intake.lookup.asked.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "ferry_intake_key_filter_loaded",
+            String::new(),
+            match &state.intake.seen {
+                Some(seen) if seen.is_loaded() => 1.0,
+                _ => 0.0,
+            },
+        ),
+        (
             "ferry_spool_rejected_total",
             String::new(),
             counts.rejected.load(Ordering::Relaxed) as f64,
