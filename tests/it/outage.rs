@@ -666,6 +666,26 @@ async fn restarted_during_an_outage_it_still_verifies_from_the_snapshot() {
     node.stop();
 }
 
+/// Sends a small signed event with idempotency key `msg`; asserts `202` and
+/// returns its `event_id`.
+async fn accepted_id(api: &Api, integration: &str, msg: &str) -> String {
+    let sent = send_hook(
+        &api.http,
+        &api.base,
+        integration,
+        msg,
+        r#"{"n":1}"#,
+        IN_SECRET,
+    )
+    .await
+    .expect("send");
+    assert_eq!(sent.status, 202, "{}", sent.body);
+    sent.body["event_id"]
+        .as_str()
+        .expect("event id")
+        .to_string()
+}
+
 /// A provider's retry of an event whose key has left the node's memory is
 /// answered from the store: `202` with the first `event_id`, and no second
 /// job (its spooled copy is settled by the forwarder as a duplicate).
@@ -673,21 +693,9 @@ async fn restarted_during_an_outage_it_still_verifies_from_the_snapshot() {
 async fn a_retry_older_than_the_memory_window_gets_the_first_event_id() {
     let (receiver, url) = Receiver::start().await;
     let dir = TempDir::new("ferry-old-retry");
-    let (node, api) = ready_node(&dir.0, &[("FERRY_INTAKE_DEDUP_WINDOW", "1".into())]).await;
+    let (_node, api) = ready_node(&dir.0, &[("FERRY_INTAKE_DEDUP_WINDOW", "1".into())]).await;
     let id = create_hook_integration(&api, &url, None).await;
-    let send = |msg: &'static str| {
-        let (http, base, id) = (api.http.clone(), node.base.clone(), id.clone());
-        async move {
-            let sent = send_hook(&http, &base, &id, msg, r#"{"n":1}"#, IN_SECRET)
-                .await
-                .expect("send");
-            assert_eq!(sent.status, 202, "{}", sent.body);
-            sent.body["event_id"]
-                .as_str()
-                .expect("event id")
-                .to_string()
-        }
-    };
+    let send = |msg: &'static str| accepted_id(&api, &id, msg);
     let first = send("old").await;
     all_delivered_once(&receiver, std::slice::from_ref(&first), 30).await;
     // A second key pushes the first out of the one-key memory.
@@ -723,27 +731,14 @@ async fn new_keys_skip_the_store_and_old_keys_are_found_after_a_restart() {
     let env = [("FERRY_INTAKE_DEDUP_WINDOW", "1".to_string())];
     let (node, api) = ready_node(&dir.0, &env).await;
     let id = create_hook_integration(&api, &url, None).await;
-    let send = |api: &Api, msg: &'static str| {
-        let (http, base, id) = (api.http.clone(), api.base.clone(), id.clone());
-        async move {
-            let sent = send_hook(&http, &base, &id, msg, r#"{"n":1}"#, IN_SECRET)
-                .await
-                .expect("send");
-            assert_eq!(sent.status, 202, "{}", sent.body);
-            sent.body["event_id"]
-                .as_str()
-                .expect("event id")
-                .to_string()
-        }
-    };
     let loaded = |api: &Api| {
         let api = api.clone();
         async move { metric(&api, "ferry_intake_key_filter_loaded").await == 1.0 }
     };
     eventually(15, "the key filter loaded", || loaded(&api)).await;
 
-    let first = send(&api, "old").await;
-    let other = send(&api, "other").await;
+    let first = accepted_id(&api, &id, "old").await;
+    let other = accepted_id(&api, &id, "other").await;
     assert_eq!(
         metric(&api, "ferry_intake_key_lookups_total").await,
         0.0,
@@ -752,14 +747,18 @@ async fn new_keys_skip_the_store_and_old_keys_are_found_after_a_restart() {
     all_delivered_once(&receiver, &[first.clone(), other.clone()], 30).await;
     // "other" pushed "old" out of the one-key memory: the filter has seen
     // it, so the store is asked and answers with the first event.
-    assert_eq!(send(&api, "old").await, first);
+    assert_eq!(accepted_id(&api, &id, "old").await, first);
     assert_eq!(metric(&api, "ferry_intake_key_lookups_total").await, 1.0);
     node.stop();
 
     let (node, api) = ready_node(&dir.0, &env).await;
     eventually(15, "the key filter loaded from the store", || loaded(&api)).await;
-    assert_eq!(send(&api, "other").await, other, "found after the restart");
-    let fresh = send(&api, "fresh").await;
+    assert_eq!(
+        accepted_id(&api, &id, "other").await,
+        other,
+        "found after the restart"
+    );
+    let fresh = accepted_id(&api, &id, "fresh").await;
     assert!(fresh != first && fresh != other);
     assert_eq!(
         metric(&api, "ferry_intake_key_lookups_total").await,
