@@ -156,9 +156,8 @@ impl SeenKeys {
     /// Loads a new filter from the spool and the store and puts it in
     /// place; returns how many keys it read.
     pub async fn rebuild(&self, spool: &Spool, queue: &Queue) -> Result<u64> {
-        let pending: Vec<_> = spool.pending(usize::MAX);
         let stored = queue.count_keys_with_prefix(HOOK_PREFIX).await?;
-        let bloom = Arc::new(Bloom::for_keys(stored as u64 + pending.len() as u64));
+        let bloom = Arc::new(Bloom::for_keys(stored as u64 + spool.stats().depth));
         // From here on every key that becomes durable is added to it, so
         // the reads below need only find what was durable before.
         self.write().building = Some(bloom.clone());
