@@ -66,8 +66,8 @@ pub struct Forwarder {
     /// Longest a store write may take before it counts as failed.
     pub store_timeout: Duration,
     pub counts: ForwardCounts,
-    /// On a single node, told of every provider key once it is committed
-    /// (a held event's key is first known here).
+    /// On a single node, told of a held event's provider key once it is
+    /// committed (the key is first known here).
     pub seen: Option<Arc<SeenKeys>>,
 }
 
@@ -134,6 +134,8 @@ impl Forwarder {
         let mut jobs = Vec::with_capacity(batch.len());
         let mut settle = Vec::with_capacity(batch.len());
         let mut stalled = None;
+        // Jobs of held events whose provider key is first known here.
+        let mut keyed_late = Vec::new();
         for (seq, ev) in &batch {
             let (job, key) = match (&ev.job, &ev.held) {
                 (Some(job), _) => (job.clone(), ev.idempotency_key.clone()),
@@ -159,6 +161,9 @@ impl Forwarder {
                     continue;
                 }
             };
+            if ev.job.is_none() && key.is_some() {
+                keyed_late.push(jobs.len());
+            }
             jobs.push(NewJob {
                 event_id: Some(ev.event_id),
                 payload: Some(job.payload),
@@ -191,11 +196,13 @@ impl Forwarder {
                     ))
                 }
             };
+            // Intake told the filter of every other key once it was spooled.
             if let Some(seen) = &self.seen {
-                for key in jobs.iter().filter_map(|j| j.idempotency_key.as_deref()) {
-                    if key.starts_with(HOOK_PREFIX) {
-                        seen.add(key_hash(key));
-                    }
+                for key in keyed_late
+                    .iter()
+                    .filter_map(|&i| jobs[i].idempotency_key.as_deref())
+                {
+                    seen.add(key_hash(key));
                 }
             }
             let dups = enqueued.iter().filter(|e| e.duplicate).count() as u64;

@@ -9,8 +9,8 @@
 //! there).
 //!
 //! It has no false negatives. A key is added once it is durable: when the
-//! spool has fsynced it, and when the forwarder has committed it (held
-//! events get their keys only then). A rebuild starts taking new keys
+//! spool has fsynced it, or, for a held event (whose key is known only once
+//! it is verified), when the forwarder has committed it. A rebuild starts taking new keys
 //! before it reads the spool and then the store, so a key is in the new
 //! filter whether it became durable before, during or after the reads. A
 //! false positive costs the store lookup that would have happened anyway.
@@ -46,7 +46,7 @@ const MIN_BITS: u64 = 1 << 23; // 1 MiB
 const MAX_BITS: u64 = 1 << 30; // 128 MiB
 /// Keys read from the store per query while rebuilding.
 const PAGE: i64 = 5000;
-/// Rebuilds of a full filter are at least this far apart.
+/// Rebuilds of a full filter start at least this long after the last.
 const MIN_REBUILD_GAP: Duration = Duration::from_secs(60);
 
 struct Bloom {
@@ -211,6 +211,7 @@ impl SeenKeys {
         loop {
             let wait = match self.rebuild(&spool, &queue).await {
                 Ok(n) => {
+                    let built = tokio::time::Instant::now();
                     let bytes = self.read().current.as_ref().map_or(0, |b| b.bytes());
                     tracing::info!(keys = n, bytes, "idempotency key filter loaded");
                     backoff = Duration::from_secs(1);
@@ -222,7 +223,7 @@ impl SeenKeys {
                             _ = self.full.notified() => {}
                         }
                     }
-                    MIN_REBUILD_GAP
+                    MIN_REBUILD_GAP.saturating_sub(built.elapsed())
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "cannot load the idempotency key filter yet");
