@@ -80,3 +80,14 @@ pub fn postgres_cpu_seconds() -> Option<f64> {
     }
     total
 }
+
+/// Bytes this process has caused to be written to storage, from
+/// `/proc/self/io` (Linux): the spool, SQLite's WAL and its checkpoints.
+pub fn written_bytes() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))?
+        .trim()
+        .parse()
+        .ok()
+}

@@ -10,6 +10,7 @@
 //! PostgreSQL's (all `postgres` processes, when the server is local).
 
 #[path = "common.rs"]
+#[allow(dead_code)]
 mod common;
 
 use std::sync::{Arc, Mutex};

@@ -8,7 +8,9 @@
 //! 3. HTTP: signed Standard Webhooks posted to `ferry`'s intake, verified,
 //!    deduplicated, spooled and forwarded into SQLite by the node itself.
 //!
-//! `cargo bench --bench intake` (FERRY_BENCH_SECS sets seconds per level).
+//! `cargo bench --bench intake` (FERRY_BENCH_SECS sets seconds per level,
+//! FERRY_BENCH_LEVELS the sender counts, FERRY_BENCH_KEYS=per-sender keys
+//! that sort together instead of random ones).
 
 #[path = "common.rs"]
 #[allow(dead_code)]
@@ -59,6 +61,22 @@ fn fsync_rate(d: Duration) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
+/// How the senders' `webhook-id`s are shaped.
+#[derive(Clone, Copy)]
+enum Keys {
+    /// Random, as providers' message ids are (the default).
+    Random,
+    /// `msg_{sender}_{n}_…`: each sender's keys sort together.
+    PerSender,
+}
+
+fn key_shape() -> Keys {
+    match std::env::var("FERRY_BENCH_KEYS").as_deref() {
+        Ok("per-sender") => Keys::PerSender,
+        _ => Keys::Random,
+    }
+}
+
 struct Level {
     senders: usize,
     events: usize,
@@ -68,6 +86,8 @@ struct Level {
     /// CPU time of the whole process (server, load generator, spool
     /// writer, forwarder and SQLite) per event, in microseconds.
     cpu_us: Option<f64>,
+    /// Bytes written to storage per event (spool, WAL, checkpoints).
+    disk_bytes: Option<f64>,
 }
 
 /// Runs `senders` loops of `one` for `d`, timing each call.
@@ -79,6 +99,7 @@ where
     let one = Arc::new(one);
     let stop = Arc::new(AtomicBool::new(false));
     let cpu_before = common::cpu_seconds();
+    let written_before = common::written_bytes();
     let start = Instant::now();
     let mut tasks = Vec::new();
     for s in 0..senders {
@@ -106,9 +127,16 @@ where
         (Some(a), Some(b)) if !all.is_empty() => Some((b - a) * 1e6 / all.len() as f64),
         _ => None,
     };
+    let disk_bytes = match (written_before, common::written_bytes()) {
+        (Some(a), Some(b)) if !all.is_empty() => {
+            Some(b.saturating_sub(a) as f64 / all.len() as f64)
+        }
+        _ => None,
+    };
     all.sort_unstable();
     Level {
         cpu_us,
+        disk_bytes,
         senders,
         events: all.len(),
         per_sec: all.len() as f64 / elapsed,
@@ -119,14 +147,15 @@ where
 
 fn report(what: &str, l: &Level, fsyncs: f64) {
     println!(
-        "{what:<6} senders={:<3} events={:<7} events/s={:<9.0} p50={:.2}ms p99={:.2}ms  x fsync rate={:.1}  cpu/event={}",
+        "{what:<6} senders={:<3} events={:<7} events/s={:<9.0} p50={:.2}ms p99={:.2}ms  x fsync rate={:.1}  cpu/event={}  disk/event={}",
         l.senders,
         l.events,
         l.per_sec,
         l.p50_us as f64 / 1000.0,
         l.p99_us as f64 / 1000.0,
         l.per_sec / fsyncs,
-        l.cpu_us.map_or("n/a".to_string(), |c| format!("{c:.0}us"))
+        l.cpu_us.map_or("n/a".to_string(), |c| format!("{c:.0}us")),
+        l.disk_bytes.map_or("n/a".to_string(), |b| format!("{b:.0}B"))
     );
 }
 
@@ -214,7 +243,7 @@ async fn main() {
     println!("disk: {fsyncs:.0} fsyncs/s (4 KiB write + fdatasync, one at a time)");
     println!("payload: {} bytes", payload.len());
 
-    for senders in [1, 16, 64] {
+    for senders in levels() {
         let dir = bench_dir("spool");
         let (spool, _) = Spool::open(SpoolConfig::new(&dir, 8 << 30)).expect("spool");
         let (s2, p) = (spool.clone(), payload.clone());
@@ -230,7 +259,7 @@ async fn main() {
         let _ = std::fs::remove_dir_all(dir);
     }
 
-    for senders in [1, 16, 64] {
+    for senders in levels() {
         let dir = bench_dir("intake");
         let mut config = ferry_api::Config {
             data_dir: dir.clone(),
@@ -276,10 +305,14 @@ async fn main() {
                 .map(|_| tokio::sync::Mutex::new(None))
                 .collect(),
         );
+        let keys = key_shape();
         let l = drive(senders, d, move |s, n| {
             let (conns, path, body, key) = (conns.clone(), path.clone(), body.clone(), key.clone());
             async move {
-                let id = format!("msg_{s}_{n}_{}", uuid::Uuid::new_v4().simple());
+                let id = match keys {
+                    Keys::Random => format!("msg_{}", uuid::Uuid::new_v4().simple()),
+                    Keys::PerSender => format!("msg_{s}_{n}_{}", uuid::Uuid::new_v4().simple()),
+                };
                 let ts = chrono::Utc::now().timestamp();
                 let sig = signing::sign(&key, &id, ts, body.as_bytes());
                 let mut slot = conns[s].lock().await;
@@ -303,7 +336,35 @@ async fn main() {
                 .forwarded
                 .load(Ordering::Relaxed)
         );
+        let m = &running.state.metrics;
+        let merges = m.counter_value("ferry_key_merges_total", "");
+        if merges > 0 {
+            let text = m.render(&[]);
+            let secs: f64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix("ferry_key_merge_seconds_sum "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0.0);
+            println!(
+                "       key tail merges: {merges}, {} keys, {:.0} ms each on average",
+                m.counter_value("ferry_key_merged_total", ""),
+                secs * 1000.0 / merges as f64
+            );
+        }
         running.shutdown().await;
         let _ = std::fs::remove_dir_all(dir);
     }
+}
+
+/// The sender counts to measure: `FERRY_BENCH_LEVELS=16,64`, or 1, 16, 64.
+fn levels() -> Vec<usize> {
+    std::env::var("FERRY_BENCH_LEVELS")
+        .ok()
+        .map(|v| {
+            v.split(',')
+                .filter_map(|n| n.trim().parse().ok())
+                .collect::<Vec<_>>()
+        })
+        .filter(|l| !l.is_empty())
+        .unwrap_or_else(|| vec![1, 16, 64])
 }

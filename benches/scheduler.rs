@@ -44,6 +44,12 @@ async fn seed(db: &Db, cron: impl Fn(usize) -> String, first: impl Fn(usize) -> 
         .execute(&db.pool)
         .await
         .expect("clear");
+    if db.tail.is_some() {
+        sqlx::query("DELETE FROM job_keys_tail")
+            .execute(&db.pool)
+            .await
+            .expect("clear");
+    }
     for chunk in (0..N).collect::<Vec<_>>().chunks(500) {
         let mut tx = db.pool.begin().await.expect("tx");
         let mut a = String::from("INSERT INTO integrations (id, tenant, name, connector, revision, enabled, next_fire_at, url_token, created_at, updated_at) VALUES ");

@@ -154,6 +154,23 @@ async fn suite(db: Db) {
         .execute(&db.pool)
         .await
         .expect("back to one job");
+    // Keys still hold once merged (SQLite moves its key tail into
+    // `job_keys`; PostgreSQL has no tail, and this does nothing).
+    q.merge_key_tail().await.expect("merge");
+    let merged = q
+        .enqueue(
+            &[job(&i, T0, Some("evt-1")), job(&i, T0, Some("evt-2"))],
+            T0,
+        )
+        .await
+        .expect("enqueue after the merge");
+    assert_eq!(
+        merged
+            .iter()
+            .map(|e| (e.duplicate, e.job_id))
+            .collect::<Vec<_>>(),
+        [(true, a.id), (true, b.id)]
+    );
 
     // Claims: batch, only due jobs, distinct fencing tokens.
     q.enqueue(
@@ -408,6 +425,147 @@ async fn the_key_filter_loads_the_store_and_the_spool_sqlite() {
         .count();
     assert_eq!(unseen, 0, "a near-empty filter has no false positives");
     spool.close();
+}
+
+/// SQLite appends new keys to a tail found through a map in memory, and
+/// merges it into `job_keys`: a key is a duplicate wherever it is, a key
+/// rolled back is not, a row under another key's hash is not taken for the
+/// key, and a restart finds the tail again.
+#[tokio::test]
+async fn the_key_tail_finds_keys_before_and_after_a_merge_sqlite() {
+    use ferry_queue::seen::key_hash;
+
+    let (db, dir) = sqlite_db().await;
+    let tail = db.tail.clone().expect("SQLite has a key tail");
+    let q = Queue::new(db.clone());
+    let i = integration(&db, &spec("webhook", "acme", None), None, T0).await;
+    let keys: Vec<String> = (0..1000).map(|n| format!("hook:{}:k-{n}", i.id)).collect();
+    let first: Vec<NewJob> = keys.iter().map(|k| job(&i, T0, Some(k))).collect();
+    let made = q.enqueue(&first, T0).await.expect("enqueue");
+    assert!(made.iter().all(|e| !e.duplicate));
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM job_keys_tail").await, 1000);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM job_keys").await, 0);
+    assert_eq!(tail.len(), 1000);
+
+    // Found in the tail: by enqueue and by intake's lookup.
+    let expect_first = |out: &[ferry_queue::Enqueued]| {
+        assert!(out.iter().all(|e| e.duplicate));
+        let ids: Vec<_> = out.iter().map(|e| (e.job_id, e.event_id)).collect();
+        let want: Vec<_> = first.iter().map(|j| (j.id, j.event_id)).collect();
+        assert_eq!(ids, want, "each repeat names the first job and event");
+    };
+    let again: Vec<NewJob> = keys.iter().map(|k| job(&i, T0, Some(k))).collect();
+    expect_first(&q.enqueue(&again, T0).await.expect("repeat"));
+    let found = q.events_for_keys(&keys).await.expect("lookup");
+    assert_eq!(found.len(), 1000);
+    assert_eq!(found[&keys[7]], first[7].event_id.expect("event id"));
+
+    // Rolled back: not taken. Twice in one transaction: the second is a
+    // repeat of the first.
+    let rb = format!("hook:{}:rolled-back", i.id);
+    let mut tx = db.pool.begin().await.expect("tx");
+    let once = q
+        .enqueue_in(&mut tx, &[job(&i, T0, Some(&rb))], T0)
+        .await
+        .expect("enqueue in tx");
+    let twice = q
+        .enqueue_in(&mut tx, &[job(&i, T0, Some(&rb))], T0)
+        .await
+        .expect("again in the same tx");
+    assert!(!once[0].duplicate);
+    assert!(twice[0].duplicate, "the transaction sees its own key");
+    assert_eq!(twice[0].job_id, once[0].job_id);
+    tx.rollback().await.expect("rollback");
+    assert!(q
+        .events_for_keys(std::slice::from_ref(&rb))
+        .await
+        .expect("lookup")
+        .is_empty());
+    let kept = q
+        .enqueue(&[job(&i, T0, Some(&rb))], T0)
+        .await
+        .expect("enqueue after rollback");
+    assert!(!kept[0].duplicate, "a rolled-back key is free");
+
+    // A row under a key's hash that holds another key is not taken for it.
+    let other = format!("hook:{}:other", i.id);
+    tail.add(key_hash(&other), tail.last_seq());
+    let fresh = q
+        .enqueue(&[job(&i, T0, Some(&other))], T0)
+        .await
+        .expect("enqueue other");
+    assert!(!fresh[0].duplicate);
+
+    // Merged: the tail is empty, the map forgets, every key still holds.
+    let moved = q.merge_key_tail().await.expect("merge");
+    assert_eq!(moved, 1002);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM job_keys_tail").await, 0);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM job_keys").await, 1002);
+    assert!(tail.is_empty());
+    let again: Vec<NewJob> = keys.iter().map(|k| job(&i, T0, Some(k))).collect();
+    expect_first(&q.enqueue(&again, T0).await.expect("repeat after merge"));
+    assert_eq!(q.events_for_keys(&keys).await.expect("lookup").len(), 1000);
+    assert_eq!(
+        q.count_keys_with_prefix(&format!("hook:{}:", i.id))
+            .await
+            .expect("count"),
+        1002
+    );
+
+    // New keys after the merge, then a restart: the map is loaded again.
+    let late: Vec<String> = (0..10).map(|n| format!("hook:{}:late-{n}", i.id)).collect();
+    let late_jobs: Vec<NewJob> = late.iter().map(|k| job(&i, T0, Some(k))).collect();
+    q.enqueue(&late_jobs, T0).await.expect("enqueue late");
+    assert_eq!(
+        q.unmerged_keys_with_prefix(&format!("hook:{}:late-", i.id))
+            .await
+            .expect("unmerged")
+            .len(),
+        10
+    );
+    drop((q, tail));
+    db.close().await;
+    drop(db);
+    let url = format!("sqlite://{}?mode=rwc", dir.0.join("ferry.db").display());
+    let db = Db::connect(&ferry_store::DbOptions::new(url))
+        .await
+        .expect("reconnect");
+    let q = Queue::new(db.clone());
+    let tail = db.tail.clone().expect("tail");
+    let repeat = q
+        .enqueue(
+            &late
+                .iter()
+                .map(|k| job(&i, T0, Some(k)))
+                .collect::<Vec<_>>(),
+            T0,
+        )
+        .await
+        .expect("repeat after restart");
+    assert!(repeat.iter().all(|e| e.duplicate));
+    assert_eq!(
+        repeat.iter().map(|e| e.job_id).collect::<Vec<_>>(),
+        late_jobs.iter().map(|j| j.id).collect::<Vec<_>>()
+    );
+    assert_eq!(tail.len(), 10, "loaded from the table");
+    let second = Db::connect(&ferry_store::DbOptions::new(db.url.clone()))
+        .await
+        .expect("second handle");
+    assert!(
+        std::sync::Arc::ptr_eq(&tail, second.tail.as_ref().expect("tail")),
+        "handles on one file share the map"
+    );
+
+    // Pruned keys go from the tail and from job_keys.
+    let pruned = q.prune_history(T0 + 1).await.expect("prune");
+    assert_eq!(pruned, 1012);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM job_keys_tail").await, 0);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM job_keys").await, 0);
+    let after_prune = q
+        .enqueue(&[job(&i, T0 + 2, Some(&late[0]))], T0 + 2)
+        .await
+        .expect("enqueue after prune");
+    assert!(!after_prune[0].duplicate, "a pruned key is free again");
 }
 
 #[tokio::test]

@@ -237,9 +237,9 @@ async fn next_fire_at(db: &Db, id: uuid::Uuid) -> Option<i64> {
 }
 
 async fn keys_of(db: &Db, id: uuid::Uuid) -> i64 {
-    sqlx::query_scalar("SELECT COUNT(*) FROM job_keys WHERE key LIKE $1")
-        .bind(format!("schedule:{id}:%"))
-        .fetch_one(&db.pool)
+    // Merged or still in SQLite's key tail.
+    Queue::new(db.clone())
+        .count_keys_with_prefix(&format!("schedule:{id}:"))
         .await
         .expect("keys")
 }

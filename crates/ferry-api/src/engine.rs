@@ -102,6 +102,44 @@ async fn migrated(db: &Db, health: &StoreHealth, cancel: &CancellationToken) -> 
     }
 }
 
+/// Keys in SQLite's key tail past which it is merged even while keys keep
+/// coming: it bounds the map in memory and the time one merge holds the
+/// writer.
+pub const KEY_MERGE_AT: usize = 50_000;
+/// A tail with keys in it is merged once no key has come for this long.
+pub const KEY_MERGE_IDLE: Duration = Duration::from_secs(2);
+
+/// Merges SQLite's key tail into `job_keys` (`Queue::merge_key_tail`) when
+/// it is long or quiet.
+async fn merge_key_tail(
+    queue: Queue,
+    tail: Arc<ferry_store::keytail::KeyTail>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        let n = tail.len();
+        if n == 0 || (n < KEY_MERGE_AT && tail.idle_for() < KEY_MERGE_IDLE) {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        match queue.merge_key_tail().await {
+            Ok(moved) => {
+                let took = started.elapsed();
+                metrics.inc("ferry_key_merges_total", String::new(), 1);
+                metrics.inc("ferry_key_merged_total", String::new(), moved);
+                metrics.observe("ferry_key_merge_seconds", String::new(), took.as_secs_f64());
+                tracing::debug!(moved, ms = took.as_millis() as u64, "merged the key tail");
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot merge the key tail yet"),
+        }
+    }
+}
+
 /// Opens the spool and reports what recovery found.
 fn open_spool(config: &Config, metrics: &Metrics) -> Result<Spool, StartError> {
     let (spool, rec) = Spool::open(SpoolConfig::new(
@@ -248,6 +286,7 @@ pub async fn start(
             (db.clone(), health.clone(), cancel.clone(), tracker.clone());
         let (scheduler, worker, forwarder) = (scheduler.clone(), worker.clone(), forwarder.clone());
         let ops = operations.clone();
+        let metrics2 = metrics.clone();
         tracker.spawn(async move {
             if !migrated(&db, &health, &cancel2).await {
                 return;
@@ -256,6 +295,14 @@ pub async fn start(
                 tracker2.spawn(seen.run(
                     forwarder.spool.clone(),
                     forwarder.queue.clone(),
+                    cancel2.clone(),
+                ));
+            }
+            if let Some(tail) = db.tail.clone() {
+                tracker2.spawn(merge_key_tail(
+                    forwarder.queue.clone(),
+                    tail,
+                    metrics2.clone(),
                     cancel2.clone(),
                 ));
             }

@@ -19,7 +19,6 @@
 //! says "maybe" to every key. When it holds more keys than it was sized
 //! for it is rebuilt from the store, larger, and without pruned keys.
 
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -31,12 +30,9 @@ use crate::forward::HOOK_PREFIX;
 use crate::spool::Spool;
 use crate::{Queue, Result};
 
-/// The hash intake keys by, here and in its recent-keys window.
-pub fn key_hash(key: &str) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    key.hash(&mut h);
-    h.finish()
-}
+/// The hash intake keys by, here and in its recent-keys window (the same
+/// one the store's key tail uses).
+pub use ferry_store::keytail::key_hash;
 
 const PROBES: u64 = 4;
 /// Bits per key a filter is sized for: with four probes, about 0.7% of
@@ -186,6 +182,12 @@ impl SeenKeys {
                 bloom.insert(key_hash(&crate::forward::job_key(&ev, Some(k))));
                 n += 1;
             }
+        }
+        // Then the store: keys not yet merged before the merged ones (a
+        // merge in between moves keys from the first read to the second).
+        for k in queue.unmerged_keys_with_prefix(HOOK_PREFIX).await? {
+            bloom.insert(key_hash(&k));
+            n += 1;
         }
         let mut after = HOOK_PREFIX.to_string();
         loop {

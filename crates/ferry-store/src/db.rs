@@ -1,6 +1,8 @@
 //! Connecting, migrating, and the few places the two engines differ.
 
+use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -8,6 +10,7 @@ use sqlx::{AnyPool, Executor};
 
 use crate::error::{Error, Result};
 use crate::health::OutageSwitch;
+use crate::keytail::KeyTail;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -60,8 +63,23 @@ pub struct Db {
     /// with no transaction around it to set them. On SQLite, `pool` (it
     /// plans from the schema).
     pub claim: AnyPool,
+    /// On SQLite, the idempotency keys not yet merged into `job_keys`
+    /// (`keytail`); on PostgreSQL, `None`: keys go straight there.
+    pub tail: Option<Arc<KeyTail>>,
     pub backend: Backend,
     pub url: String,
+}
+
+/// The file an SQLite URL names, if it names one.
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() || path == ":memory:" || query.split('&').any(|p| p == "mode=memory") {
+        return None;
+    }
+    Some(PathBuf::from(path))
 }
 
 /// Session settings of `Db::claim`'s connections on PostgreSQL.
@@ -118,6 +136,12 @@ const MIGRATIONS: &[Migration] = &[
             "../../../migrations/postgres/0005_jobs_integration_not_running.sql"
         ),
     },
+    Migration {
+        version: 6,
+        name: "job_keys_tail",
+        sqlite: include_str!("../../../migrations/sqlite/0006_job_keys_tail.sql"),
+        postgres: include_str!("../../../migrations/postgres/0006_job_keys_tail.sql"),
+    },
 ];
 
 impl Db {
@@ -136,7 +160,7 @@ impl Db {
             };
         let connect = AnyConnectOptions::from_str(&opts.url)
             .map_err(|e| Error::Db(format!("database url: {e}")))?;
-        let (pool, read, claim) = match backend {
+        let (pool, read, claim, tail) = match backend {
             Backend::Sqlite => {
                 let read = pool_options(
                     opts,
@@ -158,7 +182,8 @@ impl Db {
                 )
                 .connect_with(connect)
                 .await?;
-                (pool.clone(), read, pool)
+                let tail = KeyTail::for_file(sqlite_file(&opts.url));
+                (pool.clone(), read, pool, Some(tail))
             }
             Backend::Postgres => {
                 let options = pool_options(opts, opts.max_connections, &[]);
@@ -169,13 +194,14 @@ impl Db {
                 } else {
                     options.connect_with(connect).await?
                 };
-                (pool.clone(), pool, claim)
+                (pool.clone(), pool, claim, None)
             }
         };
         Ok(Db {
             pool,
             read,
             claim,
+            tail,
             backend,
             url: opts.url.clone(),
         })

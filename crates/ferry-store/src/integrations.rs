@@ -324,17 +324,25 @@ async fn withdraw_early_fires(
     .bind(now)
     .fetch_all(&mut **tx)
     .await?;
-    // One statement for the keys (a look-ahead holds a handful of fires).
+    // One statement for the keys (a look-ahead holds a handful of fires),
+    // wherever they are: merged into `job_keys` or still in the tail.
     for chunk in fires.chunks(400) {
+        let keys: Vec<String> = chunk
+            .iter()
+            .map(|fire| ferry_core::schedule::fire_key(id, *fire))
+            .collect();
         let sql = format!(
             "DELETE FROM job_keys WHERE key IN ({})",
-            db.placeholders(1, chunk.len())
+            db.placeholders(1, keys.len())
         );
         let mut q = sqlx::query(&sql);
-        for fire in chunk {
-            q = q.bind(ferry_core::schedule::fire_key(id, *fire));
+        for k in &keys {
+            q = q.bind(k.clone());
         }
         q.execute(&mut **tx).await?;
+        if let Some(tail) = &db.tail {
+            crate::keytail::delete_keys(db, tail, tx, &keys).await?;
+        }
     }
     Ok(fires.into_iter().min())
 }

@@ -14,6 +14,7 @@ pub mod db;
 pub mod error;
 pub mod health;
 pub mod integrations;
+pub mod keytail;
 pub mod nodes;
 pub mod state;
 pub mod tokens;

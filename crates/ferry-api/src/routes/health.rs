@@ -162,6 +162,11 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             },
         ),
         (
+            "ferry_key_tail_keys",
+            String::new(),
+            state.db.tail.as_ref().map_or(0.0, |t| t.len() as f64),
+        ),
+        (
             "ferry_spool_rejected_total",
             String::new(),
             counts.rejected.load(Ordering::Relaxed) as f64,
