@@ -29,23 +29,33 @@ pub struct Metrics {
     inner: Mutex<Inner>,
 }
 
-/// `{a="x",b="y"}` with values escaped.
+/// `{a="x",b="y"}` with values escaped. Written into one string: it is
+/// called for every run and every webhook.
 pub fn labels(pairs: &[(&str, &str)]) -> String {
     if pairs.is_empty() {
         return String::new();
     }
-    let body: Vec<String> = pairs
-        .iter()
-        .map(|(k, v)| {
-            format!(
-                "{k}=\"{}\"",
-                v.replace('\\', "\\\\")
-                    .replace('"', "\\\"")
-                    .replace('\n', "\\n")
-            )
-        })
-        .collect();
-    format!("{{{}}}", body.join(","))
+    let len: usize = pairs.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
+    let mut out = String::with_capacity(len + 2);
+    out.push('{');
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(k);
+        out.push_str("=\"");
+        for c in v.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    out.push('}');
+    out
 }
 
 impl Metrics {
@@ -165,5 +175,15 @@ mod tests {
         );
         assert!(text.contains("ferry_run_duration_seconds_count{connector=\"webhook\"} 2"));
         assert!(text.contains("# TYPE ferry_store_up gauge\nferry_store_up 1"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(labels(&[]), "");
+        assert_eq!(labels(&[("a", "x")]), r#"{a="x"}"#);
+        assert_eq!(
+            labels(&[("a", r#"q"u\o"#), ("b", "two\nlines")]),
+            r#"{a="q\"u\\o",b="two\nlines"}"#
+        );
     }
 }

@@ -21,6 +21,26 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// A revision as runs use it: its config and secrets behind `Arc`s that
+/// every run of the revision shares, instead of a copy per run.
+struct Loaded {
+    connector_version: String,
+    retry: ferry_core::RetryPolicy,
+    config: Arc<serde_json::Value>,
+    secrets: Arc<std::collections::BTreeMap<String, String>>,
+}
+
+impl From<Revision> for Loaded {
+    fn from(rev: Revision) -> Loaded {
+        Loaded {
+            connector_version: rev.connector_version,
+            retry: rev.retry,
+            config: Arc::new(rev.config),
+            secrets: Arc::new(rev.secrets),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// Jobs running at once on this node.
@@ -78,7 +98,7 @@ pub struct Worker {
     clock: Arc<dyn Clock>,
     config: WorkerConfig,
     metrics: Arc<Metrics>,
-    revisions: Mutex<HashMap<(Uuid, i64), Arc<Revision>>>,
+    revisions: Mutex<HashMap<(Uuid, i64), Arc<Loaded>>>,
     inflight: Mutex<HashMap<Uuid, InFlight>>,
     slot_freed: Notify,
 }
@@ -402,7 +422,7 @@ impl Worker {
         }
     }
 
-    async fn revision(&self, id: Uuid, rev: i64) -> Result<Arc<Revision>, ferry_store::Error> {
+    async fn revision(&self, id: Uuid, rev: i64) -> Result<Arc<Loaded>, ferry_store::Error> {
         if let Some(r) = self
             .revisions
             .lock()
@@ -411,7 +431,9 @@ impl Worker {
         {
             return Ok(r.clone());
         }
-        let r = Arc::new(integrations::revision(&self.queue.db, &self.key, id, rev).await?);
+        let r = Arc::new(Loaded::from(
+            integrations::revision(&self.queue.db, &self.key, id, rev).await?,
+        ));
         let mut cache = self.revisions.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() > 10_000 {
             cache.clear();
@@ -484,8 +506,8 @@ impl Worker {
             scheduled_for: job.scheduled_for,
             event_id: job.event_id,
             payload: job.payload.clone(),
-            config: Arc::new(rev.config.clone()),
-            secrets: Arc::new(rev.secrets.clone()),
+            config: rev.config.clone(),
+            secrets: rev.secrets.clone(),
             state: state.state.clone(),
             cancel: cancel.clone(),
             now_ms: started,
