@@ -361,7 +361,11 @@ impl Worker {
             let me = self.clone();
             let done = done.clone();
             let state = states.get(&job.integration_id).cloned();
-            tasks.spawn(async move {
+            // Boxed: the task then holds a pointer, not the whole state
+            // machine (run, completion and their store futures), which
+            // tokio would otherwise copy in at the spawn and out again when
+            // the finished task is reaped, once per job.
+            tasks.spawn(Box::pin(async move {
                 let id = job.id;
                 let outcome = me.execute(job, state, cancel, reason).await;
                 let now = me.clock.now_ms();
@@ -391,7 +395,7 @@ impl Worker {
                     me.inflight().remove(&id);
                     me.slot_freed.notify_one();
                 }
-            });
+            }));
         }
     }
 
