@@ -443,21 +443,38 @@ impl Queue {
     where
         V: Clone + Send + for<'q> sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any>,
     {
-        let sql = format!(
-            "SELECT key, job_id, event_id FROM {table} WHERE {column} IN ({})",
-            self.db.placeholders(1, values.len())
-        );
-        let mut q = sqlx::query(&sql);
-        for v in values {
-            q = q.bind(v.clone());
-        }
-        for r in q.fetch_all(&mut **tx).await? {
+        let head = format!("SELECT key, job_id, event_id FROM {table} WHERE");
+        for r in self.rows_in(&mut **tx, &head, column, values).await? {
             into.insert(
                 r.try_get("key")?,
                 (uuid_col(&r, "job_id")?, opt_uuid_col(&r, "event_id")?),
             );
         }
         Ok(())
+    }
+
+    /// The rows of `head` (a statement ending in `WHERE` or `AND`) whose
+    /// `column` is one of `values`.
+    async fn rows_in<'c, E, V>(
+        &self,
+        exec: E,
+        head: &str,
+        column: &str,
+        values: &[V],
+    ) -> Result<Vec<AnyRow>>
+    where
+        E: sqlx::Executor<'c, Database = sqlx::Any>,
+        V: Clone + Send + for<'q> sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any>,
+    {
+        let sql = format!(
+            "{head} {column} IN ({})",
+            self.db.placeholders(1, values.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for v in values {
+            q = q.bind(v.clone());
+        }
+        Ok(q.fetch_all(exec).await?)
     }
 
     /// SQLite: appends the keys of `fresh` to the tail, recording each in
@@ -1179,16 +1196,9 @@ impl Queue {
     where
         V: Clone + Send + for<'q> sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any>,
     {
-        let sql = format!(
-            "SELECT key, event_id FROM {table} WHERE {column} IN ({}) AND event_id IS NOT NULL",
-            self.db.placeholders(1, values.len())
-        );
-        let mut q = sqlx::query(&sql);
-        for v in values {
-            q = q.bind(v.clone());
-        }
+        let head = format!("SELECT key, event_id FROM {table} WHERE event_id IS NOT NULL AND");
         let mut out = Vec::new();
-        for row in q.fetch_all(&self.db.read).await? {
+        for row in self.rows_in(&self.db.read, &head, column, values).await? {
             let key: String = row.try_get("key")?;
             let id: String = row.try_get("event_id")?;
             let id =
