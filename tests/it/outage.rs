@@ -765,6 +765,29 @@ async fn new_keys_skip_the_store_and_old_keys_are_found_after_a_restart() {
         1.0,
         "only the old key was asked"
     );
-    all_delivered_once(&receiver, &[first, other, fresh], 30).await;
+    all_delivered_once(
+        &receiver,
+        &[first.clone(), other.clone(), fresh.clone()],
+        30,
+    )
+    .await;
+
+    // Quiet now: the keys are merged out of SQLite's key tail into
+    // `job_keys`, and a retry is still found there.
+    let merged = || {
+        let api = api.clone();
+        async move {
+            metric(&api, "ferry_key_merges_total").await >= 1.0
+                && metric(&api, "ferry_key_tail_keys").await == 0.0
+        }
+    };
+    eventually(15, "the key tail merged", merged).await;
+    let later = accepted_id(&api, &id, "later").await;
+    assert_eq!(
+        accepted_id(&api, &id, "fresh").await,
+        fresh,
+        "found once merged"
+    );
+    all_delivered_once(&receiver, &[first, other, fresh, later], 30).await;
     node.stop();
 }
