@@ -1208,13 +1208,19 @@ impl Queue {
         Ok(out)
     }
 
+    /// The tables idempotency keys are kept in: `job_keys`, and on SQLite
+    /// also the tail not yet merged into it.
+    fn key_tables(&self) -> &'static [&'static str] {
+        match self.db.tail {
+            Some(_) => &["job_keys", "job_keys_tail"],
+            None => &["job_keys"],
+        }
+    }
+
     /// How many idempotency keys begin with `prefix` (merged or not).
     pub async fn count_keys_with_prefix(&self, prefix: &str) -> Result<i64> {
         let (lo, hi) = prefix_range(prefix);
-        let tables: &[&str] = match self.db.tail {
-            Some(_) => &["job_keys", "job_keys_tail"],
-            None => &["job_keys"],
-        };
+        let tables = self.key_tables();
         let mut n = 0;
         for table in tables {
             let row = sqlx::query(&format!(
@@ -1291,10 +1297,7 @@ impl Queue {
             .execute(&self.db.pool)
             .await?;
         let mut pruned = runs.rows_affected();
-        let tables: &[&str] = match self.db.tail {
-            Some(_) => &["job_keys", "job_keys_tail"],
-            None => &["job_keys"],
-        };
+        let tables = self.key_tables();
         for table in tables {
             pruned += sqlx::query(&format!("DELETE FROM {table} WHERE created_at < $1"))
                 .bind(before)
