@@ -32,6 +32,30 @@ pub async fn postgres() -> Option<String> {
     Some(format!("{}/{name}", &head[..cut]))
 }
 
+/// Drops a database made by `postgres` (a run leaves hundreds of MB).
+pub async fn drop_postgres(url: &str) {
+    use sqlx::Connection;
+    let Ok(base) = std::env::var("FERRY_BENCH_POSTGRES_URL")
+        .or_else(|_| std::env::var("FERRY_TEST_POSTGRES_URL"))
+    else {
+        return;
+    };
+    let Some(name) = url.rsplit('/').next().filter(|n| n.starts_with("ferry_b_")) else {
+        return;
+    };
+    match sqlx::PgConnection::connect(&base).await {
+        Ok(mut conn) => {
+            if let Err(e) = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await
+            {
+                eprintln!("could not drop the bench database {name}: {e}");
+            }
+        }
+        Err(e) => eprintln!("could not drop the bench database {name}: {e}"),
+    }
+}
+
 pub fn percentile(sorted: &[i64], p: f64) -> i64 {
     if sorted.is_empty() {
         return 0;

@@ -220,8 +220,11 @@ async fn main() {
                 .await
                 .expect("pg a");
             a.migrate().await.expect("migrate");
-            let b = Db::connect(&DbOptions::new(url)).await.expect("pg b");
+            let b = Db::connect(&DbOptions::new(url.clone()))
+                .await
+                .expect("pg b");
             bench("PostgreSQL", a, b, n).await;
+            common::drop_postgres(&url).await;
         }
         None => println!("(PostgreSQL skipped: set FERRY_BENCH_POSTGRES_URL)"),
     }

@@ -105,9 +105,10 @@ async fn main() {
     bench("sqlite", common::sqlite(&dir).await, n).await;
     let _ = std::fs::remove_dir_all(&dir);
     if let Some(url) = common::postgres().await {
-        let db = Db::connect(&DbOptions::new(url)).await.expect("pg");
+        let db = Db::connect(&DbOptions::new(url.clone())).await.expect("pg");
         db.migrate().await.expect("migrate");
         bench("postgres", db, n).await;
+        common::drop_postgres(&url).await;
     } else {
         println!("postgres: skipped (FERRY_BENCH_POSTGRES_URL is not set)");
     }

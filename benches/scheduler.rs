@@ -203,9 +203,10 @@ async fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     match common::postgres().await {
         Some(url) => {
-            let db = Db::connect(&DbOptions::new(url)).await.expect("pg");
+            let db = Db::connect(&DbOptions::new(url.clone())).await.expect("pg");
             db.migrate().await.expect("migrate");
             run("PostgreSQL", db).await;
+            common::drop_postgres(&url).await;
         }
         None => println!("(PostgreSQL skipped: set FERRY_BENCH_POSTGRES_URL)"),
     }

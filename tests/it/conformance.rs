@@ -763,6 +763,83 @@ async fn probes_and_outage_switch_postgres() {
     probe_suite(url).await;
 }
 
+/// The claim's and the completion's connections are not pinged before
+/// use (`Db::finish`). When PostgreSQL drops them (a restart, a failover,
+/// an administrator), each stale connection fails one statement and is
+/// replaced: the next claim and completion go through, and nothing
+/// claimed or completed is lost or doubled.
+#[tokio::test]
+async fn stale_claim_and_completion_connections_are_replaced_postgres() {
+    let Some(db) = pg_db("stale_connections_postgres").await else {
+        return;
+    };
+    let queue = Queue::new(db.clone());
+    let integration = uuid::Uuid::now_v7();
+    let batch: Vec<NewJob> = (0..30)
+        .map(|_| NewJob::new(integration, "t", "noop", 1, Trigger::Manual, T0, 3))
+        .collect();
+    queue.enqueue(&batch, T0).await.expect("enqueue");
+    // Open the claim's and the completion's connections.
+    let first = queue.claim("w", 10, 60_000, T0, &[]).await.expect("claim");
+    assert_eq!(first.len(), 10);
+    let done: Vec<Success> = first.iter().map(success).collect();
+    assert!(queue
+        .complete(&done, T0)
+        .await
+        .expect("complete")
+        .is_empty());
+
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("terminate the other connections");
+    assert!(
+        killed.len() >= 2,
+        "claim and completion connections were open: {killed:?}"
+    );
+
+    // Each pool holds at most two connections: at most two failures each.
+    let mut failures = 0;
+    let second = loop {
+        match queue.claim("w", 10, 60_000, T0, &[]).await {
+            Ok(jobs) => break jobs,
+            Err(e) if failures < 2 => {
+                failures += 1;
+                println!("claim on a stale connection: {e}");
+            }
+            Err(e) => panic!("the claim did not recover: {e}"),
+        }
+    };
+    assert_eq!(second.len(), 10, "the failed claims took nothing");
+    let done: Vec<Success> = second.iter().map(success).collect();
+    let mut failures = 0;
+    loop {
+        match queue.complete(&done, T0).await {
+            Ok(rejected) => {
+                assert!(rejected.is_empty(), "{rejected:?}");
+                break;
+            }
+            Err(e) if failures < 2 => {
+                failures += 1;
+                println!("completion on a stale connection: {e}");
+            }
+            Err(e) => panic!("the completion did not recover: {e}"),
+        }
+    }
+    let runs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs")
+        .fetch_one(&db.pool)
+        .await
+        .expect("count runs");
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE state = 'available'")
+        .fetch_one(&db.pool)
+        .await
+        .expect("count jobs");
+    assert_eq!((runs, left), (20, 10));
+}
+
 /// The claim keeps to the ordered scan of `jobs_available` when the
 /// statistics are stale, as they are whenever a queue fills faster than
 /// autovacuum analyses it: analysed empty, then 20,000 jobs due. Without
@@ -789,16 +866,27 @@ async fn claim_plan_survives_stale_statistics_postgres() {
     let explain = |pinned: bool| {
         let (db, queue) = (db.clone(), queue.clone());
         async move {
-            let pool = if pinned { &db.claim } else { &db.pool };
-            let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {}", queue.claim_sql(0)))
-                .bind("claim:")
-                .bind(60_000i64)
-                .bind("w")
-                .bind(2_000i64)
-                .bind(256i64)
-                .fetch_all(pool)
-                .await
-                .expect("explain");
+            let sql = format!("EXPLAIN {}", queue.claim_sql(0));
+            macro_rules! explain_on {
+                ($pool:expr) => {
+                    sqlx::query_scalar(&sql)
+                        .bind("claim:")
+                        .bind(60_000i64)
+                        .bind("w")
+                        .bind(2_000i64)
+                        .bind(256i64)
+                        .fetch_all($pool)
+                        .await
+                        .expect("explain")
+                };
+            }
+            let plan: Vec<String> = match (&db.claim, pinned) {
+                (ferry_store::ClaimPool::Postgres(claim), true) => explain_on!(claim),
+                (ferry_store::ClaimPool::Shared(_), true) => {
+                    panic!("on PostgreSQL the claim has connections of its own")
+                }
+                (_, false) => explain_on!(&db.pool),
+            };
             plan.join("\n")
         }
     };

@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use ferry_core::{Rejection, Trigger};
 use ferry_store::keytail::{key_hash, KeyTail};
-use ferry_store::{Db, Error};
+use ferry_store::{ClaimPool, Db, Error};
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
-use sqlx::Row;
+use sqlx::postgres::PgRow;
+use sqlx::{ColumnIndex, Decode, Row, Type};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -190,26 +191,110 @@ pub(crate) fn trigger_col(row: &AnyRow) -> Result<Trigger> {
     Trigger::parse(&t).ok_or_else(|| Error::Corrupt(format!("trigger {t:?}")))
 }
 
-fn claimed_from_row(row: &AnyRow) -> Result<ClaimedJob> {
-    Ok(ClaimedJob {
-        id: uuid_col(row, "id")?,
-        integration_id: uuid_col(row, "integration_id")?,
-        tenant: row.try_get("tenant")?,
-        connector: row.try_get("connector")?,
-        revision: row.try_get("revision")?,
-        trigger: trigger_col(row)?,
-        attempt: row.try_get("attempts")?,
-        max_attempts: row.try_get("max_attempts")?,
-        lease_token: row
-            .try_get::<Option<String>, _>("lease_token")?
-            .unwrap_or_default(),
-        scheduled_for: row.try_get("scheduled_for")?,
-        event_id: opt_uuid_col(row, "event_id")?,
-        payload: row.try_get("payload")?,
-        overlap_key: row.try_get("overlap_key")?,
-        attempt_log: serde_json::from_str(&row.try_get::<String, _>("attempt_log")?)?,
-        created_at: row.try_get("created_at")?,
-    })
+/// Positions in `JOB_COLUMNS` (checked against it by a test).
+mod col {
+    pub const ID: usize = 0;
+    pub const INTEGRATION_ID: usize = 1;
+    pub const TENANT: usize = 2;
+    pub const CONNECTOR: usize = 3;
+    pub const REVISION: usize = 4;
+    pub const TRIGGER: usize = 5;
+    pub const ATTEMPTS: usize = 6;
+    pub const MAX_ATTEMPTS: usize = 7;
+    pub const LEASE_TOKEN: usize = 8;
+    pub const SCHEDULED_FOR: usize = 9;
+    pub const EVENT_ID: usize = 10;
+    pub const PAYLOAD: usize = 11;
+    pub const OVERLAP_KEY: usize = 12;
+    pub const REPLAY_OF: usize = 13;
+    pub const ATTEMPT_LOG: usize = 14;
+    pub const CREATED_AT: usize = 15;
+    pub const STARTED_AT: usize = 16;
+    pub const NAMES: [(usize, &str); 17] = [
+        (ID, "id"),
+        (INTEGRATION_ID, "integration_id"),
+        (TENANT, "tenant"),
+        (CONNECTOR, "connector"),
+        (REVISION, "revision"),
+        (TRIGGER, "trigger"),
+        (ATTEMPTS, "attempts"),
+        (MAX_ATTEMPTS, "max_attempts"),
+        (LEASE_TOKEN, "lease_token"),
+        (SCHEDULED_FOR, "scheduled_for"),
+        (EVENT_ID, "event_id"),
+        (PAYLOAD, "payload"),
+        (OVERLAP_KEY, "overlap_key"),
+        (REPLAY_OF, "replay_of"),
+        (ATTEMPT_LOG, "attempt_log"),
+        (CREATED_AT, "created_at"),
+        (STARTED_AT, "started_at"),
+    ];
+}
+
+/// A row of `JOB_COLUMNS` from either driver: `AnyRow`, or the claim's
+/// native `PgRow` (`ferry_store::ClaimPool`).
+trait JobRow: Row
+where
+    usize: ColumnIndex<Self>,
+    for<'r> &'r str: Decode<'r, Self::Database> + Type<Self::Database>,
+    for<'r> i64: Decode<'r, Self::Database> + Type<Self::Database>,
+{
+    fn text(&self, i: usize) -> Result<&str> {
+        Ok(self.try_get(i)?)
+    }
+
+    fn opt_text(&self, i: usize) -> Result<Option<&str>> {
+        Ok(self.try_get(i)?)
+    }
+
+    fn int(&self, i: usize) -> Result<i64> {
+        Ok(self.try_get(i)?)
+    }
+
+    fn opt_int(&self, i: usize) -> Result<Option<i64>> {
+        Ok(self.try_get(i)?)
+    }
+
+    fn uuid(&self, i: usize) -> Result<Uuid> {
+        parse_uuid(i, self.text(i)?)
+    }
+
+    fn opt_uuid(&self, i: usize) -> Result<Option<Uuid>> {
+        self.opt_text(i)?.map(|s| parse_uuid(i, s)).transpose()
+    }
+
+    fn claimed(&self) -> Result<ClaimedJob> {
+        let trigger = self.text(col::TRIGGER)?;
+        Ok(ClaimedJob {
+            id: self.uuid(col::ID)?,
+            integration_id: self.uuid(col::INTEGRATION_ID)?,
+            tenant: self.text(col::TENANT)?.to_string(),
+            connector: self.text(col::CONNECTOR)?.to_string(),
+            revision: self.int(col::REVISION)?,
+            trigger: Trigger::parse(trigger)
+                .ok_or_else(|| Error::Corrupt(format!("trigger {trigger:?}")))?,
+            attempt: self.int(col::ATTEMPTS)?,
+            max_attempts: self.int(col::MAX_ATTEMPTS)?,
+            lease_token: self
+                .opt_text(col::LEASE_TOKEN)?
+                .unwrap_or_default()
+                .to_string(),
+            scheduled_for: self.opt_int(col::SCHEDULED_FOR)?,
+            event_id: self.opt_uuid(col::EVENT_ID)?,
+            payload: self.opt_text(col::PAYLOAD)?.map(str::to_string),
+            overlap_key: self.opt_text(col::OVERLAP_KEY)?.map(str::to_string),
+            attempt_log: serde_json::from_str(self.text(col::ATTEMPT_LOG)?)?,
+            created_at: self.int(col::CREATED_AT)?,
+        })
+    }
+}
+
+impl JobRow for AnyRow {}
+impl JobRow for PgRow {}
+
+fn parse_uuid(i: usize, s: &str) -> Result<Uuid> {
+    Uuid::parse_str(s)
+        .map_err(|_| Error::Corrupt(format!("{} {s:?} is not a uuid", col::NAMES[i].1)))
 }
 
 /// A finished job on its way to history.
@@ -221,9 +306,9 @@ struct Finished {
 
 fn finished_from_row(row: &AnyRow) -> Result<Finished> {
     Ok(Finished {
-        row: claimed_from_row(row)?,
-        started_at: row.try_get("started_at")?,
-        replay_of: opt_uuid_col(row, "replay_of")?,
+        row: row.claimed()?,
+        started_at: row.opt_int(col::STARTED_AT)?,
+        replay_of: row.opt_uuid(col::REPLAY_OF)?,
     })
 }
 
@@ -599,20 +684,29 @@ impl Queue {
         }
         let sql = self.claim_sql(exclude_tenants.len());
         let claim = format!("{}:", ferry_core::new_id());
-        let mut q = sqlx::query(&sql)
-            .bind(claim)
-            .bind(now + lease_ms)
-            .bind(worker)
-            .bind(now)
-            .bind(limit as i64);
-        for t in exclude_tenants {
-            q = q.bind(t.clone());
+        // The same statement and parameters through either driver.
+        macro_rules! claim_on {
+            ($pool:expr) => {{
+                let mut q = sqlx::query(&sql)
+                    .bind(claim)
+                    .bind(now + lease_ms)
+                    .bind(worker)
+                    .bind(now)
+                    .bind(limit as i64);
+                for t in exclude_tenants {
+                    q = q.bind(t.as_str());
+                }
+                q.fetch_all($pool)
+                    .await?
+                    .iter()
+                    .map(JobRow::claimed)
+                    .collect::<Result<Vec<_>>>()?
+            }};
         }
-        let rows = q.fetch_all(&self.db.claim).await?;
-        let mut jobs = rows
-            .iter()
-            .map(claimed_from_row)
-            .collect::<Result<Vec<_>>>()?;
+        let mut jobs = match &self.db.claim {
+            ClaimPool::Shared(pool) => claim_on!(pool),
+            ClaimPool::Postgres(pool) => claim_on!(pool),
+        };
         jobs.sort_by_key(|j| j.id);
         Ok(jobs)
     }
@@ -805,9 +899,10 @@ impl Queue {
     /// to lock, swap or promote): takes the jobs off the table and writes
     /// their runs in one statement, atomic on its own, so one round trip.
     /// The server builds each run from the job row it deletes; only what
-    /// the attempt produced travels with the statement, as one JSON
-    /// parameter, so the statement text (and its prepared plan) is the same
-    /// for any batch size. The attempt is appended to the job's log as
+    /// the attempt produced travels with the statement, as one array per
+    /// field (binary, so nothing is escaped by us or parsed as text by the
+    /// server), which keeps the statement text (and its prepared plan) the
+    /// same for any batch size. The attempt is appended to the job's log as
     /// text, which gives the same JSON as the other path.
     async fn finish_in_one(
         &self,
@@ -815,54 +910,57 @@ impl Queue {
         now: i64,
         rejected: &mut Vec<Uuid>,
     ) -> Result<()> {
-        /// One row of the statement's `json_to_recordset`.
-        #[derive(Serialize)]
-        struct Done<'a> {
-            id: Uuid,
-            lease_token: &'a str,
-            connector_version: &'a str,
-            records_ok: u64,
-            records_rejected: u64,
-            rejections: String,
-            attempt: String,
+        let Some(pool) = &self.db.finish else {
+            return Err(Error::Db(
+                "the one-statement completion needs PostgreSQL".into(),
+            ));
+        };
+        let n = chunk.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut tokens = Vec::with_capacity(n);
+        let mut versions = Vec::with_capacity(n);
+        let mut ok = Vec::with_capacity(n);
+        let mut rejected_counts = Vec::with_capacity(n);
+        let mut rejections = Vec::with_capacity(n);
+        let mut attempts = Vec::with_capacity(n);
+        for s in chunk {
+            ids.push(s.id.to_string());
+            tokens.push(s.lease_token.as_str());
+            versions.push(s.connector_version.as_str());
+            ok.push(s.records_ok as i64);
+            rejected_counts.push(s.records_rejected as i64);
+            rejections.push(serde_json::to_string(&s.rejections)?);
+            attempts.push(serde_json::to_string(&s.attempt)?);
         }
-        let done = chunk
-            .iter()
-            .map(|s| {
-                Ok(Done {
-                    id: s.id,
-                    lease_token: &s.lease_token,
-                    connector_version: &s.connector_version,
-                    records_ok: s.records_ok,
-                    records_rejected: s.records_rejected,
-                    rejections: serde_json::to_string(&s.rejections)?,
-                    attempt: serde_json::to_string(&s.attempt)?,
-                })
-            })
-            .collect::<std::result::Result<Vec<_>, serde_json::Error>>()?;
-        let rows = sqlx::query(&format!(
-            "WITH d AS (SELECT * FROM json_to_recordset($1::json) AS d(id text, lease_token text, \
-             connector_version text, records_ok bigint, records_rejected bigint, rejections text, attempt text)), \
-             t AS (DELETE FROM jobs WHERE id = ANY(ARRAY(SELECT id FROM d)) \
-             AND lease_token = ANY(ARRAY(SELECT lease_token FROM d)) \
+        let taken: Vec<String> = sqlx::query_scalar(&format!(
+            "WITH d AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], \
+             $5::bigint[], $6::text[], $7::text[]) AS d(id, lease_token, connector_version, records_ok, \
+             records_rejected, rejections, attempt)), \
+             t AS (DELETE FROM jobs WHERE id = ANY($1) AND lease_token = ANY($2) \
              RETURNING id, integration_id, tenant, connector, revision, trigger, attempts, scheduled_for, \
              created_at, started_at, event_id, replay_of, attempt_log), \
              r AS (INSERT INTO runs ({RUN_COLUMNS}) \
              SELECT t.id, t.integration_id, t.tenant, t.connector, d.connector_version, t.revision, t.trigger, \
-             'succeeded', t.attempts, t.scheduled_for, t.created_at, t.started_at, $2, d.records_ok, \
+             'succeeded', t.attempts, t.scheduled_for, t.created_at, t.started_at, $8, d.records_ok, \
              d.records_rejected, NULL, d.rejections, \
              CASE WHEN t.attempt_log = '[]' THEN '[' || d.attempt || ']' \
              ELSE left(t.attempt_log, -1) || ',' || d.attempt || ']' END, t.event_id, t.replay_of \
              FROM t JOIN d ON d.id = t.id) \
              SELECT id FROM t"
         ))
-        .bind(serde_json::to_string(&done)?)
+        .bind(&ids)
+        .bind(&tokens)
+        .bind(&versions)
+        .bind(&ok)
+        .bind(&rejected_counts)
+        .bind(&rejections)
+        .bind(&attempts)
         .bind(now)
-        .fetch_all(&self.db.pool)
+        .fetch_all(pool)
         .await?;
-        let taken = rows
+        let taken = taken
             .iter()
-            .map(|row| uuid_col(row, "id"))
+            .map(|id| parse_uuid(col::ID, id))
             .collect::<Result<HashSet<Uuid>>>()?;
         rejected.extend(chunk.iter().map(|s| s.id).filter(|id| !taken.contains(id)));
         Ok(())
@@ -1319,4 +1417,20 @@ struct RunRow<'a> {
     error: Option<&'a str>,
     rejections: String,
     attempt_log: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{col, JOB_COLUMNS};
+
+    /// Rows are read by position: the positions must name the columns.
+    #[test]
+    fn column_positions_match_the_column_list() {
+        let listed: Vec<&str> = JOB_COLUMNS.split(',').map(str::trim).collect();
+        let named: Vec<&str> = col::NAMES.iter().map(|(_, name)| *name).collect();
+        assert_eq!(listed, named);
+        for (i, (position, name)) in col::NAMES.iter().enumerate() {
+            assert_eq!(i, *position, "{name}");
+        }
+    }
 }

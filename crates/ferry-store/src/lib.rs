@@ -20,7 +20,7 @@ pub mod state;
 pub mod tokens;
 
 pub use crypto::SecretKey;
-pub use db::{Backend, Db, DbOptions};
+pub use db::{Backend, ClaimPool, Db, DbOptions};
 pub use error::{Error, Result};
 pub use health::{OutageSwitch, StoreHealth};
 pub use integrations::{Integration, IntegrationSpec, Revision};
