@@ -70,6 +70,15 @@ pub struct Db {
     /// the statement can take its rows as arrays (`None` on SQLite, which
     /// completes in a transaction on `pool`).
     ///
+    /// `claim`'s and `finish`'s connections are not tested with a round
+    /// trip before each use, as `pool`'s are. (sqlx tests every connection
+    /// with one as it goes back into a pool; the test before use is a
+    /// second.) Their callers retry whatever fails, so a connection that
+    /// went stale (a restart, a failover) costs one failed claim or
+    /// completion and is then replaced. `pool` keeps the test: an API
+    /// request on a stale connection would fail its caller. SQLite's
+    /// connections are a file, not a socket, and are never tested before
+    /// use.
     pub finish: Option<PgPool>,
     /// On SQLite, the idempotency keys not yet merged into `job_keys`
     /// (`keytail`); on PostgreSQL, `None`: keys go straight there.
@@ -348,9 +357,10 @@ impl Db {
 
 /// Pool options: at most `connections`, each checked against the outage
 /// switch and set up with `pragmas` as it opens, and not pinged before use
-/// (see `Db::finish`; `Db::pool` on PostgreSQL turns the test back on). On SQLite the writer is
-/// one connection and the readers (`Db::read`, `query_only`) are opened on
-/// first use, when the writer has created the file and set WAL mode.
+/// (see `Db::finish`; `Db::pool` on PostgreSQL turns the test back on). On
+/// SQLite the writer is one connection and the readers (`Db::read`,
+/// `query_only`) are opened on first use, when the writer has created the
+/// file and set WAL mode.
 fn pool_options<DB: Database>(
     opts: &DbOptions,
     connections: u32,
