@@ -1345,17 +1345,14 @@ impl Queue {
         limit: i64,
     ) -> Result<Vec<String>> {
         let (_, hi) = prefix_range(prefix);
-        let rows = sqlx::query(
+        Ok(sqlx::query_scalar(
             "SELECT key FROM job_keys WHERE key > $1 AND key < $2 ORDER BY key LIMIT $3",
         )
         .bind(after.to_string())
         .bind(hi)
         .bind(limit)
         .fetch_all(&self.db.read)
-        .await?;
-        rows.iter()
-            .map(|r| Ok(r.try_get::<String, _>("key")?))
-            .collect()
+        .await?)
     }
 
     /// The idempotency keys beginning with `prefix` that are not yet merged
@@ -1367,14 +1364,13 @@ impl Queue {
             return Ok(Vec::new());
         }
         let (lo, hi) = prefix_range(prefix);
-        let rows = sqlx::query("SELECT key FROM job_keys_tail WHERE key >= $1 AND key < $2")
-            .bind(lo)
-            .bind(hi)
-            .fetch_all(&self.db.read)
-            .await?;
-        rows.iter()
-            .map(|r| Ok(r.try_get::<String, _>("key")?))
-            .collect()
+        Ok(
+            sqlx::query_scalar("SELECT key FROM job_keys_tail WHERE key >= $1 AND key < $2")
+                .bind(lo)
+                .bind(hi)
+                .fetch_all(&self.db.read)
+                .await?,
+        )
     }
 
     /// Job counts by state, for metrics.
