@@ -259,6 +259,14 @@ async fn main() {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    // The transport's floor on this host: the same client, axum and hyper,
+    // and a handler that reads the body and answers 202 at once (no
+    // signature, spool, fsync or store). Intake cannot go faster than this.
+    for senders in levels() {
+        let l = bare_http(senders, d, &payload).await;
+        report("bare", &l, fsyncs);
+    }
+
     for senders in levels() {
         let dir = bench_dir("intake");
         let mut config = ferry_api::Config {
@@ -354,6 +362,49 @@ async fn main() {
         running.shutdown().await;
         let _ = std::fs::remove_dir_all(dir);
     }
+}
+
+/// `senders` loops posting to an HTTP server that only answers `202`.
+async fn bare_http(senders: usize, d: Duration, payload: &str) -> Level {
+    async fn accept(body: axum::body::Bytes) -> (axum::http::StatusCode, String) {
+        let answer = format!(
+            r#"{{"event_id":"{}","len":{}}}"#,
+            ferry_core::new_id(),
+            body.len()
+        );
+        (axum::http::StatusCode::ACCEPTED, answer)
+    }
+    let app = axum::Router::new().route("/v1/hooks/{id}", axum::routing::post(accept));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let body = Arc::new(payload.to_string());
+    let conns: Arc<Vec<tokio::sync::Mutex<Option<RawConn>>>> = Arc::new(
+        (0..senders)
+            .map(|_| tokio::sync::Mutex::new(None))
+            .collect(),
+    );
+    let l = drive(senders, d, move |s, _| {
+        let (conns, body) = (conns.clone(), body.clone());
+        async move {
+            let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
+            let mut slot = conns[s].lock().await;
+            if slot.is_none() {
+                *slot = Some(RawConn::connect(addr).await);
+            }
+            let conn = slot.as_mut().expect("connection");
+            let path = format!("/v1/hooks/{}", uuid::Uuid::nil());
+            let status = conn.post(&path, &id, 0, "v1,none", body.as_bytes()).await;
+            assert_eq!(status, 202);
+        }
+    })
+    .await;
+    server.abort();
+    l
 }
 
 /// The sender counts to measure: `FERRY_BENCH_LEVELS=16,64`, or 1, 16, 64.

@@ -1,7 +1,7 @@
 //! The spool: a node-local, append-only log of accepted webhook events, in
 //! front of the store. An event is acknowledged to its sender only once its
-//! record is written and fsynced; concurrent appends share one `fdatasync`
-//! (group commit) through a single writer thread. The forwarder
+//! record is on stable storage; concurrent appends share one synchronous
+//! write (group commit) through a single writer thread (`sink` says how). The forwarder
 //! (`crate::forward`) moves pending events into the jobs table and then
 //! appends a `Settled` record naming them; segments whose events are all
 //! settled are deleted, oldest first.
@@ -15,6 +15,7 @@
 //! forwarder never reads the disk except at start-up.
 
 mod segment;
+mod sink;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -219,7 +220,7 @@ impl Spool {
                     },
                 }
             }
-            let mut size = buf.len() as u64;
+            let mut size = scan.end as u64;
             if !scan.damage.is_empty() {
                 for d in &scan.damage {
                     tracing::error!(

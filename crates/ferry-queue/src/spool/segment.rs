@@ -116,17 +116,27 @@ fn record_at(buf: &[u8], pos: usize) -> Option<Record<'_>> {
 pub struct Scan<'a> {
     pub records: Vec<Record<'a>>,
     pub damage: Vec<Damage>,
+    /// Where the last intact record ends.
+    pub end: usize,
 }
 
+/// Zeros from `pos` to the end of the segment are space the writer has
+/// zero-filled ahead of its records (`super::sink`), not damage: no record
+/// begins with a zero byte.
 pub fn scan(buf: &[u8]) -> Scan<'_> {
     let mut records = Vec::new();
     let mut damage = Vec::new();
     let mut pos = 0;
+    let mut end = 0;
     while pos < buf.len() {
         if let Some(r) = record_at(buf, pos) {
             pos += HEADER + FIXED + r.body.len();
+            end = pos;
             records.push(r);
             continue;
+        }
+        if buf[pos..].iter().all(|&b| b == 0) {
+            break;
         }
         // Damage: resynchronise on the next intact record, if any.
         let next = (pos + 1..buf.len())
@@ -141,16 +151,22 @@ pub fn scan(buf: &[u8]) -> Scan<'_> {
                 pos = p;
             }
             None => {
+                // The zeros after a torn write are unused space again.
+                let last = buf.iter().rposition(|&b| b != 0).unwrap_or(pos);
                 damage.push(Damage {
                     offset: pos,
-                    bytes: buf.len() - pos,
+                    bytes: last + 1 - pos,
                     tail: true,
                 });
                 break;
             }
         }
     }
-    Scan { records, damage }
+    Scan {
+        records,
+        damage,
+        end,
+    }
 }
 
 #[cfg(test)]
@@ -193,12 +209,42 @@ mod tests {
                 .count();
             assert_eq!(s.records.len(), whole, "cut at {cut}");
             let valid_end: usize = s.records.iter().map(|r| framed_len(r.body.len())).sum();
-            assert_eq!(
-                s.damage.iter().map(|d| d.bytes).sum::<usize>(),
-                cut - valid_end
-            );
+            assert_eq!(s.end, valid_end, "cut at {cut}");
+            // The torn part counts up to its last non-zero byte (a record
+            // starts with its magic, so any torn part has one).
+            let torn = buf[..cut]
+                .iter()
+                .rposition(|&b| b != 0)
+                .filter(|&last| last >= valid_end)
+                .map_or(0, |last| last + 1 - valid_end);
+            assert_eq!(cut > valid_end, torn > 0, "cut at {cut}");
+            assert_eq!(s.damage.iter().map(|d| d.bytes).sum::<usize>(), torn);
             assert!(s.damage.iter().all(|d| d.tail));
         }
+    }
+
+    #[test]
+    fn zeros_after_the_records_are_unused_space_not_damage() {
+        let mut buf = three();
+        let records = buf.len();
+        buf.resize(records + 10_000, 0);
+        let s = scan(&buf);
+        assert_eq!(s.records.len(), 3);
+        assert!(s.damage.is_empty());
+        assert_eq!(s.end, records);
+        // A torn record before the zeros is damage of its own bytes only.
+        buf[records..records + 7].copy_from_slice(b"FRY1\x05\x00\x00");
+        let s = scan(&buf);
+        assert_eq!(s.records.len(), 3);
+        assert_eq!(
+            s.damage,
+            vec![Damage {
+                offset: records,
+                bytes: 5,
+                tail: true
+            }]
+        );
+        assert_eq!(s.end, records);
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! The spool's single writer thread: group commit, segment rotation and
 //! compaction. It takes every message waiting in its channel, frames them
-//! into one buffer, writes it and calls `fdatasync` once, then answers each
-//! sender. While it syncs, new appends queue up and form the next group, so
+//! into one buffer, writes it durably in one go (`super::sink`), then
+//! answers each sender. While it syncs, new appends queue up and form the next group, so
 //! the number of events per fsync grows with the load.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -13,6 +13,7 @@ use std::sync::{mpsc, Arc};
 use tokio::sync::oneshot;
 
 use super::segment::{self, Kind};
+use super::sink::Sink;
 use super::{segment_name, Shared, SpoolConfig, SpoolError, SpooledEvent};
 
 /// Most messages taken into one group.
@@ -45,7 +46,8 @@ pub(crate) struct Segment {
 pub(crate) struct Writer {
     config: SpoolConfig,
     segments: Vec<Segment>,
-    file: File,
+    /// The active (last) segment.
+    sink: Sink,
     next_seq: u64,
     shared: Arc<Shared>,
     buf: Vec<u8>,
@@ -70,10 +72,6 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-fn open_append(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
-}
-
 impl Writer {
     pub fn open(
         config: SpoolConfig,
@@ -93,12 +91,15 @@ impl Writer {
                 live: 0,
             });
         }
-        let active = segments.last().map(|s| s.path.clone()).unwrap_or_default();
-        let file = open_append(&active)?;
+        let (active, end) = segments
+            .last()
+            .map(|s| (s.path.clone(), s.bytes))
+            .unwrap_or_default();
+        let sink = Sink::open(&active, end)?;
         let mut w = Writer {
             config,
             segments,
-            file,
+            sink,
             next_seq,
             shared,
             buf: Vec::with_capacity(1 << 20),
@@ -146,10 +147,11 @@ impl Writer {
         let opened = File::create(&path)
             .and_then(|f| f.sync_all())
             .and_then(|_| sync_dir(&self.config.dir))
-            .and_then(|_| open_append(&path));
+            .and_then(|_| Sink::open(&path, 0));
         match opened {
-            Ok(f) => {
-                self.file = f;
+            Ok(sink) => {
+                // The old segment is cut back to its records.
+                std::mem::replace(&mut self.sink, sink).cut();
                 self.segments.push(Segment {
                     base: self.next_seq,
                     path,
@@ -220,13 +222,12 @@ impl Writer {
             }
         }
         if self.buf.is_empty() {
+            if stop {
+                self.sink.cut();
+            }
             return stop;
         }
-        let written = self
-            .file
-            .write_all(&self.buf)
-            .and_then(|_| self.file.sync_data());
-        let before = self.active().bytes;
+        let written = self.sink.write(&self.buf);
         match written {
             Ok(()) => {
                 let n = appended.len();
@@ -252,11 +253,8 @@ impl Writer {
                 }
             }
             Err(e) => {
-                // Cut off whatever part of the group reached the file, so
-                // the next group follows the last good record.
-                if let Err(t) = self.file.set_len(before) {
-                    tracing::error!(error = %t, "cannot trim a failed spool write; start-up will skip it");
-                }
+                // The sink has cut off whatever part of the group reached
+                // the file, so the next group follows the last good record.
                 tracing::error!(error = %e, "spool write failed");
                 for (_, _, reply) in appended {
                     let _ = reply.send(Err(SpoolError::Io(e.to_string())));
@@ -275,6 +273,11 @@ impl Writer {
             let _ = reply.send(Ok(()));
         }
         self.compact();
+        if stop {
+            self.sink.cut();
+        } else {
+            self.sink.prefill();
+        }
         stop
     }
 }
