@@ -1,11 +1,13 @@
 //! Webhook intake: how many events per second are accepted durably (on
 //! disk and fsynced before the answer), and how long the answer takes, at
-//! 1, 16 and 64 concurrent senders. Measured three ways in one run:
+//! 1, 16 and 64 concurrent senders. Measured four ways in one run:
 //!
 //! 1. the disk's own fsync rate (write 4 KiB + `fdatasync`, one at a time),
 //!    the ceiling for anything that syncs once per event;
-//! 2. the spool alone (`Spool::append`), where group commit shares fsyncs;
-//! 3. HTTP: signed Standard Webhooks posted to `ferry`'s intake, verified,
+//! 2. the spool alone (`Spool::append`), where group commit shares syncs;
+//! 3. bare HTTP: the same load generator against a server that only
+//!    answers `202`, the transport's floor on this host;
+//! 4. HTTP: signed Standard Webhooks posted to `ferry`'s intake, verified,
 //!    deduplicated, spooled and forwarded into SQLite by the node itself.
 //!
 //! `cargo bench --bench intake` (FERRY_BENCH_SECS sets seconds per level,

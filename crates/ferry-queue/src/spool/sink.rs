@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 /// page size, a multiple of every common logical block size.
 const BLOCK: u64 = 4096;
 /// Zeros written ahead of the end at a time.
-const PREFILL: u64 = 1 << 20;
+const PREFILL: u64 = 64 << 10;
 
 fn block_start(at: u64) -> u64 {
     at / BLOCK * BLOCK
