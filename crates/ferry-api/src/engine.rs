@@ -346,7 +346,7 @@ pub async fn start(
         });
     }
 
-    let state = AppState {
+    let state = AppState::new(crate::Shared {
         db: db.clone(),
         queue: queue.clone(),
         registry,
@@ -366,7 +366,7 @@ pub async fn start(
         forwarder,
         health,
         operations,
-    };
+    });
 
     // Heartbeat (it keeps the store's health, ferry_store_up) and history retention.
     {

@@ -26,9 +26,28 @@ pub use config::Config;
 pub use engine::{start, Running, StartError};
 pub use routes::app;
 
-/// What every handler can reach.
+/// What every handler can reach. Cloned for every request (axum's
+/// `State`), so it is one `Arc`: a clone is one reference count, not one
+/// per pool and handle inside.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of `AppState`.
+pub struct Shared {
     pub db: Db,
     pub queue: Queue,
     pub registry: Arc<Registry>,
