@@ -1,10 +1,10 @@
 //! The spool: a node-local, append-only log of accepted webhook events, in
 //! front of the store. An event is acknowledged to its sender only once its
 //! record is on stable storage; concurrent appends share one synchronous
-//! write (group commit) through a single writer thread (`sink` says how). The forwarder
-//! (`crate::forward`) moves pending events into the jobs table and then
-//! appends a `Settled` record naming them; segments whose events are all
-//! settled are deleted, oldest first.
+//! write (group commit) through a single writer thread (`sink` says how).
+//! The forwarder (`crate::forward`) moves pending events into the jobs
+//! table and then appends a `Settled` record naming them; segments whose
+//! events are all settled are deleted, oldest first.
 //!
 //! The log is ours rather than an SQLite file because recovery must keep
 //! every intact record around a damaged one: a checksum and a magic number

@@ -1,8 +1,8 @@
 //! The spool's single writer thread: group commit, segment rotation and
 //! compaction. It takes every message waiting in its channel, frames them
 //! into one buffer, writes it durably in one go (`super::sink`), then
-//! answers each sender. While it syncs, new appends queue up and form the next group, so
-//! the number of events per fsync grows with the load.
+//! answers each sender. While it writes, new appends queue up and form the
+//! next group, so the number of events per sync grows with the load.
 
 use std::fs::File;
 use std::io::Write;
