@@ -237,6 +237,33 @@ impl RawConn {
     }
 }
 
+/// One lazily opened keep-alive connection per sender.
+struct Conns {
+    addr: std::net::SocketAddr,
+    slots: Vec<tokio::sync::Mutex<Option<RawConn>>>,
+}
+
+impl Conns {
+    fn new(addr: std::net::SocketAddr, senders: usize) -> Arc<Conns> {
+        Arc::new(Conns {
+            addr,
+            slots: (0..senders)
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect(),
+        })
+    }
+
+    /// Posts on sender `s`'s connection and returns the status code.
+    async fn post(&self, s: usize, path: &str, id: &str, ts: i64, sig: &str, body: &[u8]) -> u16 {
+        let mut slot = self.slots[s].lock().await;
+        if slot.is_none() {
+            *slot = Some(RawConn::connect(self.addr).await);
+        }
+        let conn = slot.as_mut().expect("connection");
+        conn.post(path, id, ts, sig, body).await
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let d = secs();
@@ -310,11 +337,7 @@ async fn main() {
         let path = format!("/v1/hooks/{}", i.id);
         let key = Arc::new(signing::key_from_secret(IN_SECRET));
         let body = Arc::new(payload.clone());
-        let conns: Arc<Vec<tokio::sync::Mutex<Option<RawConn>>>> = Arc::new(
-            (0..senders)
-                .map(|_| tokio::sync::Mutex::new(None))
-                .collect(),
-        );
+        let conns = Conns::new(addr, senders);
         let keys = key_shape();
         let l = drive(senders, d, move |s, n| {
             let (conns, path, body, key) = (conns.clone(), path.clone(), body.clone(), key.clone());
@@ -325,12 +348,7 @@ async fn main() {
                 };
                 let ts = chrono::Utc::now().timestamp();
                 let sig = signing::sign(&key, &id, ts, body.as_bytes());
-                let mut slot = conns[s].lock().await;
-                if slot.is_none() {
-                    *slot = Some(RawConn::connect(addr).await);
-                }
-                let conn = slot.as_mut().expect("connection");
-                let status = conn.post(&path, &id, ts, &sig, body.as_bytes()).await;
+                let status = conns.post(s, &path, &id, ts, &sig, body.as_bytes()).await;
                 assert_eq!(status, 202);
             }
         })
@@ -385,22 +403,15 @@ async fn bare_http(senders: usize, d: Duration, payload: &str) -> Level {
         let _ = axum::serve(listener, app).await;
     });
     let body = Arc::new(payload.to_string());
-    let conns: Arc<Vec<tokio::sync::Mutex<Option<RawConn>>>> = Arc::new(
-        (0..senders)
-            .map(|_| tokio::sync::Mutex::new(None))
-            .collect(),
-    );
+    let conns = Conns::new(addr, senders);
     let l = drive(senders, d, move |s, _| {
         let (conns, body) = (conns.clone(), body.clone());
         async move {
             let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
-            let mut slot = conns[s].lock().await;
-            if slot.is_none() {
-                *slot = Some(RawConn::connect(addr).await);
-            }
-            let conn = slot.as_mut().expect("connection");
             let path = format!("/v1/hooks/{}", uuid::Uuid::nil());
-            let status = conn.post(&path, &id, 0, "v1,none", body.as_bytes()).await;
+            let status = conns
+                .post(s, &path, &id, 0, "v1,none", body.as_bytes())
+                .await;
             assert_eq!(status, 202);
         }
     })

@@ -123,6 +123,11 @@ impl Sink {
         Ok(sink)
     }
 
+    /// Where the segment's records end.
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
     /// Writes `records` after the end and returns once they are on stable
     /// storage. On an error the end stays where it was and anything the
     /// write left past it is cut off.

@@ -231,9 +231,10 @@ impl Writer {
         match written {
             Ok(()) => {
                 let n = appended.len();
-                let len = self.buf.len() as u64;
+                // The sink knows where the active segment's records end.
+                let end = self.sink.end();
                 let a = self.active();
-                a.bytes += len;
+                a.bytes = end;
                 a.live += n;
                 {
                     let mut pending = self
