@@ -76,6 +76,11 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// The secret key that seals connector secrets (directly in the database).
+    Keys {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
     #[command(flatten)]
     Remote(remote::RemoteCommand),
 }
@@ -107,6 +112,26 @@ enum TokenCommand {
     /// Revoke a token: it stops working at once.
     Revoke {
         id: String,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Print the fingerprints of this configuration's keys and of the key
+    /// the store's secrets are sealed with.
+    Show {
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Re-seal every secret under a new key, with no downtime: every live
+    /// node must already hold it (FERRY_SECRET_KEYS_EXTRA); this command's
+    /// configuration must hold the current key and the new one.
+    Rotate {
+        /// The new key's fingerprint (see `ferry keys show`).
+        #[arg(long)]
+        to: String,
         #[command(flatten)]
         node: NodeArgs,
     },
@@ -187,11 +212,17 @@ async fn serve(args: NodeArgs) -> anyhow::Result<()> {
         println!("ferry listening on http://{addr}");
     }
     tracing::info!(addr = ?running.addr, roles = ?config.roles, backend = ?running.state.db.backend, node = %running.state.node_id, "ferry started");
-    shutdown_signal().await;
+    let failed = tokio::select! {
+        _ = shutdown_signal() => None,
+        why = running.failed() => Some(why),
+    };
     tracing::info!("shutting down: finishing in-flight runs");
     running.shutdown().await;
     tracing::info!("stopped");
-    Ok(())
+    match failed {
+        None => Ok(()),
+        Some(why) => Err(anyhow::anyhow!("refusing to run: {why}")),
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -243,6 +274,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Tokens { command } => tokens(command).await,
+        Command::Keys { command } => keys(command).await,
         Command::Remote(cmd) => remote::run(cmd).await,
     }
 }
@@ -256,6 +288,72 @@ async fn main() -> std::process::ExitCode {
             let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
             eprintln!("error: {}", chain.join(": "));
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The key ring of a configuration: `FERRY_SECRET_KEY` (or the data dir's
+/// key file) and `FERRY_SECRET_KEYS_EXTRA`.
+fn key_ring(config: &ferry_api::config::Config) -> anyhow::Result<ferry_store::SecretKey> {
+    let loaded =
+        ferry_store::SecretKey::load(config.security.secret_key.as_deref(), &config.data_dir)?;
+    if loaded.generated {
+        anyhow::bail!(
+            "no key: set FERRY_SECRET_KEY (or point --data-dir at a node's data dir with its secret.key)"
+        );
+    }
+    Ok(loaded.key.with_extra(&config.security.secret_keys_extra)?)
+}
+
+/// `ferry keys …`: straight to the database, like `tokens`.
+async fn keys(command: KeyCommand) -> anyhow::Result<()> {
+    match command {
+        KeyCommand::Show { node } => {
+            let config = load_config(&node)?;
+            let key = key_ring(&config)?;
+            let db = ferry_api::engine::open_db(&config).await?;
+            let sealing = ferry_store::keys::setting(&db, ferry_store::keys::SEALING).await?;
+            let previous = ferry_store::keys::setting(&db, ferry_store::keys::PREVIOUS).await?;
+            db.close().await;
+            println!(
+                "this configuration holds: {}",
+                key.fingerprints().join(", ")
+            );
+            println!(
+                "the store seals with:     {}",
+                sealing.as_deref().unwrap_or("(not recorded yet)")
+            );
+            if let Some(p) = previous {
+                println!("a rotation from {p} has not finished: run `ferry keys rotate` again");
+            }
+            Ok(())
+        }
+        KeyCommand::Rotate { to, node } => {
+            let config = load_config(&node)?;
+            let key = key_ring(&config)?;
+            let db = ferry_api::engine::open_db(&config).await?;
+            let now = ferry_core::Clock::now_ms(&SystemClock);
+            // A node that beat within two of its dead-after spans is live.
+            let live_since = now - 2 * config.worker.node_dead_after.as_millis() as i64;
+            let done = ferry_store::keys::rotate(&db, &key, &to, live_since).await;
+            if let Ok(r) = &done {
+                ferry_store::audit::record(
+                    &db.pool,
+                    "cli",
+                    "secret_key.rotate",
+                    &r.to,
+                    Some(&serde_json::json!({"from": r.from, "resealed": r.resealed})),
+                    now,
+                )
+                .await?;
+            }
+            db.close().await;
+            let r = done?;
+            println!(
+                "secrets re-sealed under key {} ({} revisions re-sealed, {} already were); key {} is no longer needed",
+                r.to, r.resealed, r.already, r.from
+            );
+            Ok(())
         }
     }
 }

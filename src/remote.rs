@@ -47,6 +47,14 @@ pub enum RemoteCommand {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Parked events (spooled events that could not be forwarded): list,
+    /// show, replay once the cause is fixed.
+    Parked {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: ParkedCommand,
+    },
     /// Background operations (bulk replays): list and show progress.
     Operations {
         #[command(flatten)]
@@ -203,6 +211,30 @@ pub enum DlqCommand {
 }
 
 #[derive(Subcommand)]
+pub enum ParkedCommand {
+    List {
+        /// Only this integration's.
+        #[arg(long)]
+        integration: Option<String>,
+        /// Include those already replayed.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    Show {
+        id: String,
+    },
+    /// Replay one parked event, or with --integration every parked event
+    /// of that integration, oldest first.
+    Replay {
+        id: Option<String>,
+        #[arg(long)]
+        integration: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum ConnectorCommand {
     List,
 }
@@ -309,6 +341,7 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
         RemoteCommand::Integrations { remote, .. }
         | RemoteCommand::Runs { remote, .. }
         | RemoteCommand::Dlq { remote, .. }
+        | RemoteCommand::Parked { remote, .. }
         | RemoteCommand::Operations { remote, .. }
         | RemoteCommand::Connectors { remote, .. } => remote.clone(),
     };
@@ -512,6 +545,67 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                 println!("discarded {id}");
                 Ok(())
             }
+        },
+        RemoteCommand::Parked { command, .. } => match command {
+            ParkedCommand::List {
+                integration,
+                all,
+                page,
+            } => {
+                let mut q = page.pairs();
+                if let Some(i) = integration {
+                    q.push(("integration", i));
+                }
+                if all {
+                    q.push(("all", "true".into()));
+                }
+                show(
+                    &remote,
+                    &c.call(M::GET, "/v1/parked-events", &q, None).await?,
+                    &[
+                        "id",
+                        "integration_id",
+                        "received_at",
+                        "parked_at",
+                        "replayed_at",
+                        "reason",
+                    ],
+                )
+            }
+            ParkedCommand::Show { id } => show(
+                &remote,
+                &c.call(M::GET, &format!("/v1/parked-events/{id}"), &[], None)
+                    .await?,
+                &[],
+            ),
+            ParkedCommand::Replay { id, integration } => match (id, integration) {
+                (Some(id), None) => show(
+                    &remote,
+                    &c.call(
+                        M::POST,
+                        &format!("/v1/parked-events/{id}/replay"),
+                        &[],
+                        None,
+                    )
+                    .await?,
+                    &[],
+                ),
+                (None, Some(i)) => show(
+                    &remote,
+                    &c.call(
+                        M::POST,
+                        "/v1/parked-events/replay",
+                        &[],
+                        Some(serde_json::json!({ "integration": i })),
+                    )
+                    .await?,
+                    &[],
+                ),
+                (Some(_), Some(_)) => {
+                    bail!("give either a parked event id or --integration, not both")
+                }
+                (None, None) => bail!("give a parked event id, or --integration ID"),
+            },
         },
         RemoteCommand::Operations { command, .. } => match command {
             OperationCommand::List { page } => show(

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::e2e::{eventually, Api, Node};
+use crate::harness::{eventually, Api, Node};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typeform_webhooks_are_verified_and_become_contacts() {

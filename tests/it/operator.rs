@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::common::TempDir;
-use crate::e2e::{eventually, Api, Node, Receiver, ADMIN, IN_SECRET, OUT_SECRET};
+use crate::harness::{eventually, Api, Node, Receiver, ADMIN, IN_SECRET, OUT_SECRET};
 use ferry_core::signing;
 
 /// Who calls.

@@ -9,18 +9,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ferry_core::signing;
 use ferry_queue::spool::{EventJob, Spool, SpoolConfig, SpooledEvent};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
 use crate::common::{pg_fresh_url, TempDir};
-use crate::e2e::{eventually, Api, Node, Receiver, IN_SECRET, OUT_SECRET};
+use crate::harness::{
+    api, create_hook_integration, eventually, metric, ready_node, readyz, send_hook, Api, Node,
+    Receiver, IN_SECRET,
+};
 
 /// A TCP proxy in front of PostgreSQL that the test can cut (every open
 /// connection reset, new ones closed at once) and restore.
-struct Proxy {
+pub(crate) struct Proxy {
     addr: SocketAddr,
     cut: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<AbortHandle>>>,
@@ -51,14 +53,14 @@ impl Proxy {
         Proxy { addr, cut, open }
     }
 
-    fn cut(&self) {
+    pub(crate) fn cut(&self) {
         self.cut.store(true, Ordering::SeqCst);
         for t in self.open.lock().expect("lock").drain(..) {
             t.abort();
         }
     }
 
-    fn restore(&self) {
+    pub(crate) fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
     }
 
@@ -87,89 +89,15 @@ fn upstream_of(url: &str) -> String {
 }
 
 /// A fresh PostgreSQL database behind a proxy, or `None` (skipped).
-async fn pg_behind_proxy(test: &str) -> Option<(Proxy, String)> {
+pub(crate) async fn pg_behind_proxy(test: &str) -> Option<(Proxy, String)> {
     let url = pg_fresh_url(test).await?;
     let proxy = Proxy::start(upstream_of(&url)).await;
     let via = proxy.url_for(&url);
     Some((proxy, via))
 }
 
-/// A node on `dir` with `env`, once `/readyz` says ready.
-async fn ready_node(dir: &Path, env: &[(&str, String)]) -> (Node, Api) {
-    let node = Node::launch(dir, env);
-    let api = api(&node);
-    eventually(30, "ready", || async { readyz(&api).await.0 == 200 }).await;
-    (node, api)
-}
-
-fn api(node: &Node) -> Api {
-    Api {
-        http: reqwest::Client::new(),
-        base: node.base.clone(),
-    }
-}
-
-async fn create_hook_integration(api: &Api, url: &str, schedule: Option<Value>) -> String {
-    let mut body = json!({
-        "name": "outage", "tenant": "acme", "connector": "webhook", "connector_version": "1",
-        "config": {"url": url},
-        "secrets": {"signing_secret": OUT_SECRET, "inbound_secret": IN_SECRET},
-        "retry": {"max_attempts": 50, "initial_backoff_ms": 50, "max_backoff_ms": 500}
-    });
-    if let Some(s) = schedule {
-        body["schedule"] = s;
-    }
-    let (s, v) = api.post("/v1/integrations", &body.to_string()).await;
-    assert_eq!(s, 201, "{v}");
-    v["id"].as_str().expect("id").to_string()
-}
-
-struct Sent {
-    status: u16,
-    body: Value,
-    retry_after: Option<String>,
-}
-
-/// Sends one webhook signed with `secret` (as a provider would).
-async fn send_hook(
-    http: &reqwest::Client,
-    base: &str,
-    integration: &str,
-    msg_id: &str,
-    body: &str,
-    secret: &str,
-) -> Result<Sent, reqwest::Error> {
-    let ts = chrono::Utc::now().timestamp();
-    let sig = signing::sign(
-        &signing::key_from_secret(secret),
-        msg_id,
-        ts,
-        body.as_bytes(),
-    );
-    let r = http
-        .post(format!("{base}/v1/hooks/{integration}"))
-        .header("webhook-id", msg_id)
-        .header("webhook-timestamp", ts.to_string())
-        .header("webhook-signature", sig)
-        .body(body.to_string())
-        .send()
-        .await?;
-    let status = r.status().as_u16();
-    let retry_after = r
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let body = r.json::<Value>().await.unwrap_or(Value::Null);
-    Ok(Sent {
-        status,
-        body,
-        retry_after,
-    })
-}
-
 /// How many times each webhook id reached the receiver.
-fn deliveries(r: &Receiver) -> HashMap<String, usize> {
+pub(crate) fn deliveries(r: &Receiver) -> HashMap<String, usize> {
     let mut m = HashMap::new();
     for (id, _) in r.received() {
         *m.entry(id).or_default() += 1;
@@ -187,19 +115,6 @@ async fn all_delivered_once(r: &Receiver, accepted: &[String], secs: u64) {
     let d = deliveries(r);
     let twice: Vec<_> = d.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "delivered more than once: {twice:?}");
-}
-
-async fn readyz(api: &Api) -> (u16, Value) {
-    api.call(reqwest::Method::GET, "/readyz", None, None).await
-}
-
-async fn metric(api: &Api, name: &str) -> f64 {
-    let (_, text) = api.call(reqwest::Method::GET, "/metrics", None, None).await;
-    let text = text.as_str().unwrap_or_default().to_string();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(f64::NAN)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -393,7 +308,7 @@ async fn kill_9_mid_stream_then_restart_delivers_every_acknowledged_event_once()
     node.stop();
 }
 
-fn spooled(integration: uuid::Uuid, i: usize) -> SpooledEvent {
+pub(crate) fn spooled(integration: uuid::Uuid, i: usize) -> SpooledEvent {
     SpooledEvent {
         event_id: uuid::Uuid::now_v7(),
         integration_id: integration,

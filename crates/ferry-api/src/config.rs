@@ -43,6 +43,8 @@ pub struct DatabaseConfig {
 pub struct SecurityConfig {
     pub admin_token: Option<String>,
     pub secret_key: Option<String>,
+    /// More keys this node can open secrets with (during a key rotation).
+    pub secret_keys_extra: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -59,6 +61,13 @@ pub struct WorkerSection {
     pub shutdown_grace: Duration,
     #[serde(with = "humantime_serde")]
     pub poll: Duration,
+    /// How often the node beats (`nodes.heartbeat_at`).
+    #[serde(with = "humantime_serde")]
+    pub node_heartbeat: Duration,
+    /// A node whose beat is older than this is declared dead by another
+    /// and its jobs run again at once.
+    #[serde(with = "humantime_serde")]
+    pub node_dead_after: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -160,6 +169,8 @@ impl Default for WorkerSection {
             job_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(10),
             poll: Duration::from_millis(500),
+            node_heartbeat: Duration::from_secs(1),
+            node_dead_after: Duration::from_secs(3),
         }
     }
 }
@@ -228,6 +239,11 @@ pub const ENV: &[(&str, &str, &str)] = &[
         "base64 of 32 bytes; encrypts secrets at rest",
     ),
     (
+        "FERRY_SECRET_KEYS_EXTRA",
+        "security.secret_keys_extra",
+        "comma-separated base64 keys also accepted (key rotation)",
+    ),
+    (
         "FERRY_WORKER_CONCURRENCY",
         "worker.concurrency",
         "jobs running at once on this node",
@@ -246,6 +262,16 @@ pub const ENV: &[(&str, &str, &str)] = &[
         "FERRY_WORKER_LEASE",
         "worker.lease",
         "lease length; an unheartbeated job is rescued after it",
+    ),
+    (
+        "FERRY_WORKER_NODE_HEARTBEAT",
+        "worker.node_heartbeat",
+        "how often the node beats",
+    ),
+    (
+        "FERRY_WORKER_NODE_DEAD_AFTER",
+        "worker.node_dead_after",
+        "a node silent this long is declared dead; its jobs run again",
     ),
     (
         "FERRY_WORKER_JOB_TIMEOUT",
@@ -413,6 +439,15 @@ impl Config {
         if self.worker.lease < Duration::from_secs(1) {
             return bad("worker.lease", "must be at least 1s");
         }
+        if self.worker.node_heartbeat < Duration::from_millis(100) {
+            return bad("worker.node_heartbeat", "must be at least 100ms");
+        }
+        if self.worker.node_dead_after < self.worker.node_heartbeat * 2 {
+            return bad(
+                "worker.node_dead_after",
+                "must be at least twice worker.node_heartbeat",
+            );
+        }
         Ok(())
     }
 
@@ -451,7 +486,7 @@ fn parse_env_value(key: &str, value: &str) -> Result<toml::Value, String> {
             .map(toml::Value::Integer)
             .map_err(|_| format!("{value:?} is not a whole number"));
     }
-    if key == "roles" {
+    if key == "roles" || key == "security.secret_keys_extra" {
         return Ok(toml::Value::Array(
             value
                 .split(',')

@@ -34,6 +34,9 @@ pub enum StartError {
     Spool(#[from] ferry_queue::spool::OpenError),
     #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
+    /// This node's secret key cannot open the store's secrets.
+    #[error("refusing to start: {0}")]
+    Key(String),
 }
 
 pub struct Running {
@@ -43,15 +46,57 @@ pub struct Running {
     pub worker: Option<Arc<Worker>>,
     cancel: CancellationToken,
     tracker: TaskTracker,
+    fatal: Arc<Fatal>,
+}
+
+/// A reason the node must stop that is found after start (its key checked
+/// once a store that was down at start answers).
+#[derive(Default)]
+struct Fatal {
+    reason: std::sync::Mutex<Option<String>>,
+    raised: tokio::sync::Notify,
+}
+
+impl Fatal {
+    fn raise(&self, reason: String) {
+        *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+        self.raised.notify_waiters();
+        self.raised.notify_one();
+    }
 }
 
 impl Running {
+    /// Waits until the node must stop on its own, and says why.
+    pub async fn failed(&self) -> String {
+        loop {
+            let notified = self.fatal.raised.notified();
+            if let Some(r) = self
+                .fatal
+                .reason
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+            {
+                return r;
+            }
+            notified.await;
+        }
+    }
+
     /// Graceful stop: see the module doc. The spool is closed last, after
     /// the server has answered its last request.
     pub async fn shutdown(self) {
         self.cancel.cancel();
         self.tracker.close();
         self.tracker.wait().await;
+        let now = self.state.clock.now_ms();
+        let left = tokio::time::timeout(
+            Duration::from_secs(2),
+            ferry_store::nodes::leave(&self.state.db, &self.state.node_id, now),
+        );
+        if !matches!(left.await, Ok(Ok(()))) {
+            tracing::debug!("cannot mark this node as left; others will declare it dead");
+        }
         self.state.intake.spool.close();
         if let Err(e) = self
             .state
@@ -178,11 +223,35 @@ pub async fn start(
     // SQLite is local, and a failure there is a configuration error.
     let db = connect(config, true).await?;
     let health = Arc::new(StoreHealth::default());
-    if db.backend == ferry_store::Backend::Sqlite {
-        db.migrate().await?;
-    }
-    let key = SecretKey::load_or_create(config.security.secret_key.as_deref(), &config.data_dir)?;
+    // PostgreSQL is migrated now if it answers within a few seconds (so
+    // the key is checked before the node listens), else once it does.
+    let migrated_now = match db.backend {
+        ferry_store::Backend::Sqlite => {
+            db.migrate().await?;
+            true
+        }
+        ferry_store::Backend::Postgres => {
+            matches!(
+                tokio::time::timeout(Duration::from_secs(5), db.migrate()).await,
+                Ok(Ok(()))
+            )
+        }
+    };
+    let loaded = SecretKey::load(config.security.secret_key.as_deref(), &config.data_dir)?;
+    let generated = loaded.generated;
+    let key = loaded.key.with_extra(&config.security.secret_keys_extra)?;
+    // The key is checked against the store before anything is accepted;
+    // a store that is down now is checked once it answers (below).
+    let key_checked = migrated_now
+        && match check_key(&db, &key, generated, config).await {
+            KeyCheck::Passed => true,
+            KeyCheck::Refused(why) => return Err(StartError::Key(why)),
+            KeyCheck::Unreachable => false,
+        };
     let node_id = format!("node-{}", uuid::Uuid::new_v4());
+    let previous_life = next_life(&config.data_dir, &node_id);
+    let liveness = ferry_core::liveness::Liveness::new(fence_span(config));
+    let fatal = Arc::new(Fatal::default());
     let queue = Queue::new(db.clone());
     let metrics = Arc::new(Metrics::default());
     let registry = Arc::new(registry);
@@ -207,21 +276,20 @@ pub async fn start(
         retry_after: config.spool.retry_after,
     });
     intake.learn_pending();
-    let forwarder = Arc::new(Forwarder {
+    let forwarder = Arc::new(Forwarder::new(
         spool,
-        queue: queue.clone(),
-        verifier: Arc::new(HeldVerifier {
+        queue.clone(),
+        Arc::new(HeldVerifier {
             db: db.clone(),
             cache: cache.clone(),
             registry: registry.clone(),
         }),
-        clock: clock.clone(),
-        health: health.clone(),
-        batch: config.spool.forward_batch.max(1),
-        store_timeout: Duration::from_secs(10),
-        counts: Default::default(),
-        seen: seen.clone(),
-    });
+        clock.clone(),
+        health.clone(),
+        config.spool.forward_batch,
+        seen.clone(),
+        node_id.clone(),
+    ));
 
     if db.backend == ferry_store::Backend::Postgres {
         tracker.spawn(ferry_queue::wake::listen(
@@ -266,6 +334,8 @@ pub async fn start(
                 job_timeout: config.worker.job_timeout,
                 shutdown_grace: config.worker.shutdown_grace,
                 rescue_every: Duration::from_secs(2).min(config.worker.lease / 2),
+                node_dead_after: config.worker.node_dead_after,
+                liveness: Some(liveness.clone()),
             },
             metrics.clone(),
         )
@@ -287,9 +357,41 @@ pub async fn start(
         let (scheduler, worker, forwarder) = (scheduler.clone(), worker.clone(), forwarder.clone());
         let ops = operations.clone();
         let metrics2 = metrics.clone();
+        let (key, fatal, config2, clock2) =
+            (key.clone(), fatal.clone(), config.clone(), clock.clone());
+        let previous_life = previous_life.clone();
         tracker.spawn(async move {
             if !migrated(&db, &health, &cancel2).await {
                 return;
+            }
+            if !key_checked {
+                match check_key(&db, &key, generated, &config2).await {
+                    KeyCheck::Passed => {}
+                    KeyCheck::Refused(why) => {
+                        tracing::error!("{why}");
+                        fatal.raise(why);
+                        return;
+                    }
+                    KeyCheck::Unreachable => {
+                        // Migrated a moment ago: try once more later.
+                        let why = "cannot check this node's secret key against the store".to_string();
+                        tracing::error!("{why}");
+                        fatal.raise(why);
+                        return;
+                    }
+                }
+            }
+            health.mark_schema_ready();
+            // This data dir's previous life is dead (the spool's lock says
+            // no other process has it): its runs start again now, not when
+            // their leases run out.
+            if let Some(prev) = previous_life {
+                let now = clock2.now_ms();
+                match forwarder.queue.rescue_dead_nodes(i64::MIN, Some(&prev), now).await {
+                    Ok((_, n)) if n > 0 => tracing::info!(previous = %prev, released = n, "released the jobs of this node's previous life"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot release the previous life's jobs; their leases will expire"),
+                }
             }
             if let Some(seen) = seen {
                 tracker2.spawn(seen.run(
@@ -346,6 +448,7 @@ pub async fn start(
         });
     }
 
+    let fingerprints = key.fingerprints().join(",");
     let state = AppState::new(crate::Shared {
         db: db.clone(),
         queue: queue.clone(),
@@ -368,16 +471,21 @@ pub async fn start(
         operations,
     });
 
-    // Heartbeat (it keeps the store's health, ferry_store_up) and history retention.
+    // Heartbeat (it keeps the store's health, ferry_store_up, and the
+    // node's liveness) and history retention.
     {
         let state = state.clone();
         let cancel = cancel.clone();
         let retention_ms = config.history.retention.as_millis() as i64;
+        let every = config.worker.node_heartbeat;
+        let per_hour = (3600 / every.as_secs().max(1)).max(1);
+        let worker = worker.clone();
+        let liveness = liveness.clone();
         tracker.spawn(async move {
             let mut beats: u64 = 0;
             loop {
-                let _ = crate::routes::health::probe_store(&state).await;
-                if beats.is_multiple_of(1800) {
+                beat(&state, &fingerprints, &liveness, worker.as_deref()).await;
+                if beats.is_multiple_of(per_hour) {
                     let before = state.clock.now_ms() - retention_ms;
                     match state.queue.prune_history(before).await {
                         Ok(n) if n > 0 => {
@@ -386,11 +494,16 @@ pub async fn start(
                         Ok(_) => {}
                         Err(e) => tracing::debug!(error = %e, "history pruning failed"),
                     }
+                    let _ = ferry_store::nodes::prune_dead(
+                        &state.db,
+                        state.clock.now_ms() - 24 * 3600 * 1000,
+                    )
+                    .await;
                 }
                 beats += 1;
                 tokio::select! {
                     _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = tokio::time::sleep(every) => {}
                 }
             }
         });
@@ -423,5 +536,106 @@ pub async fn start(
         worker,
         cancel,
         tracker,
+        fatal,
     })
+}
+
+enum KeyCheck {
+    Passed,
+    Refused(String),
+    Unreachable,
+}
+
+/// Checks this node's key against the store (`ferry_store::keys`) within a
+/// few seconds, and writes a key it generated only once the store has
+/// accepted it.
+async fn check_key(db: &Db, key: &SecretKey, generated: bool, config: &Config) -> KeyCheck {
+    let checked = tokio::time::timeout(
+        Duration::from_secs(5),
+        ferry_store::keys::check_node_key(db, key, generated),
+    )
+    .await;
+    match checked {
+        Ok(Ok(_)) => {}
+        Ok(Err(ferry_store::Error::KeyMismatch(why))) => return KeyCheck::Refused(why),
+        Ok(Err(e)) if !e.is_unavailable() && db.backend == ferry_store::Backend::Sqlite => {
+            return KeyCheck::Refused(e.to_string())
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot check the secret key against the store yet");
+            return KeyCheck::Unreachable;
+        }
+        Err(_) => return KeyCheck::Unreachable,
+    }
+    if generated {
+        if let Err(e) = key.save_generated(&config.data_dir) {
+            return KeyCheck::Refused(e.to_string());
+        }
+    }
+    KeyCheck::Passed
+}
+
+/// How long after a beat was sent this node may act: short of
+/// `node_dead_after` by a quarter of it, the clock skew allowed between
+/// nodes.
+fn fence_span(config: &Config) -> Duration {
+    config.worker.node_dead_after * 3 / 4
+}
+
+/// Records this life's node id in the data dir and returns the previous
+/// life's, if any.
+fn next_life(data_dir: &std::path::Path, node_id: &str) -> Option<String> {
+    let path = data_dir.join("node-id");
+    let previous = std::fs::read_to_string(&path)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    if let Err(e) = ferry_queue::spool::write_atomically(&path, node_id.as_bytes()) {
+        tracing::warn!(error = %e, path = %path.display(), "cannot record the node id; a restart will leave this life's jobs to their leases");
+    }
+    previous
+}
+
+/// One heartbeat: keeps the store's health and this node's liveness. Told
+/// that it was declared dead, the node gives up every run it held first.
+async fn beat(
+    state: &AppState,
+    fingerprints: &str,
+    liveness: &ferry_core::liveness::Liveness,
+    worker: Option<&Worker>,
+) {
+    let sent = tokio::time::Instant::now();
+    let now = state.clock.now_ms();
+    let beat = tokio::time::timeout(
+        Duration::from_secs(2),
+        ferry_store::nodes::beat(&state.db, &state.node_id, Some(fingerprints), now),
+    )
+    .await;
+    match beat {
+        Ok(Ok(b)) => {
+            if b == ferry_store::nodes::Beat::DeclaredDead {
+                let abandoned = worker.map_or(0, |w| w.abandon_all());
+                liveness.lapse();
+                state
+                    .metrics
+                    .inc("ferry_node_declared_dead_total", String::new(), 1);
+                tracing::error!(abandoned, "this node was declared dead by another (no heartbeat in time); its runs were taken over and are given up here");
+            }
+            liveness.renewed(sent);
+            if state.health.mark_up() {
+                tracing::info!("store reachable again");
+                state.intake.spool.nudge();
+            }
+        }
+        Ok(Err(e)) => {
+            if state.health.mark_down() {
+                tracing::warn!(error = %e, "store unreachable; webhooks go on into the spool");
+            }
+        }
+        Err(_) => {
+            if state.health.mark_down() {
+                tracing::warn!("store heartbeat timed out; webhooks go on into the spool");
+            }
+        }
+    }
 }

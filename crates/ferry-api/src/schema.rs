@@ -157,8 +157,22 @@ pub struct Readiness {
     pub status: String,
     pub store: StoreProbe,
     pub spool: SpoolFigures,
+    /// Whether the forwarder moves spooled events into the store.
+    pub forward: ForwardState,
     pub scheduler_lag_seconds: Option<f64>,
     pub node: String,
+}
+
+/// The forwarder, as `/readyz` shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ForwardState {
+    pub ok: bool,
+    /// Why it cannot forward, while it cannot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// For how long it has not been able to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stalled_seconds: Option<f64>,
 }
 
 struct BearerAuth;

@@ -81,8 +81,10 @@ pub struct Answer {
 }
 
 /// Sends `req` and reads the whole answer, whatever its status; only a
-/// transport failure is an error.
+/// transport failure is an error. Nothing is sent once this node may no
+/// longer act on its runs (`ferry_core::liveness`).
 pub async fn send(req: reqwest::RequestBuilder) -> Result<Answer, ConnectorError> {
+    ferry_core::liveness::check()?;
     let resp = req.send().await.map_err(classify_transport)?;
     let status = resp.status().as_u16();
     let retry_after = resp

@@ -194,6 +194,16 @@ pub trait Connector: Send + Sync + 'static {
     /// Runs one attempt. Watch `ctx.cancel`: it fires on timeout, on lease
     /// loss and on shutdown.
     async fn run(&self, ctx: RunContext) -> Result<RunReport, ConnectorError>;
+
+    /// Whether an integration's events must reach this connector in the
+    /// order they were accepted. When one of them cannot be forwarded and
+    /// is parked, the integration's later events are parked behind it
+    /// (replayed in order by an operator) instead of overtaking it. Most
+    /// connectors handle events independently and say no: then only the
+    /// one event waits.
+    fn keeps_event_order(&self) -> bool {
+        false
+    }
 }
 
 /// A parsed `MAJOR.MINOR.PATCH`.

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod connector;
 pub mod cron;
 pub mod error;
+pub mod liveness;
 pub mod metrics;
 pub mod model;
 pub mod retry;

@@ -41,7 +41,8 @@ pub struct AttemptEntry {
     #[serde(with = "ferry_core::timefmt::ms")]
     #[schema(value_type = String, format = DateTime)]
     pub finished_at: i64,
-    /// `succeeded`, `failed`, `lease_expired`.
+    /// `succeeded`, `failed`, `lease_expired`, `node_dead` (its node was
+    /// declared dead while it ran).
     pub outcome: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -1186,27 +1187,90 @@ impl Queue {
             self.db.skip_locked()
         );
         let rows = sqlx::query(&sql).bind(now).fetch_all(&mut *tx).await?;
+        let rescued = self
+            .rescue_rows(&mut tx, &rows, now, "lease_expired", |worker| {
+                format!("lease expired: worker {worker} stopped heartbeating")
+            })
+            .await?;
+        tx.commit().await?;
+        if rescued > 0 {
+            self.wake.notify_one();
+        }
+        Ok(rescued)
+    }
+
+    /// Declares dead every node whose heartbeat is older than
+    /// `stale_before` (and `previous_life`, this node's own id before a
+    /// restart, whatever its beat), and in the same transaction makes
+    /// their running jobs available again (or dead if that was their last
+    /// attempt). Each node is declared by one caller on any number of
+    /// nodes. Returns the nodes and how many jobs were rescued.
+    pub async fn rescue_dead_nodes(
+        &self,
+        stale_before: i64,
+        previous_life: Option<&str>,
+        now: i64,
+    ) -> Result<(Vec<String>, u64)> {
+        let mut tx = self.db.pool.begin().await?;
+        let dead = ferry_store::nodes::mark_dead(&mut tx, stale_before, previous_life, now).await?;
+        if dead.is_empty() {
+            tx.rollback().await?;
+            return Ok((dead, 0));
+        }
         let mut rescued = 0;
-        for row in &rows {
+        for chunk in dead.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT {JOB_COLUMNS}, worker_id, lease_until FROM jobs WHERE state = 'running' AND worker_id IN ({})",
+                self.db.placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id.as_str());
+            }
+            let rows = q.fetch_all(&mut *tx).await?;
+            rescued += self
+                .rescue_rows(&mut tx, &rows, now, "node_dead", |worker| {
+                    format!("node {worker} stopped heartbeating and was declared dead")
+                })
+                .await?;
+        }
+        tx.commit().await?;
+        if rescued > 0 {
+            self.wake.notify_one();
+        }
+        Ok((dead, rescued))
+    }
+
+    /// Ends the attempt of each running job in `rows` (which carry
+    /// `worker_id` and `lease_until` after the job's columns) as
+    /// `outcome`, and makes the job available again now, or dead-letters
+    /// it if that was its last attempt.
+    async fn rescue_rows(
+        &self,
+        tx: &mut Tx<'_>,
+        rows: &[AnyRow],
+        now: i64,
+        outcome: &str,
+        why: impl Fn(&str) -> String,
+    ) -> Result<u64> {
+        let mut rescued = 0;
+        for row in rows {
             let job = finished_from_row(row)?;
             let worker: Option<String> = row.try_get("worker_id")?;
             let entry = AttemptEntry {
                 attempt: job.row.attempt,
                 started_at: job.started_at.unwrap_or(now),
                 finished_at: now,
-                outcome: "lease_expired".into(),
-                error: Some(format!(
-                    "lease expired: worker {} stopped heartbeating",
-                    worker.as_deref().unwrap_or("?")
-                )),
+                outcome: outcome.into(),
+                error: Some(why(worker.as_deref().unwrap_or("?"))),
                 class: Some("transient".into()),
                 worker,
             };
             if job.row.attempt >= job.row.max_attempts {
                 let token = job.row.lease_token.clone();
-                let taken = self.take(&mut tx, &[(job.row.id, token.as_str())]).await?;
+                let taken = self.take(tx, &[(job.row.id, token.as_str())]).await?;
                 if let Some(t) = taken.into_iter().next() {
-                    self.bury(&mut tx, t, "", entry, now).await?;
+                    self.bury(tx, t, "", entry, now).await?;
                 }
             } else {
                 let mut log = job.row.attempt_log.clone();
@@ -1220,14 +1284,10 @@ impl Queue {
                 .bind(entry.error.clone())
                 .bind(job.row.id.to_string())
                 .bind(job.row.lease_token.clone())
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
             }
             rescued += 1;
-        }
-        tx.commit().await?;
-        if rescued > 0 {
-            self.wake.notify_one();
         }
         Ok(rescued)
     }

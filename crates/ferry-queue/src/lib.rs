@@ -15,6 +15,7 @@ pub mod forward;
 pub mod history;
 pub mod jobs;
 pub mod ops;
+pub mod parked;
 pub mod seen;
 pub mod spool;
 pub mod wake;
@@ -22,6 +23,7 @@ pub mod wake;
 pub use history::{DeadLetter, DeadLetterFilter, RunFilter, RunView};
 pub use jobs::{AttemptEntry, ClaimedJob, Enqueued, Failure, NewJob, Queue, Success};
 pub use ops::{Operation, OperationStatus, Step};
+pub use parked::{ParkedEvent, ParkedFilter};
 
 pub type Error = ferry_store::Error;
 pub type Result<T, E = Error> = std::result::Result<T, E>;

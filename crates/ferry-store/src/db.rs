@@ -183,6 +183,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0006_job_keys_tail.sql"),
         postgres: include_str!("../../../migrations/postgres/0006_job_keys_tail.sql"),
     },
+    Migration {
+        version: 7,
+        name: "node_failure",
+        sqlite: include_str!("../../../migrations/sqlite/0007_node_failure.sql"),
+        postgres: include_str!("../../../migrations/postgres/0007_node_failure.sql"),
+    },
 ];
 
 impl Db {

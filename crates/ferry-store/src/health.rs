@@ -7,6 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[derive(Debug)]
 pub struct StoreHealth {
     up: AtomicBool,
+    /// Migrations applied and this node's key accepted: the node may serve
+    /// what needs the schema.
+    schema_ready: AtomicBool,
 }
 
 impl Default for StoreHealth {
@@ -14,11 +17,20 @@ impl Default for StoreHealth {
     fn default() -> Self {
         StoreHealth {
             up: AtomicBool::new(true),
+            schema_ready: AtomicBool::new(false),
         }
     }
 }
 
 impl StoreHealth {
+    pub fn is_schema_ready(&self) -> bool {
+        self.schema_ready.load(Ordering::SeqCst)
+    }
+
+    pub fn mark_schema_ready(&self) {
+        self.schema_ready.store(true, Ordering::SeqCst);
+    }
+
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
     }

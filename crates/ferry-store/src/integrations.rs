@@ -107,8 +107,10 @@ fn random_token() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+#[allow(clippy::too_many_arguments)] // each is a distinct part of the write
 async fn insert_revision(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: crate::Backend,
     key: &SecretKey,
     id: Uuid,
     revision: i64,
@@ -119,7 +121,14 @@ async fn insert_revision(
     let secrets_enc = if spec.secrets.is_empty() {
         None
     } else {
-        Some(key.encrypt(&serde_json::to_vec(&spec.secrets)?, &id.to_string())?)
+        // Sealed with the key the store names (see `keys`), read here so a
+        // rotation cannot miss this row.
+        let sealing = crate::keys::sealing_for_write(tx, backend).await?;
+        Some(key.encrypt_with(
+            sealing.as_deref(),
+            &serde_json::to_vec(&spec.secrets)?,
+            &id.to_string(),
+        )?)
     };
     let names: Vec<&String> = spec.secrets.keys().collect();
     sqlx::query(
@@ -165,7 +174,7 @@ pub async fn create(
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    insert_revision(&mut tx, key, id, 1, spec, now, actor).await?;
+    insert_revision(&mut tx, db.backend, key, id, 1, spec, now, actor).await?;
     tx.commit().await?;
     get(db, id).await
 }
@@ -254,7 +263,17 @@ pub async fn update(
     if next_fire == NextFire::Keep {
         refire_from(&mut tx, id, earliest).await?;
     }
-    insert_revision(&mut tx, key, id, expected_revision + 1, spec, now, actor).await?;
+    insert_revision(
+        &mut tx,
+        db.backend,
+        key,
+        id,
+        expected_revision + 1,
+        spec,
+        now,
+        actor,
+    )
+    .await?;
     tx.commit().await?;
     get(db, id).await
 }

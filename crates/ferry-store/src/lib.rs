@@ -5,8 +5,8 @@
 //! `Backend` says so.
 //!
 //! This crate owns integrations (versioned config, encrypted secrets),
-//! integration state (compare-and-swap), API tokens, node heartbeats and the
-//! audit log. It never decides policy: callers validate before writing.
+//! integration state (compare-and-swap), API tokens, node heartbeats, the
+//! store's sealing key and the audit log. It never decides policy: callers validate before writing.
 
 pub mod audit;
 pub mod crypto;
@@ -14,6 +14,7 @@ pub mod db;
 pub mod error;
 pub mod health;
 pub mod integrations;
+pub mod keys;
 pub mod keytail;
 pub mod nodes;
 pub mod state;

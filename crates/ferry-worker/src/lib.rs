@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ferry_core::liveness::Liveness;
 use ferry_core::metrics::Metrics;
 use ferry_core::{Clock, ConnectorError, Registry, RunContext, RunReport};
 use ferry_queue::{AttemptEntry, ClaimedJob, Failure, Queue, Success};
@@ -58,6 +59,14 @@ pub struct WorkerConfig {
     /// cancelled and released.
     pub shutdown_grace: Duration,
     pub rescue_every: Duration,
+    /// A node whose beat is older than this is declared dead, and its
+    /// jobs are rescued by this worker (if it is itself steadily alive).
+    pub node_dead_after: Duration,
+    /// This node's liveness (`ferry_core::liveness`), kept by its beat
+    /// loop. With it the worker claims only while the node is alive,
+    /// fences every run, and rescues dead nodes' jobs; without it (tests,
+    /// benchmarks) leases alone decide.
+    pub liveness: Option<Arc<Liveness>>,
 }
 
 impl Default for WorkerConfig {
@@ -72,6 +81,8 @@ impl Default for WorkerConfig {
             job_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(10),
             rescue_every: Duration::from_secs(2),
+            node_dead_after: Duration::from_secs(3),
+            liveness: None,
         }
     }
 }
@@ -187,7 +198,9 @@ impl Worker {
                 .claim_batch
                 .min(self.config.concurrency / 2)
                 .max(1);
-            let worth_claiming = free > 0 && (!busy || free >= watermark);
+            // A node that may not act (no recent beat) takes nothing new.
+            let alive = self.config.liveness.as_ref().is_none_or(|l| l.is_fresh());
+            let worth_claiming = alive && free > 0 && (!busy || free >= watermark);
 
             if worth_claiming {
                 let now = self.clock.now_ms();
@@ -520,6 +533,12 @@ impl Worker {
         let result: Result<RunReport, ConnectorError> = {
             use tracing::Instrument;
             let run = registered.connector.run(ctx).instrument(span.clone());
+            let run = async {
+                match &self.config.liveness {
+                    Some(l) => ferry_core::liveness::fenced(l.clone(), run).await,
+                    None => run.await,
+                }
+            };
             tokio::select! {
                 r = tokio::time::timeout(self.config.job_timeout, run) => match r {
                     Ok(r) => r,
@@ -759,16 +778,65 @@ impl Worker {
         }
     }
 
+    /// This node was declared dead by another, which took its jobs: every
+    /// run it still has is given up (its lease is gone; a completion would
+    /// be refused anyway), before the node acts again.
+    pub fn abandon_all(&self) -> usize {
+        let inflight = self.inflight();
+        for f in inflight.values() {
+            f.reason.store(REASON_LEASE_LOST, Ordering::SeqCst);
+            f.cancel.cancel();
+        }
+        inflight.len()
+    }
+
     async fn rescue_loop(self: Arc<Self>, stop: CancellationToken) {
+        let mut last_expired = Instant::now();
         loop {
+            // Dead nodes are looked for often (cheap: one indexed update on
+            // `nodes`); expired leases, the safety net, every `rescue_every`.
+            let every = match &self.config.liveness {
+                Some(_) => (self.config.node_dead_after / 8).min(self.config.rescue_every),
+                None => self.config.rescue_every,
+            };
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(self.config.rescue_every) => {}
+                _ = tokio::time::sleep(every) => {}
             }
-            match self.queue.rescue_expired(self.clock.now_ms()).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(rescued = n, "rescued jobs whose lease expired"),
-                Err(e) => tracing::debug!(error = %e, "rescue failed"),
+            let now = self.clock.now_ms();
+            if let Some(l) = &self.config.liveness {
+                // Only a node alive for longer than the time it judges
+                // others by may judge them: after a store outage every
+                // beat is old, and nobody is dead.
+                if l.steady_for() > self.config.node_dead_after {
+                    let stale_before = now - self.config.node_dead_after.as_millis() as i64;
+                    match self.queue.rescue_dead_nodes(stale_before, None, now).await {
+                        Ok((dead, _)) if dead.is_empty() => {}
+                        Ok((dead, n)) => {
+                            self.metrics.inc(
+                                "ferry_nodes_declared_dead_total",
+                                String::new(),
+                                dead.len() as u64,
+                            );
+                            self.metrics
+                                .inc("ferry_jobs_rescued_total", String::new(), n);
+                            tracing::warn!(nodes = ?dead, rescued = n, "declared nodes dead and rescued their jobs")
+                        }
+                        Err(e) => tracing::debug!(error = %e, "dead-node rescue failed"),
+                    }
+                }
+            }
+            if last_expired.elapsed() >= self.config.rescue_every {
+                last_expired = Instant::now();
+                match self.queue.rescue_expired(now).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        self.metrics
+                            .inc("ferry_jobs_rescued_total", String::new(), n);
+                        tracing::info!(rescued = n, "rescued jobs whose lease expired")
+                    }
+                    Err(e) => tracing::debug!(error = %e, "rescue failed"),
+                }
             }
         }
     }

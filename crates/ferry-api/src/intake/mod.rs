@@ -343,12 +343,32 @@ impl Verifier for HeldVerifier {
         };
         let entry = match fetched {
             Ok(Ok(Some(e))) => e,
-            Ok(Ok(None)) => return Verdict::Reject("the integration does not exist".into()),
-            Ok(Err(e)) => return Verdict::Unavailable(e.to_string()),
+            Ok(Ok(None)) => {
+                return Verdict::Park {
+                    reason: "the integration does not exist".into(),
+                    tenant: None,
+                    connector: None,
+                }
+            }
+            Ok(Err(e)) if e.is_unavailable() => return Verdict::Unavailable(e.to_string()),
+            // The store answered, but the integration cannot be read (its
+            // secrets do not open with this node's key, a corrupt row).
+            Ok(Err(e)) => {
+                return Verdict::Park {
+                    reason: format!("cannot read the integration: {e}"),
+                    tenant: None,
+                    connector: None,
+                }
+            }
             Err(_) => return Verdict::Unavailable("store lookup timed out".into()),
         };
+        let park = |reason: String| Verdict::Park {
+            reason,
+            tenant: Some(entry.tenant.clone()),
+            connector: Some(entry.connector.clone()),
+        };
         let Ok(body) = base64::engine::general_purpose::STANDARD.decode(&held.body) else {
-            return Verdict::Reject("held body is not base64".into());
+            return park("held body is not base64".into());
         };
         let request = InboundRequest {
             url: held.url.clone(),
@@ -364,15 +384,19 @@ impl Verifier for HeldVerifier {
                 job: event_job(&entry, payload),
                 idempotency_key,
             },
-            Ok(Decision::Respond { .. }) => {
-                Verdict::Reject("a provider handshake; nothing to keep".into())
-            }
-            Err(Refusal::UnknownConnector) => Verdict::Reject(format!(
+            Ok(Decision::Respond { .. }) => park("a provider handshake; nothing to keep".into()),
+            Err(Refusal::UnknownConnector) => park(format!(
                 "connector {} is not in this build",
                 entry.connector
             )),
-            Err(Refusal::Webhook(e)) => Verdict::Reject(e.to_string()),
+            Err(Refusal::Webhook(e)) => park(e.to_string()),
         }
+    }
+
+    fn keeps_order(&self, connector: &str) -> bool {
+        self.registry
+            .resolve(connector, None)
+            .is_ok_and(|r| r.connector.keeps_event_order())
     }
 }
 

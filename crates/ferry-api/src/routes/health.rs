@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use ferry_core::metrics::labels;
 
-use crate::schema::{Health, Readiness, SpoolFigures, StoreProbe};
+use crate::schema::{ForwardState, Health, Readiness, SpoolFigures, StoreProbe};
 use crate::AppState;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -75,7 +75,24 @@ fn forward_lag(state: &AppState) -> f64 {
     }
 }
 
-/// Ready when a store write and read round trip succeeds in time.
+/// The forwarder's state: stalled, with the reason, while it fails.
+fn forward_state(state: &AppState) -> ForwardState {
+    match state.forwarder.stalled() {
+        None => ForwardState {
+            ok: true,
+            error: None,
+            stalled_seconds: None,
+        },
+        Some(s) => ForwardState {
+            ok: false,
+            error: Some(s.reason),
+            stalled_seconds: Some(((state.clock.now_ms() - s.since).max(0) as f64) / 1000.0),
+        },
+    }
+}
+
+/// Ready when a store write and read round trip succeeds in time and the
+/// forwarder is moving spooled events; degraded (503) otherwise, saying why.
 #[utoipa::path(get, path = "/readyz", tag = "health", security(()),
     responses(
         (status = 200, description = "Ready", body = Readiness),
@@ -85,17 +102,29 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
     let lag = state.scheduler.as_ref().map(|s| s.lag_seconds());
     let spool = spool_figures(&state);
     let node = state.node_id.clone();
-    match probe_store(&state).await {
+    let forward = forward_state(&state);
+    let probed = match probe_store(&state).await {
+        Ok(_) if !state.health.is_schema_ready() => {
+            Err("the store answers; its schema is being migrated".to_string())
+        }
+        p => p,
+    };
+    match probed {
         Ok(ms) => (
-            StatusCode::OK,
+            if forward.ok {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            },
             Json(Readiness {
-                status: "ready".into(),
+                status: if forward.ok { "ready" } else { "degraded" }.into(),
                 store: StoreProbe {
                     ok: true,
                     round_trip_ms: Some(ms),
                     error: None,
                 },
                 spool,
+                forward,
                 scheduler_lag_seconds: lag,
                 node,
             }),
@@ -110,6 +139,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
                     error: Some(e),
                 },
                 spool,
+                forward,
                 scheduler_lag_seconds: lag,
                 node,
             }),
@@ -171,7 +201,37 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             String::new(),
             counts.rejected.load(Ordering::Relaxed) as f64,
         ),
+        (
+            "ferry_spool_parked_total",
+            String::new(),
+            counts.parked.load(Ordering::Relaxed) as f64,
+        ),
     ];
+    // Why the forwarder cannot forward, as a label: 1 while stalled.
+    let stall = state.forwarder.stalled();
+    let stalled_because = stall.as_ref().map(|s| {
+        if !state.health.is_up() {
+            "store_unreachable"
+        } else if s.reason.starts_with("cannot park") {
+            "cannot_park"
+        } else {
+            "store_error"
+        }
+    });
+    for reason in ["store_unreachable", "store_error", "cannot_park"] {
+        extra.push((
+            "ferry_forward_stalled",
+            labels(&[("reason", reason)]),
+            if stalled_because == Some(reason) {
+                1.0
+            } else {
+                0.0
+            },
+        ));
+    }
+    if let Ok(n) = state.queue.parked_count().await {
+        extra.push(("ferry_spool_parked", String::new(), n as f64));
+    }
     // `ferry_store_up` is kept by the heartbeat and the forwarder; a scrape
     // only reads. If the store is down these queries fail and are left out.
     if let Ok(counts) = state.queue.counts().await {

@@ -7,6 +7,7 @@ mod hooks;
 mod integrations;
 mod misc;
 mod operations;
+mod parked;
 mod runs;
 
 use std::sync::OnceLock;
@@ -55,6 +56,10 @@ fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(dead_letters::replay_bulk))
         .routes(routes!(dead_letters::show, dead_letters::discard))
         .routes(routes!(dead_letters::replay))
+        .routes(routes!(parked::list))
+        .routes(routes!(parked::replay_bulk))
+        .routes(routes!(parked::show))
+        .routes(routes!(parked::replay))
         .routes(routes!(operations::list))
         .routes(routes!(operations::show))
         .split_for_parts()

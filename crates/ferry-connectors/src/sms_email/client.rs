@@ -33,6 +33,8 @@ pub async fn send(
         ));
     }
     let transport = builder.build();
+    // Not sent once this node may no longer act on its runs.
+    ferry_core::liveness::check()?;
     transport.send(message).await.map(|_| ()).map_err(classify)
 }
 

@@ -34,6 +34,7 @@ impl Client {
     }
 
     pub async fn deliver(&self, d: Delivery<'_>) -> Result<(), ConnectorError> {
+        ferry_core::liveness::check()?;
         let signature = signing::sign(d.key, d.webhook_id, d.timestamp_s, d.body);
         let mut req = self
             .http
