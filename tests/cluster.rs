@@ -16,89 +16,17 @@ mod common;
 mod harness;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use ferry_core::signing;
 
 use serde_json::{json, Value};
 
 use crate::common::{pg_fresh_url, TempDir};
-use crate::harness::{eventually, ready_node, Api, Load, Node, IN_SECRET, OUT_SECRET};
+use crate::harness::{eventually, ready_node, Api, Load, Node, Receiver, IN_SECRET, OUT_SECRET};
 
 const KEY_A: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 /// The offered rate: what one node carries alone here (BENCHMARKS.md).
 const RATE: u64 = 300;
-
-/// A receiver that takes `delay` to answer (a real endpoint's latency, so
-/// nodes hold runs in flight), verifies each delivery's signature, and
-/// keeps every arrival with its time.
-#[derive(Clone)]
-pub(crate) struct SlowReceiver {
-    got: Arc<Mutex<Vec<(String, Instant)>>>,
-}
-
-impl SlowReceiver {
-    pub(crate) async fn start(delay: Duration) -> (SlowReceiver, String) {
-        let r = SlowReceiver {
-            got: Arc::default(),
-        };
-        let rr = r.clone();
-        let app = axum::Router::new().route(
-            "/in",
-            post(move |headers: HeaderMap, body: String| {
-                let rr = rr.clone();
-                async move {
-                    let h = |n: &str| {
-                        headers
-                            .get(n)
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_string)
-                    };
-                    let verified = signing::verify(
-                        &signing::key_from_secret(OUT_SECRET),
-                        h("webhook-id").as_deref(),
-                        h("webhook-timestamp").as_deref(),
-                        h("webhook-signature").as_deref(),
-                        body.as_bytes(),
-                        chrono::Utc::now().timestamp(),
-                        300,
-                    );
-                    if verified.is_err() {
-                        return StatusCode::UNAUTHORIZED;
-                    }
-                    // The endpoint's own processing time.
-                    tokio::time::sleep(delay).await;
-                    rr.got
-                        .lock()
-                        .expect("lock")
-                        .push((h("webhook-id").unwrap_or_default(), Instant::now()));
-                    StatusCode::OK
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind receiver");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(listener, app).await.expect("receiver") });
-        (r, format!("http://{addr}/in"))
-    }
-
-    /// Each webhook id with the time it first arrived and how many times.
-    pub(crate) fn firsts(&self) -> HashMap<String, (Instant, usize)> {
-        let mut m: HashMap<String, (Instant, usize)> = HashMap::new();
-        for (id, at) in self.got.lock().expect("lock").iter() {
-            let e = m.entry(id.clone()).or_insert((*at, 0));
-            e.0 = e.0.min(*at);
-            e.1 += 1;
-        }
-        m
-    }
-}
 
 /// One cluster test at a time (see the module doc).
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -144,11 +72,38 @@ fn per_window(times: impl Iterator<Item = Instant>, from: Instant, to: Instant) 
     w
 }
 
+/// From 5 s after `killed` to `until`, the events delivered in each 5 s
+/// window (by first arrival) are at least 90% of those offered (accepted).
+fn carried_the_load(
+    what: &str,
+    accepted: &[(String, Instant)],
+    firsts: &HashMap<String, (Instant, usize)>,
+    killed: Instant,
+    until: Instant,
+    rescued: usize,
+) {
+    let from = killed + Duration::from_secs(5);
+    let offered = per_window(accepted.iter().map(|(_, t)| *t), from, until);
+    let delivered = per_window(firsts.values().map(|(t, _)| *t), from, until);
+    let twice = firsts.values().filter(|(_, n)| *n > 1).count();
+    eprintln!(
+        "{what}: offered per 5 s {offered:?}, delivered {delivered:?}, runs rescued {rescued}, delivered twice {twice}"
+    );
+    for (i, (o, d)) in offered.iter().zip(&delivered).enumerate() {
+        assert!(
+            *d as f64 >= 0.9 * *o as f64,
+            "{what}, {}-{} s after the kill: delivered {d} of {o} offered",
+            5 + 5 * i,
+            10 + 5 * i
+        );
+    }
+}
+
 /// Every accepted event delivered; a webhook id delivered twice only for
 /// a run the dead node held (it may have sent it before dying: receivers
 /// deduplicate on `webhook-id`, which is the same on every retry).
 async fn check_deliveries(
-    receiver: &SlowReceiver,
+    receiver: &Receiver,
     accepted: &[(String, Instant)],
     db_url: &str,
 ) -> (HashMap<String, (Instant, usize)>, Vec<(i64, i64)>) {
@@ -214,7 +169,7 @@ async fn a_killed_node_s_jobs_start_again_within_seconds_and_the_survivor_carrie
         return;
     };
     let _alone = ONE_AT_A_TIME.lock().await;
-    let (receiver, hook_url) = SlowReceiver::start(Duration::from_millis(100)).await;
+    let (receiver, hook_url) = Receiver::answering_after(Duration::from_millis(100)).await;
     let env = cluster_env(&url);
     let (dir_a, dir_b) = (TempDir::new("ferry-a"), TempDir::new("ferry-b"));
     let (a, api_a) = ready_node(&dir_a.0, &env).await;
@@ -251,24 +206,16 @@ async fn a_killed_node_s_jobs_start_again_within_seconds_and_the_survivor_carrie
             next - killed_ms
         );
     }
-    let from = killed_at + Duration::from_secs(5);
-    let offered = per_window(accepted.iter().map(|(_, t)| *t), from, sent_until);
-    let delivered = per_window(firsts.values().map(|(t, _)| *t), from, sent_until);
-    let twice = firsts.values().filter(|(_, n)| *n > 1).count();
     let slowest = rescues.iter().map(|(_, next)| next - killed_ms).max();
-    eprintln!(
-        "kill once: offered per 5 s {offered:?}, delivered {delivered:?}, runs rescued {}, \
-         the last started again {slowest:?} ms after the kill, delivered twice {twice}",
-        rescues.len()
+    eprintln!("kill once: the last run started again {slowest:?} ms after the kill");
+    carried_the_load(
+        "kill once",
+        &accepted,
+        &firsts,
+        killed_at,
+        sent_until,
+        rescues.len(),
     );
-    for (i, (o, d)) in offered.iter().zip(&delivered).enumerate() {
-        assert!(
-            *d as f64 >= 0.9 * *o as f64,
-            "window {i} ({}-{} s after the kill): delivered {d} of {o} offered",
-            5 + 5 * i,
-            10 + 5 * i
-        );
-    }
     a.stop();
     b.stop();
 }
@@ -279,7 +226,7 @@ async fn a_node_killed_every_ten_seconds_costs_no_event_and_no_throughput_postgr
         return;
     };
     let _alone = ONE_AT_A_TIME.lock().await;
-    let (receiver, hook_url) = SlowReceiver::start(Duration::from_millis(100)).await;
+    let (receiver, hook_url) = Receiver::answering_after(Duration::from_millis(100)).await;
     let env = cluster_env(&url);
     let dirs = [TempDir::new("ferry-a"), TempDir::new("ferry-b")];
     let (a, api_a) = ready_node(&dirs[0].0, &env).await;
@@ -326,20 +273,14 @@ async fn a_node_killed_every_ten_seconds_costs_no_event_and_no_throughput_postgr
             next - kill
         );
     }
-    let from = first_kill + Duration::from_secs(5);
-    let offered = per_window(accepted.iter().map(|(_, t)| *t), from, sent_until);
-    let delivered = per_window(firsts.values().map(|(t, _)| *t), from, sent_until);
-    let twice = firsts.values().filter(|(_, n)| *n > 1).count();
-    eprintln!(
-        "kill every 10 s: offered per 5 s {offered:?}, delivered {delivered:?}, runs rescued {}, delivered twice {twice}",
-        rescues.len()
+    carried_the_load(
+        "kill every 10 s",
+        &accepted,
+        &firsts,
+        first_kill,
+        sent_until,
+        rescues.len(),
     );
-    for (i, (o, d)) in offered.iter().zip(&delivered).enumerate() {
-        assert!(
-            *d as f64 >= 0.9 * *o as f64,
-            "window {i}: delivered {d} of {o} offered"
-        );
-    }
     for n in nodes.into_iter().flatten() {
         n.stop();
     }
@@ -351,7 +292,7 @@ async fn a_paused_node_is_declared_dead_and_acts_on_nothing_it_held_postgres() {
         return;
     };
     let _alone = ONE_AT_A_TIME.lock().await;
-    let (receiver, hook_url) = SlowReceiver::start(Duration::from_millis(100)).await;
+    let (receiver, hook_url) = Receiver::answering_after(Duration::from_millis(100)).await;
     let env = cluster_env(&url);
     let (dir_a, dir_b) = (TempDir::new("ferry-a"), TempDir::new("ferry-b"));
     let (a, api_a) = ready_node(&dir_a.0, &env).await;

@@ -140,14 +140,22 @@ impl Drop for Node {
     }
 }
 
+/// A receiver of signed deliveries: it verifies each one's signature,
+/// answers with `status` (keeping what it answered 200 to, with the time),
+/// after `delay` when given one (a real endpoint's processing time, so
+/// nodes hold runs in flight).
 #[derive(Clone, Default)]
 pub(crate) struct Receiver {
     pub(crate) status: Arc<AtomicU16>,
-    got: Arc<Mutex<Vec<(String, String)>>>,
+    got: Arc<Mutex<Vec<(String, String, Instant)>>>,
 }
 
 impl Receiver {
     pub(crate) async fn start() -> (Receiver, String) {
+        Receiver::answering_after(Duration::ZERO).await
+    }
+
+    pub(crate) async fn answering_after(delay: Duration) -> (Receiver, String) {
         let r = Receiver {
             status: Arc::new(AtomicU16::new(200)),
             got: Arc::default(),
@@ -164,24 +172,28 @@ impl Receiver {
                             .and_then(|v| v.to_str().ok())
                             .map(str::to_string)
                     };
-                    let id = h("webhook-id").unwrap_or_default();
-                    let key = signing::key_from_secret(OUT_SECRET);
-                    let now = chrono::Utc::now().timestamp();
                     let verified = signing::verify(
-                        &key,
+                        &signing::key_from_secret(OUT_SECRET),
                         h("webhook-id").as_deref(),
                         h("webhook-timestamp").as_deref(),
                         h("webhook-signature").as_deref(),
                         body.as_bytes(),
-                        now,
+                        chrono::Utc::now().timestamp(),
                         300,
                     );
                     if verified.is_err() {
                         return StatusCode::UNAUTHORIZED;
                     }
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
                     let status = rr.status.load(Ordering::SeqCst);
                     if status == 200 {
-                        rr.got.lock().expect("lock").push((id, body));
+                        let id = h("webhook-id").unwrap_or_default();
+                        rr.got
+                            .lock()
+                            .expect("lock")
+                            .push((id, body, Instant::now()));
                     }
                     StatusCode::from_u16(status).unwrap_or(StatusCode::OK)
                 }
@@ -195,8 +207,26 @@ impl Receiver {
         (r, format!("http://{addr}/in"))
     }
 
+    /// Each delivery kept: webhook id and body.
     pub(crate) fn received(&self) -> Vec<(String, String)> {
-        self.got.lock().expect("lock").clone()
+        self.got
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(id, body, _)| (id.clone(), body.clone()))
+            .collect()
+    }
+
+    /// Each webhook id with the time it first arrived and how many times.
+    #[allow(dead_code)] // tests/cluster.rs
+    pub(crate) fn firsts(&self) -> std::collections::HashMap<String, (Instant, usize)> {
+        let mut m: std::collections::HashMap<String, (Instant, usize)> = Default::default();
+        for (id, _, at) in self.got.lock().expect("lock").iter() {
+            let e = m.entry(id.clone()).or_insert((*at, 0));
+            e.0 = e.0.min(*at);
+            e.1 += 1;
+        }
+        m
     }
 }
 

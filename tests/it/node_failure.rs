@@ -329,18 +329,24 @@ async fn rotation_under_load(db_env: Vec<(&'static str, String)>, dir: TempDir, 
             create_hook_integration(&api, &hook_url, Some(json!({"cron": "* * * * * *"}))).await,
         );
     }
+    let rotate = {
+        let (data_dir, both) = (data_dir.clone(), both.clone());
+        move || {
+            keys_cli(
+                &[
+                    "rotate",
+                    "--to",
+                    &fingerprint(KEY_B),
+                    "--data-dir",
+                    &data_dir,
+                ],
+                &both,
+            )
+        }
+    };
     // The running node does not hold the new key: the rotation refuses,
     // naming it, and changes nothing.
-    let (ok, out) = keys_cli(
-        &[
-            "rotate",
-            "--to",
-            &fingerprint(KEY_B),
-            "--data-dir",
-            &data_dir,
-        ],
-        &both,
-    );
+    let (ok, out) = rotate();
     assert!(!ok && out.contains("do not hold the new key"), "{out}");
     node.stop();
 
@@ -351,37 +357,37 @@ async fn rotation_under_load(db_env: Vec<(&'static str, String)>, dir: TempDir, 
         receiver.received().len() > 100
     })
     .await;
-    // Step 2, under load: an edit while the rotation runs, then the rotation.
-    let (s, v) = api
-        .call(
-            reqwest::Method::PATCH,
-            &format!("/v1/integrations/{}", ids[0]),
-            Some(ADMIN),
-            Some(&json!({"name": "renamed mid-rotation"}).to_string()),
-        )
-        .await;
-    assert_eq!(s, 200, "{v}");
-    let (ok, out) = keys_cli(
-        &[
-            "rotate",
-            "--to",
-            &fingerprint(KEY_B),
-            "--data-dir",
-            &data_dir,
-        ],
-        &both,
-    );
+    // Step 2, under load, with integrations edited (each edit seals their
+    // secrets again) all through the rotation.
+    let editing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let editor = {
+        let (api, ids, editing) = (api.clone(), ids.clone(), editing.clone());
+        tokio::spawn(async move {
+            let mut edits = 0usize;
+            while editing.load(Ordering::SeqCst) || edits == 0 {
+                let id = &ids[edits % ids.len()];
+                let (s, v) = api
+                    .call(
+                        reqwest::Method::PATCH,
+                        &format!("/v1/integrations/{id}"),
+                        Some(ADMIN),
+                        Some(&json!({"name": format!("edit {edits}")}).to_string()),
+                    )
+                    .await;
+                assert_eq!(s, 200, "{v}");
+                edits += 1;
+            }
+            edits
+        })
+    };
+    let (ok, out) = tokio::task::spawn_blocking(rotate.clone())
+        .await
+        .expect("rotate");
+    editing.store(false, Ordering::SeqCst);
+    let edits = editor.await.expect("editor");
     assert!(ok, "{out}");
     assert!(out.contains("re-sealed under key"), "{out}");
-    let (s, v) = api
-        .call(
-            reqwest::Method::PATCH,
-            &format!("/v1/integrations/{}", ids[1]),
-            Some(ADMIN),
-            Some(&json!({"name": "renamed after the rotation"}).to_string()),
-        )
-        .await;
-    assert_eq!(s, 200, "{v}");
+    assert!(edits > 0);
     let seen = receiver.received().len();
     eventually(30, "runs go on after the rotation", || async {
         receiver.received().len() > seen + 100

@@ -38,8 +38,13 @@ pub async fn heartbeat(db: &Db, node_id: &str, now: i64) -> Result<()> {
     .bind(&probe)
     .fetch_one(&db.pool)
     .await?;
+    read_back(&row, &probe)
+}
+
+/// The probe value a write returned is the one it wrote.
+fn read_back(row: &sqlx::any::AnyRow, probe: &str) -> Result<()> {
     let read: Option<String> = row.try_get("probe")?;
-    if read.as_deref() != Some(probe.as_str()) {
+    if read.as_deref() != Some(probe) {
         return Err(Error::Db(
             "readiness probe read back a different value".into(),
         ));
@@ -94,12 +99,7 @@ pub async fn beat(
             (row, beat)
         }
     };
-    let read: Option<String> = row.try_get("probe")?;
-    if read.as_deref() != Some(probe.as_str()) {
-        return Err(Error::Db(
-            "readiness probe read back a different value".into(),
-        ));
-    }
+    read_back(&row, &probe)?;
     Ok(beat)
 }
 
