@@ -26,7 +26,7 @@ use crate::harness::{eventually, ready_node, Api, Load, Node, Receiver, IN_SECRE
 const KEY_A: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 /// The offered rate: what one node carries alone here (BENCHMARKS.md).
-const RATE: u64 = 300;
+const RATE: u64 = 150;
 
 /// One cluster test at a time (see the module doc).
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

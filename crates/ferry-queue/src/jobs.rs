@@ -1243,7 +1243,8 @@ impl Queue {
 
     /// Ends the attempt of each running job in `rows` (which carry
     /// `worker_id` and `lease_until` after the job's columns) as
-    /// `outcome`, and makes the job available again now, or dead-letters
+    /// `outcome`, and makes the job available again in its place in line
+    /// (its `run_at` unchanged), or dead-letters
     /// it if that was its last attempt.
     async fn rescue_rows(
         &self,
@@ -1275,11 +1276,12 @@ impl Queue {
             } else {
                 let mut log = job.row.attempt_log.clone();
                 log.push(entry.clone());
+                // The job keeps its `run_at`: it was due before everything
+                // that arrived while it ran, and is claimed ahead of that.
                 sqlx::query(
-                    "UPDATE jobs SET state = 'available', run_at = $1, lease_token = NULL, lease_until = NULL, worker_id = NULL, \
-                     attempt_log = $2, last_error = $3 WHERE id = $4 AND lease_token = $5",
+                    "UPDATE jobs SET state = 'available', lease_token = NULL, lease_until = NULL, worker_id = NULL, \
+                     attempt_log = $1, last_error = $2 WHERE id = $3 AND lease_token = $4",
                 )
-                .bind(now)
                 .bind(serde_json::to_string(&log)?)
                 .bind(entry.error.clone())
                 .bind(job.row.id.to_string())
