@@ -298,14 +298,14 @@ async fn main() {
 
     for senders in levels() {
         let dir = bench_dir("intake");
-        let mut config = ferry_api::Config {
+        let mut config = ferry_node::Config {
             data_dir: dir.clone(),
             listen: "127.0.0.1:0".parse().expect("addr"),
             roles: vec!["api".into()],
             ..Default::default()
         };
         config.spool.max_bytes = 8 << 30;
-        let running = ferry_api::start(
+        let running = ferry_node::start(
             &config,
             ferry_connectors::builtin().expect("registry"),
             Arc::new(SystemClock),

@@ -44,7 +44,7 @@ async fn seed(db: &Db, cron: impl Fn(usize) -> String, first: impl Fn(usize) -> 
         .execute(&db.pool)
         .await
         .expect("clear");
-    if db.tail.is_some() {
+    if db.backend == ferry_store::Backend::Sqlite {
         sqlx::query("DELETE FROM job_keys_tail")
             .execute(&db.pool)
             .await

@@ -161,7 +161,7 @@ fn secrets() -> BTreeMap<String, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Registered in one line, beside the built-in connectors. A node built
-    // with this registry (`ferry_api::start(&config, registry, clock)`)
+    // with this registry (`ferry_node::start(&config, registry, clock)`)
     // runs it like any other.
     let mut registry = ferry_connectors::builtin()?;
     registry.register(FormContacts::new())?;

@@ -179,7 +179,7 @@ async fn first_rejections(api: &Api, id: &str, max: usize) -> anyhow::Result<Vec
 
 pub async fn run(duration: Duration) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("ferry-demo-{}", uuid::Uuid::new_v4()));
-    let mut config = ferry_api::Config {
+    let mut config = ferry_node::Config {
         data_dir: dir.clone(),
         listen: "127.0.0.1:0".parse()?,
         ..Default::default()
@@ -194,7 +194,7 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
     let registry = ferry_connectors::builtin()?;
     let mut connectors: Vec<String> = registry.all().map(|r| r.manifest().id.clone()).collect();
     connectors.dedup();
-    let running = ferry_api::start(&config, registry, Arc::new(ferry_core::SystemClock)).await?;
+    let running = ferry_node::start(&config, registry, Arc::new(ferry_core::SystemClock)).await?;
     let base = format!(
         "http://{}",
         running.addr.context("the demo node serves HTTP")?

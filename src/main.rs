@@ -2,6 +2,7 @@
 //! `migrate` and `tokens create` talk to the database directly; the other
 //! commands talk to a running node over its HTTP API.
 
+#[cfg(feature = "sandbox")]
 mod demo;
 mod logging;
 mod remote;
@@ -11,8 +12,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ferry_api::config::{env_help, Config};
 use ferry_core::SystemClock;
+use ferry_node::config::{env_help, Config};
 
 /// mimalloc rather than the system allocator: a worker allocates and frees
 /// many small, short-lived buffers per job (rows, parameters, JSON), and in
@@ -70,7 +71,12 @@ enum Command {
     /// Apply database migrations and exit.
     Migrate(NodeArgs),
     /// Print the OpenAPI document of the HTTP API (as served at /v1/openapi.json).
-    Openapi,
+    Openapi {
+        /// Print the Markdown reference rendered from it instead
+        /// (docs/http-reference.md).
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Manage API tokens (directly in the database).
     Tokens {
         #[command(subcommand)]
@@ -161,6 +167,7 @@ fn init_logging(json: bool) {
 }
 
 /// Where each fake listens and the credentials it takes.
+#[cfg(feature = "sandbox")]
 fn sandbox_guide(base: &str, smtp: std::net::SocketAddr) -> Vec<String> {
     use ferry_sandbox::{eventbrite, google, platform, smtp as sink, typeform, zoom};
     vec![
@@ -207,7 +214,7 @@ async fn serve(args: NodeArgs) -> anyhow::Result<()> {
     let config = load_config(&args)?;
     init_logging(config.log_format == "json");
     let registry = ferry_connectors::builtin()?;
-    let running = ferry_api::start(&config, registry, Arc::new(SystemClock)).await?;
+    let running = ferry_node::start(&config, registry, Arc::new(SystemClock)).await?;
     if let Some(addr) = running.addr {
         println!("ferry listening on http://{addr}");
     }
@@ -228,12 +235,19 @@ async fn serve(args: NodeArgs) -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
+        #[cfg(feature = "sandbox")]
         Command::Demo { duration } => {
             // The pool's own reports of refused connections would drown the
             // demo's outage phase; ferry's warnings say the same once.
             logging::init(false, "warn,sqlx=off,sqlx_core=off");
             demo::run(duration).await
         }
+        #[cfg(not(feature = "sandbox"))]
+        Command::Demo { .. } | Command::Sandbox { .. } => anyhow::bail!(
+            "this ferry was built without the sandbox (--no-default-features); \
+             build it with the default features for `ferry demo` and `ferry sandbox`"
+        ),
+        #[cfg(feature = "sandbox")]
         Command::Sandbox {
             listen,
             smtp_listen,
@@ -261,14 +275,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             shutdown_signal().await;
             Ok(())
         }
-        Command::Openapi => {
-            println!("{}", ferry_api::routes::openapi().to_pretty_json()?);
+        Command::Openapi { markdown } => {
+            let doc = ferry_api::routes::openapi();
+            if markdown {
+                print!(
+                    "{}",
+                    ferry_api::reference::markdown(&serde_json::to_value(doc)?)
+                );
+            } else {
+                println!("{}", doc.to_pretty_json()?);
+            }
             Ok(())
         }
         Command::Migrate(args) => {
             let config = load_config(&args)?;
             init_logging(config.log_format == "json");
-            let db = ferry_api::engine::open_db(&config).await?;
+            let db = ferry_node::open_db(&config).await?;
             db.close().await;
             println!("migrations applied");
             Ok(())
@@ -294,7 +316,7 @@ async fn main() -> std::process::ExitCode {
 
 /// The key ring of a configuration: `FERRY_SECRET_KEY` (or the data dir's
 /// key file) and `FERRY_SECRET_KEYS_EXTRA`.
-fn key_ring(config: &ferry_api::config::Config) -> anyhow::Result<ferry_store::SecretKey> {
+fn key_ring(config: &ferry_node::config::Config) -> anyhow::Result<ferry_store::SecretKey> {
     let loaded =
         ferry_store::SecretKey::load(config.security.secret_key.as_deref(), &config.data_dir)?;
     if loaded.generated {
@@ -311,7 +333,7 @@ async fn keys(command: KeyCommand) -> anyhow::Result<()> {
         KeyCommand::Show { node } => {
             let config = load_config(&node)?;
             let key = key_ring(&config)?;
-            let db = ferry_api::engine::open_db(&config).await?;
+            let db = ferry_node::open_db(&config).await?;
             let sealing = ferry_store::keys::setting(&db, ferry_store::keys::SEALING).await?;
             let previous = ferry_store::keys::setting(&db, ferry_store::keys::PREVIOUS).await?;
             db.close().await;
@@ -331,7 +353,7 @@ async fn keys(command: KeyCommand) -> anyhow::Result<()> {
         KeyCommand::Rotate { to, node } => {
             let config = load_config(&node)?;
             let key = key_ring(&config)?;
-            let db = ferry_api::engine::open_db(&config).await?;
+            let db = ferry_node::open_db(&config).await?;
             let now = ferry_core::Clock::now_ms(&SystemClock);
             // A node that beat within two of its dead-after spans is live.
             let live_since = now - 2 * config.worker.node_dead_after.as_millis() as i64;
@@ -372,7 +394,7 @@ async fn tokens(command: TokenCommand) -> anyhow::Result<()> {
                 format!("--role {role:?} is not one of admin, operator, viewer")
             })?;
             let config = load_config(&node)?;
-            let db = ferry_api::engine::open_db(&config).await?;
+            let db = ferry_node::open_db(&config).await?;
             let now = ferry_core::Clock::now_ms(&SystemClock);
             let name = name.unwrap_or_else(|| format!("{} token", role.as_str()));
             let (token, plain) =
@@ -400,7 +422,7 @@ async fn tokens(command: TokenCommand) -> anyhow::Result<()> {
                 anyhow::bail!("--output must be table or json, not {output:?}");
             }
             let config = load_config(&node)?;
-            let db = ferry_api::engine::open_db(&config).await?;
+            let db = ferry_node::open_db(&config).await?;
             let mut all = Vec::new();
             let mut cursor: Option<String> = None;
             loop {
@@ -440,7 +462,7 @@ async fn tokens(command: TokenCommand) -> anyhow::Result<()> {
         }
         TokenCommand::Revoke { id, node } => {
             let config = load_config(&node)?;
-            let db = ferry_api::engine::open_db(&config).await?;
+            let db = ferry_node::open_db(&config).await?;
             let now = ferry_core::Clock::now_ms(&SystemClock);
             let revoked = match tokens::revoke(&db, &id, "cli", now).await {
                 Ok(t) => Ok(t),

@@ -80,8 +80,7 @@ async fn suite(db: Db) {
     s2.config = json!({"url": "http://example.test/v2"});
     // The same write twice: the second names a revision that is gone.
     let update_rev1 = || {
-        integrations::update(
-            &db,
+        q.edit_integration(
             &key,
             i.id,
             1,
@@ -370,8 +369,7 @@ async fn conformance_sqlite() {
 /// keys it never saw are answered "new" without the store.
 #[tokio::test]
 async fn the_key_filter_loads_the_store_and_the_spool_sqlite() {
-    use ferry_queue::forward::{job_key, HOOK_PREFIX};
-    use ferry_queue::seen::{key_hash, SeenKeys};
+    use ferry_queue::keys::{job_key, key_hash, SeenKeys, HOOK_PREFIX};
     use ferry_queue::spool::{EventJob, Spool, SpoolConfig, SpooledEvent};
 
     let (db, dir) = sqlite_db().await;
@@ -433,11 +431,11 @@ async fn the_key_filter_loads_the_store_and_the_spool_sqlite() {
 /// key, and a restart finds the tail again.
 #[tokio::test]
 async fn the_key_tail_finds_keys_before_and_after_a_merge_sqlite() {
-    use ferry_queue::seen::key_hash;
+    use ferry_queue::keys::key_hash;
 
     let (db, dir) = sqlite_db().await;
-    let tail = db.tail.clone().expect("SQLite has a key tail");
     let q = Queue::new(db.clone());
+    let tail = q.tail.clone().expect("SQLite has a key tail");
     let i = integration(&db, &spec("webhook", "acme", None), None, T0).await;
     let keys: Vec<String> = (0..1000).map(|n| format!("hook:{}:k-{n}", i.id)).collect();
     let first: Vec<NewJob> = keys.iter().map(|k| job(&i, T0, Some(k))).collect();
@@ -531,7 +529,7 @@ async fn the_key_tail_finds_keys_before_and_after_a_merge_sqlite() {
         .await
         .expect("reconnect");
     let q = Queue::new(db.clone());
-    let tail = db.tail.clone().expect("tail");
+    let tail = q.tail.clone().expect("tail");
     let repeat = q
         .enqueue(
             &late
@@ -552,7 +550,10 @@ async fn the_key_tail_finds_keys_before_and_after_a_merge_sqlite() {
         .await
         .expect("second handle");
     assert!(
-        std::sync::Arc::ptr_eq(&tail, second.tail.as_ref().expect("tail")),
+        std::sync::Arc::ptr_eq(
+            &tail,
+            Queue::new(second.clone()).tail.as_ref().expect("tail")
+        ),
         "handles on one file share the map"
     );
 

@@ -296,14 +296,16 @@ async fn lookahead(db: Db) {
         fires_of(&db, allow.id).await,
         vec![t0 + 10_000, t0 + 20_000]
     );
-    ferry_store::integrations::set_enabled(&db, allow.id, false, t0 + 17_000)
+    ferry_queue::Queue::new(db.clone())
+        .pause_integration(allow.id, t0 + 17_000)
         .await
         .expect("pause");
     assert_eq!(fires_of(&db, allow.id).await, vec![t0 + 10_000]);
     assert_eq!(next_fire_at(&db, allow.id).await, Some(t0 + 20_000));
     assert_eq!(keys_of(&db, allow.id).await, 1);
     assert_eq!(s.tick(t0 + 17_100).await.expect("tick").enqueued, 0);
-    ferry_store::integrations::set_enabled(&db, allow.id, true, t0 + 18_000)
+    ferry_queue::Queue::new(db.clone())
+        .resume_integration(allow.id, t0 + 18_000)
         .await
         .expect("resume");
     assert_eq!(s.tick(t0 + 18_100).await.expect("tick").enqueued, 1);
@@ -320,18 +322,18 @@ async fn lookahead(db: Db) {
         Some(every("*/10 * * * * *", M::FireOnce, O::Allow)),
     );
     edited.config = serde_json::json!({"url": "http://127.0.0.1:9/edited"});
-    let now = ferry_store::integrations::update(
-        &db,
-        &key,
-        allow.id,
-        1,
-        &edited,
-        ferry_store::integrations::NextFire::Keep,
-        t0 + 19_000,
-        "test",
-    )
-    .await
-    .expect("edit");
+    let now = ferry_queue::Queue::new(db.clone())
+        .edit_integration(
+            &key,
+            allow.id,
+            1,
+            &edited,
+            ferry_store::integrations::NextFire::Keep,
+            t0 + 19_000,
+            "test",
+        )
+        .await
+        .expect("edit");
     assert_eq!(now.revision, 2);
     assert_eq!(fires_of(&db, allow.id).await, vec![t0 + 10_000]);
     assert_eq!(s.tick(t0 + 19_100).await.expect("tick").enqueued, 1);
@@ -345,7 +347,8 @@ async fn lookahead(db: Db) {
     assert_eq!(revisions, vec![1, 2]);
 
     // A fire that has come is no longer withdrawn: it is held like any job.
-    ferry_store::integrations::set_enabled(&db, allow.id, false, t0 + 20_500)
+    ferry_queue::Queue::new(db.clone())
+        .pause_integration(allow.id, t0 + 20_500)
         .await
         .expect("pause");
     assert_eq!(

@@ -1,16 +1,16 @@
-//! Ferry's HTTP surface and the assembly of a node.
+//! Ferry's HTTP surface over the store and the queue: the operator API,
+//! webhook intake, health and metrics.
 //!
-//! `app(state)` builds the router (so tests can drive it directly);
-//! `engine::start` wires store, queue, scheduler, worker and server
-//! together as owned tasks that `Running::shutdown` drains. Errors leave
+//! `app(state)` builds the router (so tests can drive it directly); the
+//! node (`ferry-node`) assembles the state and runs the server beside the
+//! scheduler and the worker, which this crate does not know. Errors leave
 //! here as `{"error":{"code","message"}}` and never carry internals.
 
 pub mod auth;
-pub mod config;
-pub mod engine;
 pub mod error;
 pub mod intake;
 pub mod operations;
+pub mod reference;
 pub mod routes;
 pub mod schema;
 
@@ -19,11 +19,8 @@ use std::sync::Arc;
 use ferry_core::metrics::Metrics;
 use ferry_core::{Clock, Registry};
 use ferry_queue::Queue;
-use ferry_scheduler::Scheduler;
 use ferry_store::{Db, SecretKey};
 
-pub use config::Config;
-pub use engine::{start, Running, StartError};
 pub use routes::app;
 
 /// What every handler can reach. Cloned for every request (axum's
@@ -55,7 +52,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
     pub admin_token: Option<Arc<str>>,
-    pub scheduler: Option<Arc<Scheduler>>,
+    /// The node's scheduler lag in seconds, if it runs a scheduler.
+    pub scheduler_lag: Option<Arc<dyn Fn() -> f64 + Send + Sync>>,
     pub max_body_bytes: usize,
     pub node_id: String,
     pub intake: Arc<intake::Intake>,

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_core::Clock;
+use ferry_core::{Backoff, Clock};
 use ferry_queue::{Queue, Step};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,7 +31,7 @@ impl Operations {
     }
 
     async fn drive(self, id: Uuid) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             if self.cancel.is_cancelled() {
                 // Left running: its heartbeat goes stale and a node resumes it.
@@ -43,7 +43,7 @@ impl Operations {
                 .await
             {
                 Ok(Step::Progressed(_)) => {
-                    backoff = Duration::from_millis(100);
+                    backoff.reset();
                     tokio::task::yield_now().await;
                 }
                 Ok(Step::Finished) => {
@@ -52,12 +52,11 @@ impl Operations {
                 }
                 Ok(Step::Lost) => return,
                 Err(e) => {
-                    tracing::warn!(operation = %id, error = %e, retry_in = ?backoff, "operation step failed; retrying");
+                    tracing::warn!(operation = %id, error = %e, retry_in = ?backoff.peek(), "operation step failed; retrying");
                     tokio::select! {
                         _ = self.cancel.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(backoff.wait()) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }

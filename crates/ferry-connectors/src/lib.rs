@@ -16,6 +16,7 @@ pub mod oauth;
 pub mod platform;
 #[cfg(feature = "sms_email")]
 pub mod sms_email;
+#[cfg(feature = "testkit")]
 pub mod testkit;
 
 #[cfg(feature = "typeform")]

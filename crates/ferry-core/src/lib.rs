@@ -21,8 +21,8 @@ pub use connector::{
     RunReport, SecretSpec, TriggerKind, WebhookContext, WebhookError,
 };
 pub use error::{Error, Result};
-pub use model::{RunStatus, Trigger};
-pub use retry::RetryPolicy;
+pub use model::{JobState, RunStatus, Trigger};
+pub use retry::{Backoff, RetryPolicy};
 pub use schedule::{MisfirePolicy, OverlapPolicy, Schedule};
 
 /// A new time-ordered id (UUID v7). Ids sort by creation time as strings,

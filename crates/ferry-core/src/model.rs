@@ -46,7 +46,7 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             RunStatus::Queued => "queued",
             RunStatus::Running => "running",
@@ -65,4 +65,65 @@ impl RunStatus {
             _ => return None,
         })
     }
+}
+
+/// Where a live job stands: the `jobs.state` column takes exactly these
+/// values (a CHECK constraint in both engines' migrations), and every
+/// statement names them through `as_str`. The chart in ARCHITECTURE.md
+/// draws the moves between them; a finished job leaves `jobs` for `runs`
+/// as `RunStatus::Succeeded` or `RunStatus::Dead`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobState {
+    /// Behind a live job with the same overlap key.
+    Waiting,
+    /// Ready to be claimed once `run_at` has passed.
+    Available,
+    /// Claimed under a lease and a fencing token.
+    Running,
+    /// Its integration is paused.
+    Held,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 4] = [
+        JobState::Waiting,
+        JobState::Available,
+        JobState::Running,
+        JobState::Held,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            JobState::Waiting => "waiting",
+            JobState::Available => "available",
+            JobState::Running => "running",
+            JobState::Held => "held",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        JobState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// `'a', 'b'`: the states as SQL literals, for an `IN (…)` written
+    /// into a statement (literals, not parameters, so that a generic plan
+    /// can match a partial index's predicate).
+    pub fn sql_list(states: &[JobState]) -> String {
+        states
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl RunStatus {
+    /// The statuses a finished run is stored with in `runs.status`.
+    pub const FINISHED: [RunStatus; 2] = [RunStatus::Succeeded, RunStatus::Dead];
 }

@@ -1,6 +1,10 @@
 //! The one place retry timing is decided. Connectors only classify their
-//! errors; this module turns an attempt number (and a provider's
-//! `Retry-After`) into the time of the next attempt.
+//! errors; `RetryPolicy` turns an attempt number (and a provider's
+//! `Retry-After`) into the time of a job's next attempt. `Backoff` paces
+//! the engine's own loops that wait for something to answer again (the
+//! store, a LISTEN connection, a background operation).
+
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -70,9 +74,56 @@ impl RetryPolicy {
     }
 }
 
+/// A capped doubling delay: `wait` says how long to wait before the next
+/// try (and doubles the one after, up to `max`); `reset` after a success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    pub const fn new(initial: Duration, max: Duration) -> Backoff {
+        Backoff {
+            initial,
+            max,
+            current: initial,
+        }
+    }
+
+    /// The wait before the next try; the one after is twice as long, up to
+    /// `max`.
+    pub fn wait(&mut self) -> Duration {
+        let now = self.current;
+        self.current = (self.current * 2).min(self.max);
+        now
+    }
+
+    /// What `wait` would say, without moving on.
+    pub fn peek(&self) -> Duration {
+        self.current
+    }
+
+    /// Back to the first wait (after a success).
+    pub fn reset(&mut self) {
+        self.current = self.initial;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backoff_doubles_to_its_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
+        assert_eq!(b.peek(), Duration::from_millis(100));
+        let waits: Vec<u128> = (0..4).map(|_| b.wait().as_millis()).collect();
+        assert_eq!(waits, vec![100, 200, 350, 350]);
+        b.reset();
+        assert_eq!(b.wait(), Duration::from_millis(100));
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {

@@ -93,12 +93,6 @@ pub struct CatchUp {
     pub max_fires: usize,
 }
 
-/// The idempotency key of one schedule fire: unique across history, so a
-/// fire yields one job however many schedulers see it.
-pub fn fire_key(integration: impl std::fmt::Display, fire: Millis) -> String {
-    format!("schedule:{integration}:{fire}")
-}
-
 /// What one due integration yields at `now`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FirePlan {

@@ -27,12 +27,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferry_core::{Clock, Trigger};
+use ferry_core::{Backoff, Clock, Trigger};
 use ferry_store::StoreHealth;
 use tokio_util::sync::CancellationToken;
 
 use crate::jobs::NewJob;
-use crate::seen::{key_hash, SeenKeys};
+use crate::keys::{job_key, key_hash, SeenKeys};
 use crate::spool::{EventJob, HeldRequest, Spool, SpooledEvent};
 use crate::Queue;
 
@@ -128,16 +128,6 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const LINGER: Duration = Duration::from_millis(20);
 
-/// How every key from a provider's own idempotency key begins.
-pub const HOOK_PREFIX: &str = "hook:";
-
-pub fn job_key(event: &SpooledEvent, provider_key: Option<&str>) -> String {
-    match provider_key {
-        Some(k) => format!("{HOOK_PREFIX}{}:{k}", event.integration_id),
-        None => format!("event:{}", event.event_id),
-    }
-}
-
 /// The job a spooled event becomes, verified as `job` with the provider's
 /// idempotency key `key` (the forwarder's and a parked event's replay's).
 pub fn event_job(ev: &SpooledEvent, job: &EventJob, key: Option<&str>, now: i64) -> NewJob {
@@ -204,7 +194,7 @@ impl Forwarder {
     }
 
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
-        let mut backoff = MIN_BACKOFF;
+        let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
         loop {
             if cancel.is_cancelled() {
                 return;
@@ -213,7 +203,7 @@ impl Forwarder {
             self.set_stall(forwarded.as_ref().err().cloned());
             match forwarded {
                 Ok(0) => {
-                    backoff = MIN_BACKOFF;
+                    backoff.reset();
                     tokio::select! {
                         _ = cancel.cancelled() => return,
                         _ = self.spool.arrived() => {}
@@ -222,7 +212,7 @@ impl Forwarder {
                     }
                 }
                 Ok(n) => {
-                    backoff = MIN_BACKOFF;
+                    backoff.reset();
                     // A part batch: let a few more arrive, so the store
                     // commits fewer, larger batches under load.
                     if n < self.batch {
@@ -235,9 +225,8 @@ impl Forwarder {
                     }
                     tokio::select! {
                         _ = cancel.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(backoff.wait()) => {}
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }

@@ -3,7 +3,7 @@
 //! Replay never mutates the dead letter's evidence: it creates a new job
 //! (`replay_of`) and stamps the dead letter with when and which run.
 
-use ferry_core::{RunStatus, Trigger};
+use ferry_core::{JobState, RunStatus, Trigger};
 use ferry_store::Error;
 use serde::Serialize;
 use serde_json::Value;
@@ -11,7 +11,10 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use uuid::Uuid;
 
-use crate::jobs::{opt_uuid_col, trigger_col, uuid_col, AttemptEntry, NewJob, Queue};
+use crate::jobs::{AttemptEntry, NewJob, Queue};
+use crate::row::{
+    opt_uuid_col, trigger_col, uuid_col, AVAILABLE, HELD, RUNNING, RUN_COLUMNS, WAITING,
+};
 use crate::Result;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -108,18 +111,19 @@ pub struct DeadLetterFilter {
 const JOB_RUN_COLUMNS: &str =
     "id, integration_id, tenant, connector, revision, trigger, state, attempts, scheduled_for, \
      created_at, started_at, run_at, last_error, event_id, replay_of, attempt_log";
-/// The columns of `runs`, in the order every insert and read names them.
-pub(crate) const RUN_COLUMNS: &str = "id, integration_id, tenant, connector, connector_version, revision, trigger, status, attempts, \
-     scheduled_for, created_at, started_at, finished_at, records_ok, records_rejected, error, rejections, attempt_log, event_id, replay_of";
 pub(crate) const DL_COLUMNS: &str = "id, run_id, integration_id, tenant, connector, connector_version, trigger, event_id, scheduled_for, \
      payload, attempts, attempt_log, last_error, dead_at, replayed_at, replay_run_id, discarded_at, discarded_by";
 
-fn live_status(state: &str, attempts: i64) -> RunStatus {
-    match state {
-        "running" => RunStatus::Running,
-        "available" if attempts > 0 => RunStatus::Retrying,
-        _ => RunStatus::Queued,
-    }
+/// A live job's status as users see it: `running`, `retrying` (available
+/// again after a failed attempt) or `queued` (waiting, held, or available
+/// before its first attempt).
+fn live_status(state: &str, attempts: i64) -> Result<RunStatus> {
+    Ok(match JobState::parse(state) {
+        Some(JobState::Running) => RunStatus::Running,
+        Some(JobState::Available) if attempts > 0 => RunStatus::Retrying,
+        Some(_) => RunStatus::Queued,
+        None => return Err(Error::Corrupt(format!("job state {state:?}"))),
+    })
 }
 
 fn run_from_job(row: &AnyRow) -> Result<RunView> {
@@ -133,7 +137,7 @@ fn run_from_job(row: &AnyRow) -> Result<RunView> {
         connector_version: None,
         revision: row.try_get("revision")?,
         trigger: trigger_col(row)?,
-        status: live_status(&state, attempts),
+        status: live_status(&state, attempts)?,
         attempts,
         scheduled_for: row.try_get("scheduled_for")?,
         created_at: row.try_get("created_at")?,
@@ -276,6 +280,20 @@ pub(crate) fn dl_where(f: &DeadLetterFilter, pending_only: bool) -> DlWhere {
 }
 
 impl Queue {
+    /// Deletes history older than `before`: finished runs and idempotency
+    /// keys. Dead letters are kept until discarded or replayed.
+    pub async fn prune_history(&self, before: i64) -> Result<u64> {
+        let sql = format!(
+            "DELETE FROM runs WHERE finished_at < $1 AND status = '{}'",
+            RunStatus::Succeeded.as_str()
+        );
+        let runs = sqlx::query(&sql)
+            .bind(before)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(runs.rows_affected() + self.prune_keys(before).await?)
+    }
+
     /// Runs newest first: live jobs and history merged.
     pub async fn list_runs(
         &self,
@@ -292,12 +310,12 @@ impl Queue {
         let integration = f.integration.map(|i| i.to_string());
         if want_live {
             let state = match f.status {
-                Some(RunStatus::Running) => "state = 'running'",
-                Some(RunStatus::Retrying) => "state = 'available' AND attempts > 0",
+                Some(RunStatus::Running) => format!("state = '{RUNNING}'"),
+                Some(RunStatus::Retrying) => format!("state = '{AVAILABLE}' AND attempts > 0"),
                 Some(RunStatus::Queued) => {
-                    "(state IN ('waiting', 'held') OR (state = 'available' AND attempts = 0))"
+                    format!("(state IN ('{WAITING}', '{HELD}') OR (state = '{AVAILABLE}' AND attempts = 0))")
                 }
-                _ => "1 = 1",
+                _ => "1 = 1".to_string(),
             };
             let sql = format!(
                 "SELECT {JOB_RUN_COLUMNS} FROM jobs WHERE {state} AND ($1 IS NULL OR integration_id = $1) \

@@ -8,15 +8,22 @@
 //! completion, failure, release) must present it, so a worker that lost its
 //! lease can no longer change anything.
 //!
-//! This module never decides *when* to retry (that is `ferry_core::retry`)
+//! This crate is the only one that reads or writes the queue's tables:
+//! `jobs`, `job_keys` and its SQLite tail, `runs`, `dead_letters`,
+//! `parked_events` and `operations`. What pausing, editing or deleting an
+//! integration does to its jobs happens here, in the transaction that
+//! changes the integration (`jobs::hold`).
+//!
+//! This crate never decides *when* to retry (that is `ferry_core::retry`)
 //! nor what a job does (connectors): it moves rows.
 
 pub mod forward;
 pub mod history;
 pub mod jobs;
+pub mod keys;
 pub mod ops;
 pub mod parked;
-pub mod seen;
+mod row;
 pub mod spool;
 pub mod wake;
 

@@ -15,7 +15,8 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use crate::history::{dead_letter_from_row, dl_where, DL_COLUMNS};
-use crate::jobs::{uuid_col, Queue};
+use crate::jobs::Queue;
+use crate::row::uuid_col;
 use crate::{DeadLetterFilter, Error, Result};
 
 /// A running operation whose heartbeat is older than this is taken over.

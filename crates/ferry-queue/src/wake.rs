@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ferry_core::Backoff;
 use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -53,7 +54,7 @@ impl DueTimes {
 /// Listens until cancelled, reconnecting with a capped backoff.
 /// A notification's payload is empty or the earliest `run_at` still ahead.
 pub async fn listen(url: String, wake: Arc<Notify>, due: Arc<DueTimes>, cancel: CancellationToken) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     while !cancel.is_cancelled() {
         let connected = async {
             let mut l = PgListener::connect(&url).await?;
@@ -66,13 +67,12 @@ pub async fn listen(url: String, wake: Arc<Notify>, due: Arc<DueTimes>, cancel: 
                 Ok(l) => l,
                 Err(e) => {
                     tracing::debug!(error = %e, "LISTEN connection failed; polling meanwhile");
-                    tokio::select! { _ = cancel.cancelled() => return, _ = tokio::time::sleep(backoff) => {} }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    tokio::select! { _ = cancel.cancelled() => return, _ = tokio::time::sleep(backoff.wait()) => {} }
                     continue;
                 }
             },
         };
-        backoff = Duration::from_millis(200);
+        backoff.reset();
         // Anything enqueued while we were not listening is found by a poll.
         wake.notify_one();
         loop {

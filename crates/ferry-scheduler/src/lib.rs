@@ -12,18 +12,19 @@
 //! Look-ahead: a fire up to `lookahead` ahead is enqueued now as a job whose
 //! `run_at` is the fire time, so a burst of fires in one second is written
 //! before that second and each starts on time. Nothing else changes: a
-//! pause, edit or delete withdraws such jobs (`ferry_store::integrations`),
+//! pause, edit or delete withdraws such jobs (`ferry_queue::jobs::hold`),
 //! and a fire whose previous run is still live under overlap `skip` or
 //! `queue` is not enqueued ahead; it waits for its due time, where the
 //! policy decides as usual.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferry_core::schedule::{fire_key, CatchUp, CompiledSchedule};
+use ferry_core::schedule::{CatchUp, CompiledSchedule};
 use ferry_core::{Clock, OverlapPolicy, RetryPolicy, Trigger};
+use ferry_queue::keys::fire_key;
 use ferry_queue::{NewJob, Queue};
 use ferry_store::Db;
 use sqlx::Row;
@@ -247,18 +248,7 @@ impl Scheduler {
             })
             .map(|d| d.id.to_string())
             .collect();
-        let mut live: HashSet<String> = HashSet::new();
-        for chunk in keyed.chunks(500) {
-            let sql = format!(
-                "SELECT DISTINCT overlap_key FROM jobs WHERE overlap_key IN ({}) AND state IN ('waiting', 'available', 'running')",
-                self.db().placeholders(1, chunk.len())
-            );
-            let mut q = sqlx::query_scalar::<_, String>(&sql);
-            for k in chunk {
-                q = q.bind(k.clone());
-            }
-            live.extend(q.fetch_all(&mut *tx).await?);
-        }
+        let mut live = self.queue.live_overlap_keys(&mut tx, &keyed).await?;
 
         let mut jobs = Vec::new();
         let mut next: Vec<(String, Option<i64>)> = Vec::with_capacity(due.len());

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::AnyConnectOptions;
@@ -12,7 +11,6 @@ use sqlx::{AnyPool, Database, Executor, PgPool};
 
 use crate::error::{Error, Result};
 use crate::health::OutageSwitch;
-use crate::keytail::KeyTail;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -80,9 +78,6 @@ pub struct Db {
     /// connections are a file, not a socket, and are never tested before
     /// use.
     pub finish: Option<PgPool>,
-    /// On SQLite, the idempotency keys not yet merged into `job_keys`
-    /// (`keytail`); on PostgreSQL, `None`: keys go straight there.
-    pub tail: Option<Arc<KeyTail>>,
     pub backend: Backend,
     pub url: String,
 }
@@ -109,7 +104,7 @@ impl ClaimPool {
 }
 
 /// The file an SQLite URL names, if it names one.
-fn sqlite_file(url: &str) -> Option<PathBuf> {
+pub fn sqlite_file(url: &str) -> Option<PathBuf> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))?;
@@ -189,6 +184,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0007_node_failure.sql"),
         postgres: include_str!("../../../migrations/postgres/0007_node_failure.sql"),
     },
+    Migration {
+        version: 8,
+        name: "state_checks",
+        sqlite: include_str!("../../../migrations/sqlite/0008_state_checks.sql"),
+        postgres: include_str!("../../../migrations/postgres/0008_state_checks.sql"),
+    },
 ];
 
 impl Db {
@@ -207,7 +208,7 @@ impl Db {
             };
         let connect = AnyConnectOptions::from_str(&opts.url)
             .map_err(|e| Error::Db(format!("database url: {e}")))?;
-        let (pool, read, claim, finish, tail) = match backend {
+        let (pool, read, claim, finish) = match backend {
             Backend::Sqlite => {
                 let read = pool_options(
                     opts,
@@ -229,9 +230,8 @@ impl Db {
                 )
                 .connect_with(connect)
                 .await?;
-                let tail = KeyTail::for_file(sqlite_file(&opts.url));
                 let claim = ClaimPool::Shared(pool.clone());
-                (pool, read, claim, None, Some(tail))
+                (pool, read, claim, None)
             }
             Backend::Postgres => {
                 let options =
@@ -247,7 +247,7 @@ impl Db {
                 } else {
                     options.connect_with(connect).await?
                 };
-                (pool.clone(), pool, claim, Some(finish), None)
+                (pool.clone(), pool, claim, Some(finish))
             }
         };
         Ok(Db {
@@ -255,7 +255,6 @@ impl Db {
             read,
             claim,
             finish,
-            tail,
             backend,
             url: opts.url.clone(),
         })

@@ -219,12 +219,12 @@ pub enum NextFire {
     Set(Option<i64>),
 }
 
-/// Writes a new revision if the current one is still `expected_revision`.
-/// Fires the scheduler enqueued ahead of their time were planned from the
-/// old revision: they are withdrawn, and with `NextFire::Keep` fired again
-/// from the new one.
+/// Writes a new revision if the current one is still `expected_revision`,
+/// inside the caller's transaction (`ferry_queue`'s edit, which also
+/// withdraws the fires planned from the old revision).
 #[allow(clippy::too_many_arguments)] // each is a distinct part of the write
-pub async fn update(
+pub async fn update_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     db: &Db,
     key: &SecretKey,
     id: Uuid,
@@ -233,8 +233,7 @@ pub async fn update(
     next_fire: NextFire,
     now: i64,
     actor: &str,
-) -> Result<Integration> {
-    let mut tx = db.pool.begin().await?;
+) -> Result<()> {
     let (keep, next_fire_at) = match next_fire {
         NextFire::Keep => (1i64, None),
         NextFire::Set(at) => (0, at),
@@ -251,7 +250,7 @@ pub async fn update(
     .bind(now)
     .bind(id.to_string())
     .bind(expected_revision)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?
     .rows_affected();
     if changed == 0 {
@@ -259,12 +258,8 @@ pub async fn update(
             "the integration changed since it was read; read it again".into(),
         ));
     }
-    let earliest = withdraw_early_fires(db, &mut tx, id, now).await?;
-    if next_fire == NextFire::Keep {
-        refire_from(&mut tx, id, earliest).await?;
-    }
     insert_revision(
-        &mut tx,
+        tx,
         db.backend,
         key,
         id,
@@ -273,102 +268,56 @@ pub async fn update(
         now,
         actor,
     )
-    .await?;
-    tx.commit().await?;
-    get(db, id).await
+    .await
 }
 
-/// Pauses (`false`) or resumes (`true`). A resumed schedule keeps its
-/// `next_fire_at`, so the misfire policy decides what the pause missed;
-/// a pause withdraws fires enqueued ahead of their time, which become
-/// that `next_fire_at` again.
-pub async fn set_enabled(db: &Db, id: Uuid, enabled: bool, now: i64) -> Result<Integration> {
-    let mut tx = db.pool.begin().await?;
+/// Pauses (`false`) or resumes (`true`), inside the caller's transaction
+/// (`ferry_queue`'s pause and resume, which hold or free the jobs). A
+/// resumed schedule keeps its `next_fire_at`, so the misfire policy
+/// decides what the pause missed.
+pub async fn set_enabled_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: Uuid,
+    enabled: bool,
+    now: i64,
+) -> Result<()> {
     let n = sqlx::query("UPDATE integrations SET enabled = $1, updated_at = $2 WHERE id = $3 AND deleted_at IS NULL")
         .bind(enabled as i64)
         .bind(now)
         .bind(id.to_string())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?
         .rows_affected();
     if n == 0 {
         return Err(Error::NotFound);
     }
-    if !enabled {
-        let earliest = withdraw_early_fires(db, &mut tx, id, now).await?;
-        refire_from(&mut tx, id, earliest).await?;
-    }
-    tx.commit().await?;
-    get(db, id).await
+    Ok(())
 }
 
-/// Soft delete: revisions stay, so runs and dead letters keep their history.
-/// Fires enqueued ahead of their time are withdrawn: they had not happened.
-pub async fn delete(db: &Db, id: Uuid, now: i64) -> Result<()> {
-    let mut tx = db.pool.begin().await?;
+/// Soft delete, inside the caller's transaction: revisions stay, so runs
+/// and dead letters keep their history.
+pub async fn delete_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: Uuid,
+    now: i64,
+) -> Result<()> {
     let n = sqlx::query(
         "UPDATE integrations SET deleted_at = $1, enabled = 0, next_fire_at = NULL, updated_at = $1 WHERE id = $2 AND deleted_at IS NULL",
     )
     .bind(now)
     .bind(id.to_string())
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?
     .rows_affected();
     if n == 0 {
         return Err(Error::NotFound);
     }
-    withdraw_early_fires(db, &mut tx, id, now).await?;
-    tx.commit().await?;
     Ok(())
-}
-
-/// Removes the scheduled jobs of `id` whose fire time is still ahead of
-/// `now` (the scheduler enqueues fires up to its look-ahead before they are
-/// due; such a job has never run), with their fire keys so that the same
-/// fire can be enqueued again. Returns the earliest withdrawn fire time.
-///
-/// Callers update the integration's row first: on PostgreSQL that waits for
-/// a scheduler transaction holding it, so its fires are seen here.
-async fn withdraw_early_fires(
-    db: &Db,
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    id: Uuid,
-    now: i64,
-) -> Result<Option<i64>> {
-    let fires: Vec<i64> = sqlx::query_scalar(
-        "DELETE FROM jobs WHERE integration_id = $1 AND trigger = 'schedule' AND attempts = 0 \
-         AND state IN ('available', 'waiting') AND scheduled_for > $2 RETURNING scheduled_for",
-    )
-    .bind(id.to_string())
-    .bind(now)
-    .fetch_all(&mut **tx)
-    .await?;
-    // One statement for the keys (a look-ahead holds a handful of fires),
-    // wherever they are: merged into `job_keys` or still in the tail.
-    for chunk in fires.chunks(400) {
-        let keys: Vec<String> = chunk
-            .iter()
-            .map(|fire| ferry_core::schedule::fire_key(id, *fire))
-            .collect();
-        let sql = format!(
-            "DELETE FROM job_keys WHERE key IN ({})",
-            db.placeholders(1, keys.len())
-        );
-        let mut q = sqlx::query(&sql);
-        for k in &keys {
-            q = q.bind(k.clone());
-        }
-        q.execute(&mut **tx).await?;
-        if let Some(tail) = &db.tail {
-            crate::keytail::delete_keys(db, tail, tx, &keys).await?;
-        }
-    }
-    Ok(fires.into_iter().min())
 }
 
 /// Moves `next_fire_at` back to `earliest` (a withdrawn fire), so that fire
 /// is planned again.
-async fn refire_from(
+pub async fn refire_from(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     id: Uuid,
     earliest: Option<i64>,

@@ -6,7 +6,9 @@
 //!
 //! This crate owns integrations (versioned config, encrypted secrets),
 //! integration state (compare-and-swap), API tokens, node heartbeats, the
-//! store's sealing key and the audit log. It never decides policy: callers validate before writing.
+//! store's sealing key and the audit log. It never reads or writes the
+//! queue's tables (`jobs`, `job_keys`, `runs`, …: `ferry-queue` owns them)
+//! and never decides policy: callers validate before writing.
 
 pub mod audit;
 pub mod crypto;
@@ -15,7 +17,6 @@ pub mod error;
 pub mod health;
 pub mod integrations;
 pub mod keys;
-pub mod keytail;
 pub mod nodes;
 pub mod state;
 pub mod tokens;

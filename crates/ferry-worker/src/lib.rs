@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use ferry_core::liveness::Liveness;
 use ferry_core::metrics::Metrics;
-use ferry_core::{Clock, ConnectorError, Registry, RunContext, RunReport};
+use ferry_core::{Backoff, Clock, ConnectorError, Registry, RunContext, RunReport, RunStatus};
 use ferry_queue::{AttemptEntry, ClaimedJob, Failure, Queue, Success};
 use ferry_store::{integrations, Revision, SecretKey};
 use tokio::sync::{mpsc, Notify};
@@ -564,7 +564,7 @@ impl Worker {
         match result {
             Ok(report) => {
                 self.metrics
-                    .run_finished(&job.connector, "succeeded", elapsed);
+                    .run_finished(&job.connector, RunStatus::Succeeded.as_str(), elapsed);
                 span.in_scope(|| {
                     tracing::info!(
                         records_ok = report.records_ok,
@@ -586,7 +586,7 @@ impl Worker {
                         attempt: job.attempt,
                         started_at: started,
                         finished_at: now,
-                        outcome: "succeeded".into(),
+                        outcome: RunStatus::Succeeded.as_str().into(),
                         error: None,
                         class: None,
                         worker: Some(self.id.clone()),
@@ -621,10 +621,11 @@ impl Worker {
                     }
                 };
                 let outcome = if retry_at.is_some() {
-                    "retrying"
+                    RunStatus::Retrying
                 } else {
-                    "dead"
-                };
+                    RunStatus::Dead
+                }
+                .as_str();
                 self.metrics.run_finished(&job.connector, outcome, elapsed);
                 span.in_scope(|| tracing::info!(error = %err, class, outcome, "run failed"));
                 Outcome::Failed(self.failure(
@@ -643,7 +644,7 @@ impl Worker {
     }
 
     async fn complete_now(&self, batch: Vec<Success>) {
-        let mut delay = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         let mut first_failure: Option<Instant> = None;
         loop {
             let now = self.clock.now_ms();
@@ -699,8 +700,7 @@ impl Worker {
                         break;
                     }
                     tracing::warn!(error = %e, jobs = batch.len(), "cannot record completions; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
+                    tokio::time::sleep(backoff.wait()).await;
                 }
             }
         }

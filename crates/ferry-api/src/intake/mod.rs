@@ -7,27 +7,22 @@
 
 pub mod cache;
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use ferry_core::{InboundRequest, Intake as Decision, Registry, WebhookContext, WebhookError};
-use ferry_queue::forward::{job_key, Verdict, Verifier};
-use ferry_queue::seen::{key_hash as hash, SeenKeys};
+use ferry_queue::forward::{Verdict, Verifier};
+use ferry_queue::keys::{job_key, key_hash as hash, KeyLookup, RecentKeys, SeenKeys, Slot};
 use ferry_queue::spool::{EventJob, HeldRequest, Spool, SpoolError, SpooledEvent};
-use ferry_queue::Queue;
 use ferry_store::{Db, StoreHealth};
-use tokio::sync::{mpsc, oneshot, watch};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 pub use cache::{ConfigCache, Entry};
 
-/// Longest intake waits on the store for something it does not have.
-pub const LOOKUP_TIMEOUT: Duration = Duration::from_millis(500);
+/// Longest intake waits on the store for an integration it does not have
+/// (the hook route and the held-event verifier alike).
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// Why a request is not an event.
 #[derive(Debug)]
@@ -38,8 +33,94 @@ pub enum Refusal {
     UnknownConnector,
 }
 
+/// What intake makes of an inbound request.
+#[derive(Debug)]
+pub enum Decided {
+    /// An event for `entry`'s connector: this job, under this key.
+    Event {
+        entry: Arc<Entry>,
+        job: EventJob,
+        idempotency_key: Option<String>,
+    },
+    /// A provider handshake, answered inline and not kept.
+    Respond {
+        entry: Arc<Entry>,
+        status: u16,
+        content_type: String,
+        body: Vec<u8>,
+    },
+    /// The connector refused it.
+    Refused { entry: Arc<Entry>, why: Refusal },
+    /// No such integration.
+    Missing,
+    /// The store answered, but the integration cannot be read (its
+    /// secrets do not open with this node's key, a corrupt row).
+    Unreadable(String),
+    /// The store cannot say now (down, or slower than `LOOKUP_TIMEOUT`).
+    Unavailable(String),
+}
+
+/// The one way an inbound request is judged, for the hook route (as it
+/// arrives) and for the held-event verifier (once the store answers, with
+/// the clock set to when the request arrived: signature windows are about
+/// the request). The integration comes from the last-known-good cache, or
+/// from the store within `LOOKUP_TIMEOUT`.
+pub struct Inbound {
+    pub db: Db,
+    pub cache: Arc<ConfigCache>,
+    pub registry: Arc<Registry>,
+}
+
+impl Inbound {
+    /// Judges `request` for integration `id` at `at`. With `ask_store`
+    /// false (the store is known to be down) an integration not in the
+    /// cache is `Unavailable` without asking.
+    pub async fn decide(
+        &self,
+        id: Uuid,
+        request: &InboundRequest,
+        at: i64,
+        ask_store: bool,
+    ) -> Decided {
+        let entry = match self.cache.get(id) {
+            Some(e) => e,
+            None if !ask_store => return Decided::Unavailable("the store is unreachable".into()),
+            None => {
+                match tokio::time::timeout(LOOKUP_TIMEOUT, self.cache.fetch(&self.db, id)).await {
+                    Ok(Ok(Some(e))) => e,
+                    Ok(Ok(None)) => return Decided::Missing,
+                    Ok(Err(e)) if e.is_unavailable() => return Decided::Unavailable(e.to_string()),
+                    Ok(Err(e)) => return Decided::Unreadable(e.to_string()),
+                    Err(_) => return Decided::Unavailable("store lookup timed out".into()),
+                }
+            }
+        };
+        match check(&self.registry, &entry, request, at) {
+            Ok(Decision::Accept {
+                idempotency_key,
+                payload,
+            }) => Decided::Event {
+                job: event_job(&entry, payload),
+                entry,
+                idempotency_key,
+            },
+            Ok(Decision::Respond {
+                status,
+                content_type,
+                body,
+            }) => Decided::Respond {
+                entry,
+                status,
+                content_type,
+                body,
+            },
+            Err(why) => Decided::Refused { entry, why },
+        }
+    }
+}
+
 /// Runs the connector's check of `request` against `entry`.
-pub fn check(
+fn check(
     registry: &Registry,
     entry: &Entry,
     request: &InboundRequest,
@@ -60,7 +141,7 @@ pub fn check(
         .map_err(Refusal::Webhook)
 }
 
-pub fn event_job(entry: &Entry, payload: String) -> EventJob {
+fn event_job(entry: &Entry, payload: String) -> EventJob {
     EventJob {
         tenant: entry.tenant.clone(),
         connector: entry.connector.clone(),
@@ -79,147 +160,6 @@ pub fn held_request(request: &InboundRequest) -> HeldRequest {
     }
 }
 
-/// Idempotency keys seen recently, so a provider's retry is answered with
-/// the first `event_id` without asking the store, even while the first
-/// copy is still being written. Bounded; older keys are asked of the store.
-pub struct RecentKeys {
-    inner: Mutex<Keys>,
-    cap: usize,
-}
-
-#[derive(Default)]
-struct Keys {
-    map: HashMap<u64, Slot>,
-    order: VecDeque<u64>,
-}
-
-#[derive(Clone)]
-enum Slot {
-    /// Being appended; the receiver says whether it made it.
-    Writing(watch::Receiver<Option<bool>>),
-    Durable(Uuid),
-}
-
-impl RecentKeys {
-    pub fn new(cap: usize) -> RecentKeys {
-        RecentKeys {
-            inner: Mutex::new(Keys::default()),
-            cap: cap.max(1),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Keys> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn insert(&self, keys: &mut Keys, h: u64, slot: Slot) {
-        if keys.map.insert(h, slot).is_none() {
-            keys.order.push_back(h);
-        }
-        while keys.order.len() > self.cap {
-            let Some(old) = keys.order.pop_front() else {
-                break;
-            };
-            keys.map.remove(&old);
-        }
-    }
-
-    pub fn remember(&self, key: &str, event_id: Uuid) {
-        let mut keys = self.lock();
-        self.insert(&mut keys, hash(key), Slot::Durable(event_id));
-    }
-
-    fn get(&self, h: u64) -> Option<Slot> {
-        self.lock().map.get(&h).cloned()
-    }
-
-    /// Reserves `h` for an event being written unless someone holds it
-    /// already.
-    fn reserve(&self, h: u64) -> Option<watch::Sender<Option<bool>>> {
-        let mut keys = self.lock();
-        if keys.map.contains_key(&h) {
-            return None;
-        }
-        let (tx, rx) = watch::channel(None);
-        self.insert(&mut keys, h, Slot::Writing(rx));
-        Some(tx)
-    }
-
-    fn finish(&self, h: u64, event_id: Uuid, ok: bool, tx: watch::Sender<Option<bool>>) {
-        {
-            let mut keys = self.lock();
-            if ok {
-                keys.map.insert(h, Slot::Durable(event_id));
-            } else {
-                keys.map.remove(&h);
-            }
-        }
-        let _ = tx.send(Some(ok));
-    }
-}
-
-type Ask = (String, oneshot::Sender<Option<Uuid>>);
-
-/// Asks the store about idempotency keys older than `RecentKeys` holds,
-/// many per query: keys asked while one query runs form the next (the
-/// same grouping as the spool's commits), so the store sees one read per
-/// batch rather than one per webhook.
-pub struct KeyLookup {
-    tx: mpsc::UnboundedSender<Ask>,
-    /// Keys asked of the store.
-    pub asked: AtomicU64,
-}
-
-/// Keys asked in one query at most.
-const LOOKUP_BATCH: usize = 400;
-
-impl KeyLookup {
-    pub fn spawn(queue: Queue, tracker: &TaskTracker, cancel: CancellationToken) -> KeyLookup {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Ask>();
-        tracker.spawn(async move {
-            loop {
-                let first = tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    m = rx.recv() => match m {
-                        Some(m) => m,
-                        None => return,
-                    },
-                };
-                let mut batch = vec![first];
-                while batch.len() < LOOKUP_BATCH {
-                    match rx.try_recv() {
-                        Ok(m) => batch.push(m),
-                        Err(_) => break,
-                    }
-                }
-                let keys: Vec<String> = batch.iter().map(|(k, _)| k.clone()).collect();
-                let found = match queue.events_for_keys(&keys).await {
-                    Ok(found) => found,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "idempotency key lookup failed");
-                        HashMap::new()
-                    }
-                };
-                for (k, reply) in batch {
-                    let _ = reply.send(found.get(&k).copied());
-                }
-            }
-        });
-        KeyLookup {
-            tx,
-            asked: AtomicU64::new(0),
-        }
-    }
-
-    /// The first event id under `key`, if the store knows one.
-    pub async fn get(&self, key: String) -> Option<Uuid> {
-        let (reply, rx) = oneshot::channel();
-        self.asked.fetch_add(1, Ordering::Relaxed);
-        self.tx.send((key, reply)).ok()?;
-        rx.await.ok().flatten()
-    }
-}
-
 /// What became of an accepted request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Accepted {
@@ -228,6 +168,8 @@ pub struct Accepted {
 }
 
 pub struct Intake {
+    /// How a request is judged (shared with the held-event verifier).
+    pub inbound: Arc<Inbound>,
     pub spool: Spool,
     pub cache: Arc<ConfigCache>,
     pub keys: RecentKeys,
@@ -316,59 +258,21 @@ impl Intake {
     }
 }
 
-/// Verifies held events for the forwarder, as intake would have, with the
-/// clock set to when the event arrived (signature timestamp windows are
-/// about the request, not about when the store came back).
+/// Verifies held events for the forwarder, as intake would have
+/// (`Inbound::decide`, at the time the event arrived).
 pub struct HeldVerifier {
-    pub db: Db,
-    pub cache: Arc<ConfigCache>,
-    pub registry: Arc<Registry>,
+    pub inbound: Arc<Inbound>,
 }
 
 #[async_trait::async_trait]
 impl Verifier for HeldVerifier {
     async fn verify(&self, event: &SpooledEvent, held: &HeldRequest) -> Verdict {
-        // The first held event of an integration brings it into the cache;
-        // the rest are checked from there (the refresh loop keeps it current).
-        let cached = self.cache.get(event.integration_id);
-        let fetched = match cached {
-            Some(e) => Ok(Ok(Some(e))),
-            None => {
-                tokio::time::timeout(
-                    LOOKUP_TIMEOUT * 4,
-                    self.cache.fetch(&self.db, event.integration_id),
-                )
-                .await
-            }
-        };
-        let entry = match fetched {
-            Ok(Ok(Some(e))) => e,
-            Ok(Ok(None)) => {
-                return Verdict::Park {
-                    reason: "the integration does not exist".into(),
-                    tenant: None,
-                    connector: None,
-                }
-            }
-            Ok(Err(e)) if e.is_unavailable() => return Verdict::Unavailable(e.to_string()),
-            // The store answered, but the integration cannot be read (its
-            // secrets do not open with this node's key, a corrupt row).
-            Ok(Err(e)) => {
-                return Verdict::Park {
-                    reason: format!("cannot read the integration: {e}"),
-                    tenant: None,
-                    connector: None,
-                }
-            }
-            Err(_) => return Verdict::Unavailable("store lookup timed out".into()),
-        };
-        let park = |reason: String| Verdict::Park {
-            reason,
-            tenant: Some(entry.tenant.clone()),
-            connector: Some(entry.connector.clone()),
-        };
         let Ok(body) = base64::engine::general_purpose::STANDARD.decode(&held.body) else {
-            return park("held body is not base64".into());
+            return Verdict::Park {
+                reason: "held body is not base64".into(),
+                tenant: None,
+                connector: None,
+            };
         };
         let request = InboundRequest {
             url: held.url.clone(),
@@ -376,50 +280,50 @@ impl Verifier for HeldVerifier {
             headers: held.headers.clone(),
             body,
         };
-        match check(&self.registry, &entry, &request, event.received_at) {
-            Ok(Decision::Accept {
+        // The first held event of an integration brings it into the cache;
+        // the rest are checked from there (the refresh loop keeps it current).
+        let park = |reason: String, entry: Option<&Entry>| Verdict::Park {
+            reason,
+            tenant: entry.map(|e| e.tenant.clone()),
+            connector: entry.map(|e| e.connector.clone()),
+        };
+        match self
+            .inbound
+            .decide(event.integration_id, &request, event.received_at, true)
+            .await
+        {
+            Decided::Event {
+                job,
                 idempotency_key,
-                payload,
-            }) => Verdict::Accept {
-                job: event_job(&entry, payload),
+                ..
+            } => Verdict::Accept {
+                job,
                 idempotency_key,
             },
-            Ok(Decision::Respond { .. }) => park("a provider handshake; nothing to keep".into()),
-            Err(Refusal::UnknownConnector) => park(format!(
-                "connector {} is not in this build",
-                entry.connector
-            )),
-            Err(Refusal::Webhook(e)) => park(e.to_string()),
+            Decided::Respond { entry, .. } => {
+                park("a provider handshake; nothing to keep".into(), Some(&entry))
+            }
+            Decided::Refused {
+                entry,
+                why: Refusal::UnknownConnector,
+            } => park(
+                format!("connector {} is not in this build", entry.connector),
+                Some(&entry),
+            ),
+            Decided::Refused {
+                entry,
+                why: Refusal::Webhook(e),
+            } => park(e.to_string(), Some(&entry)),
+            Decided::Missing => park("the integration does not exist".into(), None),
+            Decided::Unreadable(e) => park(format!("cannot read the integration: {e}"), None),
+            Decided::Unavailable(e) => Verdict::Unavailable(e),
         }
     }
 
     fn keeps_order(&self, connector: &str) -> bool {
-        self.registry
+        self.inbound
+            .registry
             .resolve(connector, None)
             .is_ok_and(|r| r.connector.keeps_event_order())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn recent_keys_are_bounded_and_remember_the_first_event() {
-        let keys = RecentKeys::new(3);
-        let ids: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
-        for (i, id) in ids.iter().enumerate() {
-            keys.remember(&format!("k{i}"), *id);
-        }
-        assert!(keys.get(hash("k0")).is_none(), "oldest evicted");
-        match keys.get(hash("k3")) {
-            Some(Slot::Durable(id)) => assert_eq!(id, ids[3]),
-            _ => panic!("k3 remembered"),
-        }
-        let h = hash("new");
-        let tx = keys.reserve(h).expect("free");
-        assert!(keys.reserve(h).is_none(), "held by the first");
-        keys.finish(h, ids[0], false, tx);
-        assert!(keys.reserve(h).is_some(), "a failed write frees it");
     }
 }

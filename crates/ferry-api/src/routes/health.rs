@@ -99,7 +99,7 @@ fn forward_state(state: &AppState) -> ForwardState {
         (status = 503, description = "Degraded: the store is unreachable; webhooks still go into the spool", body = Readiness),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
-    let lag = state.scheduler.as_ref().map(|s| s.lag_seconds());
+    let lag = state.scheduler_lag.as_ref().map(|lag| lag());
     let spool = spool_figures(&state);
     let node = state.node_id.clone();
     let forward = forward_state(&state);
@@ -194,7 +194,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         (
             "ferry_key_tail_keys",
             String::new(),
-            state.db.tail.as_ref().map_or(0.0, |t| t.len() as f64),
+            state.queue.tail.as_ref().map_or(0.0, |t| t.len() as f64),
         ),
         (
             "ferry_spool_rejected_total",
@@ -235,24 +235,15 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     // `ferry_store_up` is kept by the heartbeat and the forwarder; a scrape
     // only reads. If the store is down these queries fail and are left out.
     if let Ok(counts) = state.queue.counts().await {
-        for st in ["waiting", "available", "running", "held"] {
-            let n = counts
-                .iter()
-                .find(|(s, _)| s == st)
-                .map(|(_, n)| *n)
-                .unwrap_or(0);
-            extra.push(("ferry_jobs", labels(&[("state", st)]), n as f64));
+        for (st, n) in counts {
+            extra.push(("ferry_jobs", labels(&[("state", st.as_str())]), n as f64));
         }
     }
     if let Ok(n) = state.queue.dead_letter_count().await {
         extra.push(("ferry_dead_letters", String::new(), n as f64));
     }
-    if let Some(s) = &state.scheduler {
-        extra.push((
-            "ferry_scheduler_lag_seconds",
-            String::new(),
-            s.lag_seconds(),
-        ));
+    if let Some(lag) = &state.scheduler_lag {
+        extra.push(("ferry_scheduler_lag_seconds", String::new(), lag()));
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -11,11 +11,11 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use ferry_core::{InboundRequest, Intake as Decision, WebhookError};
+use ferry_core::{InboundRequest, WebhookError};
 use ferry_queue::spool::{SpoolError, SpooledEvent};
 
 use crate::error::{ApiError, ApiResult};
-use crate::intake::{self, Refusal, LOOKUP_TIMEOUT};
+use crate::intake::{self, Decided, Refusal};
 use crate::schema::{ErrorBody, EventAccepted};
 use crate::AppState;
 
@@ -120,67 +120,50 @@ async fn handle(state: &AppState, id: &str, sub_path: String, req: Request) -> A
     };
 
     let intake = &state.intake;
-    let entry = match intake.cache.get(id) {
-        Some(e) => Some(e),
-        None if intake.health.is_up() => {
-            match tokio::time::timeout(LOOKUP_TIMEOUT * 2, intake.cache.fetch(&state.db, id)).await
-            {
-                Ok(Ok(Some(e))) => Some(e),
-                Ok(Ok(None)) => return Err(unknown()),
-                Ok(Err(e)) => {
-                    tracing::warn!(integration_id = %id, error = %e, "store lookup failed; holding the event for later verification");
-                    None
-                }
-                Err(_) => {
-                    tracing::warn!(integration_id = %id, "store lookup timed out; holding the event for later verification");
-                    None
-                }
-            }
+    let ask_store = intake.health.is_up();
+    let connector = match intake.inbound.decide(id, &inbound, now, ask_store).await {
+        Decided::Event {
+            entry,
+            job,
+            idempotency_key,
+        } => {
+            event.idempotency_key = idempotency_key;
+            event.job = Some(job);
+            entry.connector.clone()
         }
-        None => None,
-    };
-    let connector = match &entry {
-        None => {
-            // Never seen and the store cannot say: keep it, verify later.
+        Decided::Respond {
+            status,
+            content_type,
+            body,
+            ..
+        } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            return Ok((status, [(header::CONTENT_TYPE, content_type)], body).into_response());
+        }
+        Decided::Refused { why, .. } => {
+            return Err(match why {
+                Refusal::UnknownConnector => unknown(),
+                Refusal::Webhook(WebhookError::Unauthorized(m)) => {
+                    ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", m)
+                }
+                Refusal::Webhook(WebhookError::Malformed(m)) => {
+                    ApiError::bad_request("malformed_body", m)
+                }
+                Refusal::Webhook(WebhookError::NotSupported) => ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "webhooks_not_supported",
+                    "this integration does not accept webhooks",
+                ),
+            })
+        }
+        Decided::Missing => return Err(unknown()),
+        // Never seen and the store cannot say: keep it, verify later.
+        Decided::Unavailable(why) | Decided::Unreadable(why) => {
+            if ask_store {
+                tracing::warn!(integration_id = %id, error = %why, "store lookup failed; holding the event for later verification");
+            }
             event.held = Some(intake::held_request(&inbound));
             "unknown".to_string()
-        }
-        Some(entry) => {
-            let decision =
-                intake::check(&state.registry, entry, &inbound, now).map_err(|r| match r {
-                    Refusal::UnknownConnector => unknown(),
-                    Refusal::Webhook(WebhookError::Unauthorized(m)) => {
-                        ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", m)
-                    }
-                    Refusal::Webhook(WebhookError::Malformed(m)) => {
-                        ApiError::bad_request("malformed_body", m)
-                    }
-                    Refusal::Webhook(WebhookError::NotSupported) => ApiError::new(
-                        StatusCode::NOT_FOUND,
-                        "webhooks_not_supported",
-                        "this integration does not accept webhooks",
-                    ),
-                })?;
-            match decision {
-                Decision::Respond {
-                    status,
-                    content_type,
-                    body,
-                } => {
-                    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-                    return Ok(
-                        (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
-                    );
-                }
-                Decision::Accept {
-                    idempotency_key,
-                    payload,
-                } => {
-                    event.idempotency_key = idempotency_key;
-                    event.job = Some(intake::event_job(entry, payload));
-                    entry.connector.clone()
-                }
-            }
         }
     };
     let held = event.held.is_some();

@@ -322,17 +322,18 @@ pub async fn patch(
     } else {
         integrations::NextFire::Keep
     };
-    let updated = integrations::update(
-        &state.db,
-        &state.key,
-        current.id,
-        current.revision,
-        &spec,
-        next,
-        now,
-        &who.actor,
-    )
-    .await?;
+    let updated = state
+        .queue
+        .edit_integration(
+            &state.key,
+            current.id,
+            current.revision,
+            &spec,
+            next,
+            now,
+            &who.actor,
+        )
+        .await?;
     // Intake verifies the next webhook against the new revision.
     state.intake.cache.forget(current.id);
     let changed: Vec<&str> = [
@@ -373,7 +374,7 @@ pub async fn delete(
     who.require(Role::Admin)?;
     let i = load(&state, &who, &id).await?;
     let now = state.clock.now_ms();
-    integrations::delete(&state.db, i.id, now).await?;
+    state.queue.delete_integration(i.id, now).await?;
     state.intake.cache.forget(i.id);
     ferry_store::audit::record(
         &state.db.pool,
@@ -396,9 +397,13 @@ async fn set_enabled(
     who.require(Role::Operator)?;
     let i = load(state, who, id).await?;
     let now = state.clock.now_ms();
-    let updated = integrations::set_enabled(&state.db, i.id, enabled, now).await?;
+    // One transaction: the flag, the held jobs and the withdrawn fires.
+    let updated = if enabled {
+        state.queue.resume_integration(i.id, now).await?
+    } else {
+        state.queue.pause_integration(i.id, now).await?
+    };
     state.intake.cache.forget(i.id);
-    state.queue.set_held(i.id, !enabled, now).await?;
     let action = if enabled {
         "integration.resume"
     } else {

@@ -1,3 +1,7 @@
+//! The spool's tests: what survives a restart or a crash, a second
+//! process, a full spool, torn and flipped records, and a property test
+//! of random operations against a model.
+
 use std::collections::BTreeSet;
 use std::io::Write;
 

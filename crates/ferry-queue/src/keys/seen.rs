@@ -23,16 +23,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use ferry_core::Backoff;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::forward::HOOK_PREFIX;
+use super::{job_key, key_hash, HOOK_PREFIX};
 use crate::spool::Spool;
 use crate::{Queue, Result};
-
-/// The hash intake keys by, here and in its recent-keys window (the same
-/// one the store's key tail uses).
-pub use ferry_store::keytail::key_hash;
 
 const PROBES: u64 = 4;
 /// Bits per key a filter is sized for: with four probes, about 0.7% of
@@ -179,7 +176,7 @@ impl SeenKeys {
         // store before the store is read.
         for (_, ev) in spool.pending(usize::MAX) {
             if let (Some(k), Some(_)) = (&ev.idempotency_key, &ev.job) {
-                bloom.insert(key_hash(&crate::forward::job_key(&ev, Some(k))));
+                bloom.insert(key_hash(&job_key(&ev, Some(k))));
                 n += 1;
             }
         }
@@ -209,14 +206,14 @@ impl SeenKeys {
     /// load (the store is down) is retried with a capped backoff; until one
     /// succeeds every key is looked up as before.
     pub async fn run(self: Arc<Self>, spool: Spool, queue: Queue, cancel: CancellationToken) {
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         loop {
             let wait = match self.rebuild(&spool, &queue).await {
                 Ok(n) => {
                     let built = tokio::time::Instant::now();
                     let bytes = self.read().current.as_ref().map_or(0, |b| b.bytes());
                     tracing::info!(keys = n, bytes, "idempotency key filter loaded");
-                    backoff = Duration::from_secs(1);
+                    backoff.reset();
                     // A request made while the old filter was still in
                     // place may wake this early: look before rebuilding.
                     while !self.over_capacity() {
@@ -229,9 +226,7 @@ impl SeenKeys {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "cannot load the idempotency key filter yet");
-                    let wait = backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(60));
-                    wait
+                    backoff.wait()
                 }
             };
             tokio::select! {

@@ -1,5 +1,7 @@
 //! Assembling a node: store, queue, scheduler, worker and HTTP server as
-//! owned tasks under one `CancellationToken` and `TaskTracker`.
+//! owned tasks under one `CancellationToken` and `TaskTracker`. The only
+//! crate that knows every other one: the API serves HTTP over the store
+//! and the queue, and is handed what it shows of the rest.
 //! `Running::shutdown` stops claiming, lets in-flight runs finish within
 //! the grace period, releases the rest, and waits for every task.
 
@@ -9,9 +11,9 @@ use std::time::Duration;
 
 use ferry_core::metrics::Metrics;
 use ferry_core::schedule::CatchUp;
-use ferry_core::{Clock, Registry};
+use ferry_core::{Backoff, Clock, Registry};
 use ferry_queue::forward::Forwarder;
-use ferry_queue::seen::SeenKeys;
+use ferry_queue::keys::{KeyLookup, RecentKeys, SeenKeys};
 use ferry_queue::spool::{Spool, SpoolConfig};
 use ferry_queue::Queue;
 use ferry_scheduler::{Scheduler, SchedulerConfig};
@@ -20,9 +22,11 @@ use ferry_worker::{Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
-use crate::intake::{ConfigCache, HeldVerifier, Intake, KeyLookup, RecentKeys};
-use crate::AppState;
+pub mod config;
+
+pub use config::Config;
+use ferry_api::intake::{ConfigCache, HeldVerifier, Inbound, Intake};
+use ferry_api::AppState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -129,7 +133,7 @@ async fn connect(config: &Config, lazy: bool) -> Result<Db, StartError> {
 
 /// Retries migrations until they apply (the store may be down at start).
 async fn migrated(db: &Db, health: &StoreHealth, cancel: &CancellationToken) -> bool {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         match db.migrate().await {
             Ok(()) => return true,
@@ -141,9 +145,8 @@ async fn migrated(db: &Db, health: &StoreHealth, cancel: &CancellationToken) -> 
         }
         tokio::select! {
             _ = cancel.cancelled() => return false,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.wait()) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -158,7 +161,7 @@ pub const KEY_MERGE_IDLE: Duration = Duration::from_secs(2);
 /// it is long or quiet.
 async fn merge_key_tail(
     queue: Queue,
-    tail: Arc<ferry_store::keytail::KeyTail>,
+    tail: Arc<ferry_queue::keys::tail::KeyTail>,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) {
@@ -266,7 +269,13 @@ pub async fn start(
         config.data_dir.join("config-snapshot"),
         key.clone(),
     ));
+    let inbound = Arc::new(Inbound {
+        db: db.clone(),
+        cache: cache.clone(),
+        registry: registry.clone(),
+    });
     let intake = Arc::new(Intake {
+        inbound: inbound.clone(),
         spool: spool.clone(),
         cache: cache.clone(),
         keys: RecentKeys::new(config.intake.dedup_window),
@@ -279,11 +288,7 @@ pub async fn start(
     let forwarder = Arc::new(Forwarder::new(
         spool,
         queue.clone(),
-        Arc::new(HeldVerifier {
-            db: db.clone(),
-            cache: cache.clone(),
-            registry: registry.clone(),
-        }),
+        Arc::new(HeldVerifier { inbound }),
         clock.clone(),
         health.clone(),
         config.spool.forward_batch,
@@ -341,7 +346,7 @@ pub async fn start(
         )
     });
 
-    let operations = Arc::new(crate::operations::Operations {
+    let operations = Arc::new(ferry_api::operations::Operations {
         queue: queue.clone(),
         node_id: node_id.clone(),
         clock: clock.clone(),
@@ -400,7 +405,7 @@ pub async fn start(
                     cancel2.clone(),
                 ));
             }
-            if let Some(tail) = db.tail.clone() {
+            if let Some(tail) = forwarder.queue.tail.clone() {
                 tracker2.spawn(merge_key_tail(
                     forwarder.queue.clone(),
                     tail,
@@ -409,7 +414,7 @@ pub async fn start(
                 ));
             }
             tracker2.spawn(forwarder.run(cancel2.clone()));
-            tracker2.spawn(crate::operations::Operations::clone(&ops).sweep());
+            tracker2.spawn(ferry_api::operations::Operations::clone(&ops).sweep());
             if let Some(s) = scheduler {
                 tracker2.spawn(s.run(cancel2.clone()));
             }
@@ -449,7 +454,7 @@ pub async fn start(
     }
 
     let fingerprints = key.fingerprints().join(",");
-    let state = AppState::new(crate::Shared {
+    let state = AppState::new(ferry_api::Shared {
         db: db.clone(),
         queue: queue.clone(),
         registry,
@@ -462,7 +467,8 @@ pub async fn start(
             .clone()
             .filter(|t| !t.is_empty())
             .map(Arc::from),
-        scheduler,
+        scheduler_lag: scheduler
+            .map(|s| -> Arc<dyn Fn() -> f64 + Send + Sync> { Arc::new(move || s.lag_seconds()) }),
         max_body_bytes: config.intake.max_body_bytes,
         node_id,
         intake,
@@ -516,7 +522,7 @@ pub async fn start(
         let addr = listener
             .local_addr()
             .map_err(|e| StartError::Listen(config.listen, e))?;
-        let app = crate::routes::app(state.clone());
+        let app = ferry_api::routes::app(state.clone());
         let stop = cancel.clone();
         tracker.spawn(async move {
             let served = axum::serve(listener, app)

@@ -22,7 +22,6 @@
 //! it, and only this process writes the file (one node per SQLite store).
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -30,15 +29,8 @@ use std::time::{Duration, Instant};
 
 use sqlx::{AnyPool, Row};
 
-use crate::error::Result;
-use crate::Db;
-
-/// The hash keys are found by, here and in intake's filters.
-pub fn key_hash(key: &str) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    key.hash(&mut h);
-    h.finish()
-}
+use super::key_hash;
+use crate::Result;
 
 #[derive(Default)]
 struct Seqs {
@@ -218,38 +210,6 @@ impl KeyTail {
             .elapsed()
             .saturating_sub(Duration::from_millis(last))
     }
-}
-
-/// Deletes `keys` from the tail, inside the caller's transaction.
-pub async fn delete_keys(
-    db: &Db,
-    tail: &KeyTail,
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    keys: &[String],
-) -> Result<()> {
-    tail.ready(&db.read).await?;
-    let mut seqs = Vec::new();
-    for k in keys {
-        tail.candidates(key_hash(k), &mut seqs);
-    }
-    // The rows under these hashes that hold one of the keys (not another
-    // key with the same hash).
-    for chunk in seqs.chunks(400) {
-        let sql = format!(
-            "DELETE FROM job_keys_tail WHERE seq IN ({}) AND key IN ({})",
-            db.placeholders(1, chunk.len()),
-            db.placeholders(chunk.len() + 1, keys.len())
-        );
-        let mut q = sqlx::query(&sql);
-        for s in chunk {
-            q = q.bind(*s);
-        }
-        for k in keys {
-            q = q.bind(k.clone());
-        }
-        q.execute(&mut **tx).await?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
