@@ -409,15 +409,20 @@ fn the_import_circle_check_sees_a_circle() {
     );
 }
 
-/// The states a migration's CHECK names for `column`, in order.
+/// The values a migration's CHECK allows `column` (`column = 'a' OR
+/// column = 'b' …`), in order.
 fn check_list(sql: &str, column: &str) -> Vec<String> {
     let at = sql
-        .find(&format!("CHECK ({column} IN ("))
+        .find(&format!("CHECK ({column} = "))
         .unwrap_or_else(|| panic!("no CHECK on {column}"));
-    let rest = &sql[at..];
-    let list = &rest[rest.find("IN (").expect("IN") + 4..rest.find("))").expect("))")];
-    list.split(',')
-        .map(|s| s.trim().trim_matches('\'').to_string())
+    let rest = &sql[at + "CHECK (".len()..];
+    let list = &rest[..rest.find(')').expect(")")];
+    list.split(" OR ")
+        .map(|term| {
+            let (col, value) = term.split_once(" = ").expect("column = 'value'");
+            assert_eq!(col.trim(), column, "{term}");
+            value.trim().trim_matches('\'').to_string()
+        })
         .collect()
 }
 

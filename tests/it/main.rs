@@ -8,6 +8,7 @@ mod connectors;
 mod demo;
 mod e2e;
 mod harness;
+mod house;
 mod multinode;
 mod node_failure;
 mod operations;

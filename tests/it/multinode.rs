@@ -97,7 +97,8 @@ async fn two_schedulers_fire_each_fire_once_postgres() {
         .await,
         4_000
     );
-    let per = ferry_scheduler::jobs_per_integration(&a)
+    let per = ferry_queue::Queue::new(a.clone())
+        .jobs_per_integration()
         .await
         .expect("per integration");
     assert!(ids.iter().all(|id| per.get(&id.to_string()) == Some(&20)));

@@ -280,6 +280,20 @@ pub(crate) fn dl_where(f: &DeadLetterFilter, pending_only: bool) -> DlWhere {
 }
 
 impl Queue {
+    /// How many jobs each integration has made, live or finished (for
+    /// tests and benchmarks that count fires).
+    pub async fn jobs_per_integration(&self) -> Result<std::collections::HashMap<String, i64>> {
+        let rows = sqlx::query(
+            "SELECT integration_id, COUNT(*) AS n FROM (SELECT integration_id FROM jobs UNION ALL \
+             SELECT integration_id FROM runs) t GROUP BY integration_id",
+        )
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("integration_id")?, r.try_get("n")?)))
+            .collect()
+    }
+
     /// Deletes history older than `before`: finished runs and idempotency
     /// keys. Dead letters are kept until discarded or replayed.
     pub async fn prune_history(&self, before: i64) -> Result<u64> {

@@ -384,15 +384,3 @@ impl Scheduler {
         }
     }
 }
-
-/// Counts per integration of jobs enqueued, for tests and benchmarks.
-pub async fn jobs_per_integration(db: &Db) -> Result<HashMap<String, i64>> {
-    let rows = sqlx::query(
-        "SELECT integration_id, COUNT(*) AS n FROM (SELECT integration_id FROM jobs UNION ALL SELECT integration_id FROM runs) t GROUP BY integration_id",
-    )
-    .fetch_all(&db.pool)
-    .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get("integration_id")?, r.try_get("n")?)))
-        .collect()
-}
