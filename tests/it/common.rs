@@ -197,3 +197,26 @@ pub async fn count(db: &Db, sql: &str) -> i64 {
         .await
         .expect("count query")
 }
+
+/// An event job of `i` due at `run_at` with `max_attempts`, carrying
+/// `payload` and a fresh event id.
+pub fn event_job(
+    i: &Integration,
+    run_at: i64,
+    max_attempts: i64,
+    payload: &str,
+) -> ferry_queue::NewJob {
+    ferry_queue::NewJob {
+        event_id: Some(ferry_core::new_id()),
+        payload: Some(payload.to_string()),
+        ..ferry_queue::NewJob::new(
+            i.id,
+            &i.tenant,
+            &i.connector,
+            i.revision,
+            ferry_core::Trigger::Event,
+            run_at,
+            max_attempts,
+        )
+    }
+}

@@ -13,18 +13,8 @@ const T0: i64 = 1_800_000_000_000;
 
 fn job(i: &ferry_store::Integration, run_at: i64, key: Option<&str>) -> NewJob {
     NewJob {
-        event_id: Some(ferry_core::new_id()),
-        payload: Some(r#"{"n":1}"#.into()),
         idempotency_key: key.map(str::to_string),
-        ..NewJob::new(
-            i.id,
-            &i.tenant,
-            &i.connector,
-            i.revision,
-            Trigger::Event,
-            run_at,
-            2,
-        )
+        ..event_job(i, run_at, 2, r#"{"n":1}"#)
     }
 }
 

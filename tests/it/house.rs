@@ -1,7 +1,7 @@
 //! The state machine in the schema, and an integration's changes with
 //! their jobs in one transaction: on SQLite and PostgreSQL.
 
-use ferry_core::{JobState, Trigger};
+use ferry_core::JobState;
 use ferry_queue::{NewJob, Queue};
 use ferry_store::integrations::NextFire;
 use ferry_store::{Db, Integration};
@@ -11,18 +11,7 @@ use crate::common::*;
 const T0: i64 = 1_800_000_000_000;
 
 fn job(i: &Integration, run_at: i64) -> NewJob {
-    NewJob {
-        payload: Some("{}".into()),
-        ..NewJob::new(
-            i.id,
-            &i.tenant,
-            &i.connector,
-            i.revision,
-            Trigger::Event,
-            run_at,
-            3,
-        )
-    }
+    event_job(i, run_at, 3, "{}")
 }
 
 async fn states(db: &Db, i: &Integration) -> Vec<String> {

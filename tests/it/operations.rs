@@ -2,7 +2,6 @@
 //! a dead node's operation is taken over and finished without replaying
 //! anything twice, and dead letters arriving after the start are left alone.
 
-use ferry_core::Trigger;
 use ferry_queue::{DeadLetterFilter, Failure, NewJob, OperationStatus, Queue, Step};
 use ferry_store::Db;
 
@@ -14,19 +13,7 @@ const T0: i64 = 1_800_000_000_000;
 /// due at `now`, claimed then, dead at `dead_at`.
 async fn dead_letters(q: &Queue, i: &ferry_store::Integration, n: usize, now: i64, dead_at: i64) {
     let jobs: Vec<NewJob> = (0..n)
-        .map(|k| NewJob {
-            event_id: Some(ferry_core::new_id()),
-            payload: Some(format!(r#"{{"n":{k}}}"#)),
-            ..NewJob::new(
-                i.id,
-                &i.tenant,
-                &i.connector,
-                i.revision,
-                Trigger::Event,
-                now,
-                1,
-            )
-        })
+        .map(|k| event_job(i, now, 1, &format!(r#"{{"n":{k}}}"#)))
         .collect();
     for chunk in jobs.chunks(500) {
         q.enqueue(chunk, now).await.expect("enqueue");
