@@ -305,44 +305,12 @@ pub async fn start(
         ));
     }
 
-    let scheduler = config.has_role("scheduler").then(|| {
-        Arc::new(Scheduler::new(
-            queue.clone(),
-            SchedulerConfig {
-                tick: config.scheduler.tick,
-                batch: 1000,
-                catch_up: CatchUp {
-                    grace_ms: config.scheduler.misfire_grace.as_millis() as i64,
-                    window_ms: config.scheduler.catchup_window.as_millis() as i64,
-                    max_fires: config.scheduler.max_catchup_fires,
-                },
-                lookahead: config.scheduler.lookahead,
-            },
-            clock.clone(),
-        ))
-    });
-
+    let scheduler = config
+        .has_role("scheduler")
+        .then(|| new_scheduler(config, &queue, &clock));
     let worker = config.has_role("worker").then(|| {
-        Worker::new(
-            node_id.clone(),
-            queue.clone(),
-            key.clone(),
-            registry.clone(),
-            clock.clone(),
-            WorkerConfig {
-                concurrency: config.worker.concurrency,
-                per_tenant: config.worker.per_tenant,
-                claim_batch: config.worker.claim_batch,
-                lease: config.worker.lease,
-                heartbeat_every: config.worker.lease / 3,
-                poll: config.worker.poll,
-                job_timeout: config.worker.job_timeout,
-                shutdown_grace: config.worker.shutdown_grace,
-                rescue_every: Duration::from_secs(2).min(config.worker.lease / 2),
-                node_dead_after: config.worker.node_dead_after,
-                liveness: Some(liveness.clone()),
-            },
-            metrics.clone(),
+        new_worker(
+            config, &node_id, &queue, &key, &registry, &clock, &liveness, &metrics,
         )
     });
 
@@ -356,102 +324,36 @@ pub async fn start(
 
     // Everything that needs the schema waits for the migrations; intake and
     // the HTTP server do not.
-    {
-        let (db, health, cancel2, tracker2) =
-            (db.clone(), health.clone(), cancel.clone(), tracker.clone());
-        let (scheduler, worker, forwarder) = (scheduler.clone(), worker.clone(), forwarder.clone());
-        let ops = operations.clone();
-        let metrics2 = metrics.clone();
-        let (key, fatal, config2, clock2) =
-            (key.clone(), fatal.clone(), config.clone(), clock.clone());
-        let previous_life = previous_life.clone();
-        tracker.spawn(async move {
-            if !migrated(&db, &health, &cancel2).await {
-                return;
-            }
-            if !key_checked {
-                match check_key(&db, &key, generated, &config2).await {
-                    KeyCheck::Passed => {}
-                    KeyCheck::Refused(why) => {
-                        tracing::error!("{why}");
-                        fatal.raise(why);
-                        return;
-                    }
-                    KeyCheck::Unreachable => {
-                        // Migrated a moment ago: try once more later.
-                        let why = "cannot check this node's secret key against the store".to_string();
-                        tracing::error!("{why}");
-                        fatal.raise(why);
-                        return;
-                    }
-                }
-            }
-            health.mark_schema_ready();
-            // This data dir's previous life is dead (the spool's lock says
-            // no other process has it): its runs start again now, not when
-            // their leases run out.
-            if let Some(prev) = previous_life {
-                let now = clock2.now_ms();
-                match forwarder.queue.rescue_dead_nodes(i64::MIN, Some(&prev), now).await {
-                    Ok((_, n)) if n > 0 => tracing::info!(previous = %prev, released = n, "released the jobs of this node's previous life"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "cannot release the previous life's jobs; their leases will expire"),
-                }
-            }
-            if let Some(seen) = seen {
-                tracker2.spawn(seen.run(
-                    forwarder.spool.clone(),
-                    forwarder.queue.clone(),
-                    cancel2.clone(),
-                ));
-            }
-            if let Some(tail) = forwarder.queue.tail.clone() {
-                tracker2.spawn(merge_key_tail(
-                    forwarder.queue.clone(),
-                    tail,
-                    metrics2.clone(),
-                    cancel2.clone(),
-                ));
-            }
-            tracker2.spawn(forwarder.run(cancel2.clone()));
-            tracker2.spawn(ferry_api::operations::Operations::clone(&ops).sweep());
-            if let Some(s) = scheduler {
-                tracker2.spawn(s.run(cancel2.clone()));
-            }
-            if let Some(w) = worker {
-                tracker2.spawn(w.run(cancel2.clone()));
-            }
-        });
-    }
+    tracker.spawn(
+        AfterMigrations {
+            db: db.clone(),
+            health: health.clone(),
+            cancel: cancel.clone(),
+            tracker: tracker.clone(),
+            key_checked,
+            key: key.clone(),
+            generated,
+            config: config.clone(),
+            fatal: fatal.clone(),
+            clock: clock.clone(),
+            previous_life: previous_life.clone(),
+            seen,
+            forwarder: forwarder.clone(),
+            operations: operations.clone(),
+            scheduler: scheduler.clone(),
+            worker: worker.clone(),
+            metrics: metrics.clone(),
+        }
+        .run(),
+    );
 
-    // The config cache follows changes made anywhere and is snapshotted.
-    {
-        let (db, cache, health, clock, cancel) = (
-            db.clone(),
-            cache.clone(),
-            health.clone(),
-            clock.clone(),
-            cancel.clone(),
-        );
-        tracker.spawn(async move {
-            loop {
-                if health.is_up() {
-                    match tokio::time::timeout(Duration::from_secs(5), cache.refresh(&db)).await {
-                        Ok(Err(e)) => tracing::debug!(error = %e, "config refresh failed"),
-                        Err(_) => tracing::debug!("config refresh timed out"),
-                        Ok(Ok(_)) => {}
-                    }
-                }
-                if let Err(e) = cache.save_if_dirty(clock.now_ms()) {
-                    tracing::warn!(error = %e, "cannot write the config snapshot");
-                }
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        });
-    }
+    tracker.spawn(follow_config(
+        db.clone(),
+        cache.clone(),
+        health.clone(),
+        clock.clone(),
+        cancel.clone(),
+    ));
 
     let fingerprints = key.fingerprints().join(",");
     let state = AppState::new(ferry_api::Shared {
@@ -477,64 +379,19 @@ pub async fn start(
         operations,
     });
 
-    // Heartbeat (it keeps the store's health, ferry_store_up, and the
-    // node's liveness) and history retention.
-    {
-        let state = state.clone();
-        let cancel = cancel.clone();
-        let retention_ms = config.history.retention.as_millis() as i64;
-        let every = config.worker.node_heartbeat;
-        let per_hour = (3600 / every.as_secs().max(1)).max(1);
-        let worker = worker.clone();
-        let liveness = liveness.clone();
-        tracker.spawn(async move {
-            let mut beats: u64 = 0;
-            loop {
-                beat(&state, &fingerprints, &liveness, worker.as_deref()).await;
-                if beats.is_multiple_of(per_hour) {
-                    let before = state.clock.now_ms() - retention_ms;
-                    match state.queue.prune_history(before).await {
-                        Ok(n) if n > 0 => {
-                            tracing::info!(pruned = n, "pruned history past retention")
-                        }
-                        Ok(_) => {}
-                        Err(e) => tracing::debug!(error = %e, "history pruning failed"),
-                    }
-                    let _ = ferry_store::nodes::prune_dead(
-                        &state.db,
-                        state.clock.now_ms() - 24 * 3600 * 1000,
-                    )
-                    .await;
-                }
-                beats += 1;
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(every) => {}
-                }
-            }
-        });
-    }
+    tracker.spawn(heartbeat(
+        state.clone(),
+        fingerprints,
+        liveness.clone(),
+        worker.clone(),
+        config.worker.node_heartbeat,
+        config.history.retention,
+        cancel.clone(),
+    ));
 
-    let addr = if config.has_role("api") {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| StartError::Listen(config.listen, e))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| StartError::Listen(config.listen, e))?;
-        let app = ferry_api::routes::app(state.clone());
-        let stop = cancel.clone();
-        tracker.spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "HTTP server stopped");
-            }
-        });
-        Some(addr)
-    } else {
-        None
+    let addr = match config.has_role("api") {
+        true => Some(serve_http(config.listen, state.clone(), &tracker, &cancel).await?),
+        false => None,
     };
     Ok(Running {
         addr,
@@ -544,6 +401,260 @@ pub async fn start(
         tracker,
         fatal,
     })
+}
+
+/// What a node starts once its store's schema is ready: the key check
+/// (if the store was down at start), releasing the previous life's jobs,
+/// the key filter and the key-tail merge, the forwarder, background
+/// operations, the scheduler and the worker.
+struct AfterMigrations {
+    db: Db,
+    health: Arc<StoreHealth>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    key_checked: bool,
+    key: SecretKey,
+    generated: bool,
+    config: Config,
+    fatal: Arc<Fatal>,
+    clock: Arc<dyn Clock>,
+    previous_life: Option<String>,
+    seen: Option<Arc<SeenKeys>>,
+    forwarder: Arc<Forwarder>,
+    operations: Arc<ferry_api::operations::Operations>,
+    scheduler: Option<Arc<Scheduler>>,
+    worker: Option<Arc<Worker>>,
+    metrics: Arc<Metrics>,
+}
+
+impl AfterMigrations {
+    async fn run(self) {
+        let AfterMigrations {
+            db,
+            health,
+            cancel,
+            tracker,
+            key_checked,
+            key,
+            generated,
+            config,
+            fatal,
+            clock,
+            previous_life,
+            seen,
+            forwarder,
+            operations,
+            scheduler,
+            worker,
+            metrics,
+        } = self;
+        if !migrated(&db, &health, &cancel).await {
+            return;
+        }
+        if !key_checked {
+            match check_key(&db, &key, generated, &config).await {
+                KeyCheck::Passed => {}
+                KeyCheck::Refused(why) => {
+                    tracing::error!("{why}");
+                    fatal.raise(why);
+                    return;
+                }
+                KeyCheck::Unreachable => {
+                    // Migrated a moment ago: try once more later.
+                    let why = "cannot check this node's secret key against the store".to_string();
+                    tracing::error!("{why}");
+                    fatal.raise(why);
+                    return;
+                }
+            }
+        }
+        health.mark_schema_ready();
+        // This data dir's previous life is dead (the spool's lock says
+        // no other process has it): its runs start again now, not when
+        // their leases run out.
+        if let Some(prev) = previous_life {
+            let now = clock.now_ms();
+            match forwarder
+                .queue
+                .rescue_dead_nodes(i64::MIN, Some(&prev), now)
+                .await
+            {
+                Ok((_, n)) if n > 0 => {
+                    tracing::info!(previous = %prev, released = n, "released the jobs of this node's previous life")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot release the previous life's jobs; their leases will expire")
+                }
+            }
+        }
+        if let Some(seen) = seen {
+            tracker.spawn(seen.run(
+                forwarder.spool.clone(),
+                forwarder.queue.clone(),
+                cancel.clone(),
+            ));
+        }
+        if let Some(tail) = forwarder.queue.tail.clone() {
+            tracker.spawn(merge_key_tail(
+                forwarder.queue.clone(),
+                tail,
+                metrics.clone(),
+                cancel.clone(),
+            ));
+        }
+        tracker.spawn(forwarder.run(cancel.clone()));
+        tracker.spawn(ferry_api::operations::Operations::clone(&operations).sweep());
+        if let Some(s) = scheduler {
+            tracker.spawn(s.run(cancel.clone()));
+        }
+        if let Some(w) = worker {
+            tracker.spawn(w.run(cancel.clone()));
+        }
+    }
+}
+
+/// The scheduler of a node with the `scheduler` role.
+fn new_scheduler(config: &Config, queue: &Queue, clock: &Arc<dyn Clock>) -> Arc<Scheduler> {
+    Arc::new(Scheduler::new(
+        queue.clone(),
+        SchedulerConfig {
+            tick: config.scheduler.tick,
+            batch: 1000,
+            catch_up: CatchUp {
+                grace_ms: config.scheduler.misfire_grace.as_millis() as i64,
+                window_ms: config.scheduler.catchup_window.as_millis() as i64,
+                max_fires: config.scheduler.max_catchup_fires,
+            },
+            lookahead: config.scheduler.lookahead,
+        },
+        clock.clone(),
+    ))
+}
+
+/// The worker of a node with the `worker` role.
+#[allow(clippy::too_many_arguments)] // the node's parts it runs with
+fn new_worker(
+    config: &Config,
+    node_id: &str,
+    queue: &Queue,
+    key: &SecretKey,
+    registry: &Arc<Registry>,
+    clock: &Arc<dyn Clock>,
+    liveness: &Arc<ferry_core::liveness::Liveness>,
+    metrics: &Arc<Metrics>,
+) -> Arc<Worker> {
+    Worker::new(
+        node_id.to_string(),
+        queue.clone(),
+        key.clone(),
+        registry.clone(),
+        clock.clone(),
+        WorkerConfig {
+            concurrency: config.worker.concurrency,
+            per_tenant: config.worker.per_tenant,
+            claim_batch: config.worker.claim_batch,
+            lease: config.worker.lease,
+            heartbeat_every: config.worker.lease / 3,
+            poll: config.worker.poll,
+            job_timeout: config.worker.job_timeout,
+            shutdown_grace: config.worker.shutdown_grace,
+            rescue_every: Duration::from_secs(2).min(config.worker.lease / 2),
+            node_dead_after: config.worker.node_dead_after,
+            liveness: Some(liveness.clone()),
+        },
+        metrics.clone(),
+    )
+}
+
+/// The config cache follows changes made anywhere (once a second, while
+/// the store answers) and is snapshotted when it changed.
+async fn follow_config(
+    db: Db,
+    cache: Arc<ConfigCache>,
+    health: Arc<StoreHealth>,
+    clock: Arc<dyn Clock>,
+    cancel: CancellationToken,
+) {
+    loop {
+        if health.is_up() {
+            match tokio::time::timeout(Duration::from_secs(5), cache.refresh(&db)).await {
+                Ok(Err(e)) => tracing::debug!(error = %e, "config refresh failed"),
+                Err(_) => tracing::debug!("config refresh timed out"),
+                Ok(Ok(_)) => {}
+            }
+        }
+        if let Err(e) = cache.save_if_dirty(clock.now_ms()) {
+            tracing::warn!(error = %e, "cannot write the config snapshot");
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// The heartbeat (it keeps the store's health, `ferry_store_up` and the
+/// node's liveness) and, once an hour, history retention.
+async fn heartbeat(
+    state: AppState,
+    fingerprints: String,
+    liveness: Arc<ferry_core::liveness::Liveness>,
+    worker: Option<Arc<Worker>>,
+    every: Duration,
+    retention: Duration,
+    cancel: CancellationToken,
+) {
+    let retention_ms = retention.as_millis() as i64;
+    let per_hour = (3600 / every.as_secs().max(1)).max(1);
+    let mut beats: u64 = 0;
+    loop {
+        beat(&state, &fingerprints, &liveness, worker.as_deref()).await;
+        if beats.is_multiple_of(per_hour) {
+            let before = state.clock.now_ms() - retention_ms;
+            match state.queue.prune_history(before).await {
+                Ok(n) if n > 0 => {
+                    tracing::info!(pruned = n, "pruned history past retention")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "history pruning failed"),
+            }
+            let _ =
+                ferry_store::nodes::prune_dead(&state.db, state.clock.now_ms() - 24 * 3600 * 1000)
+                    .await;
+        }
+        beats += 1;
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// Binds `listen` and serves the API until `cancel`.
+async fn serve_http(
+    listen: SocketAddr,
+    state: AppState,
+    tracker: &TaskTracker,
+    cancel: &CancellationToken,
+) -> Result<SocketAddr, StartError> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| StartError::Listen(listen, e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Listen(listen, e))?;
+    let app = ferry_api::routes::app(state);
+    let stop = cancel.clone();
+    tracker.spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    Ok(addr)
 }
 
 enum KeyCheck {
