@@ -68,6 +68,7 @@ async fn bench(name: &str, a: Db, b: Db, n: usize) {
             manifest: Manifest {
                 id: "noop".into(),
                 version: "1.0.0".into(),
+                changelog: "First version.".into(),
                 name: "noop".into(),
                 description: String::new(),
                 triggers: vec![TriggerKind::Schedule],

@@ -307,7 +307,10 @@ async fn main() {
         config.spool.max_bytes = 8 << 30;
         let running = ferry_node::start(
             &config,
-            ferry_connectors::builtin().expect("registry"),
+            ferry_node::Connectors {
+                registry: ferry_connectors::builtin().expect("registry"),
+                transport: ferry_connectors::http::transport(),
+            },
             Arc::new(SystemClock),
         )
         .await

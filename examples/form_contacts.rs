@@ -30,7 +30,6 @@ struct Config {
 
 pub struct FormContacts {
     manifest: Manifest,
-    http: reqwest::Client,
 }
 
 impl FormContacts {
@@ -39,6 +38,7 @@ impl FormContacts {
             manifest: Manifest {
                 id: "form_contacts".into(),
                 version: "0.1.0".into(),
+                changelog: "First version.".into(),
                 name: "Form responses → contacts".into(),
                 description: "Upserts each respondent of a platform form as a contact.".into(),
                 triggers: vec![TriggerKind::Schedule],
@@ -59,7 +59,6 @@ impl FormContacts {
                     description: "API key of the platform API.".into(),
                 }],
             },
-            http: reqwest::Client::new(),
         }
     }
 }
@@ -80,7 +79,7 @@ impl Connector for FormContacts {
         let config: Config = serde_json::from_value((*ctx.config).clone())
             .map_err(|e| ConnectorError::InvalidConfig(format!("config: {e}")))?;
         let key = ferry_connectors::secret(&ctx.secrets, "platform_api_key")?;
-        let platform = PlatformClient::new(self.http.clone(), &config.platform_base_url, key);
+        let platform = PlatformClient::new(ctx.http.clone(), &config.platform_base_url, key);
 
         // Read every page after the committed cursor before writing
         // anything: a run cut mid-way then writes nothing, and its retry
@@ -161,7 +160,8 @@ fn secrets() -> BTreeMap<String, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Registered in one line, beside the built-in connectors. A node built
-    // with this registry (`ferry_node::start(&config, registry, clock)`)
+    // with this registry (`ferry_node::start(&config, Connectors {
+    // registry, transport: ferry_connectors::http::transport() }, clock)`)
     // runs it like any other.
     let mut registry = ferry_connectors::builtin()?;
     registry.register(FormContacts::new())?;

@@ -194,7 +194,12 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
     let registry = ferry_connectors::builtin()?;
     let mut connectors: Vec<String> = registry.all().map(|r| r.manifest().id.clone()).collect();
     connectors.dedup();
-    let running = ferry_node::start(&config, registry, Arc::new(ferry_core::SystemClock)).await?;
+    let node_connectors = ferry_node::Connectors {
+        registry,
+        transport: ferry_connectors::http::transport(),
+    };
+    let running =
+        ferry_node::start(&config, node_connectors, Arc::new(ferry_core::SystemClock)).await?;
     let base = format!(
         "http://{}",
         running.addr.context("the demo node serves HTTP")?

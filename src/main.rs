@@ -213,8 +213,11 @@ async fn shutdown_signal() {
 async fn serve(args: NodeArgs) -> anyhow::Result<()> {
     let config = load_config(&args)?;
     init_logging(config.log_format == "json");
-    let registry = ferry_connectors::builtin()?;
-    let running = ferry_node::start(&config, registry, Arc::new(SystemClock)).await?;
+    let connectors = ferry_node::Connectors {
+        registry: ferry_connectors::builtin()?,
+        transport: ferry_connectors::http::transport(),
+    };
+    let running = ferry_node::start(&config, connectors, Arc::new(SystemClock)).await?;
     if let Some(addr) = running.addr {
         println!("ferry listening on http://{addr}");
     }

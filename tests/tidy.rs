@@ -1,6 +1,7 @@
 //! The house rules, checked on the source tree (as rust-analyzer's tidy
 //! test does): every file says what it is for in a `//!` line; every
-//! connector has the common file roles; a crate depends only on crates
+//! connector has the common file roles and reaches HTTP only through its
+//! run's client; a crate depends only on crates
 //! below it; no module of a crate imports, through others, itself; the
 //! job state machine is the same in the enum, the migrations and the
 //! chart in ARCHITECTURE.md.
@@ -148,6 +149,33 @@ fn every_connector_has_the_common_file_roles() {
         );
     }
     assert!(connectors >= 6, "found {connectors} connectors");
+}
+
+/// A connector reaches HTTP only through `RunContext::http`: no file of a
+/// connector (its tests aside) names the HTTP library or builds a client.
+#[test]
+fn connectors_reach_http_only_through_the_run_s_client() {
+    let src = Path::new(ROOT).join("crates/ferry-connectors/src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut checked = 0;
+    for f in files {
+        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        // The transport itself, the test kit, and tests may use reqwest.
+        if matches!(name, "http.rs" | "testkit.rs" | "tests.rs") {
+            continue;
+        }
+        checked += 1;
+        let code = code_of(&read(&f));
+        for forbidden in ["reqwest", "HttpClient::new(", "hyper::", "TcpStream"] {
+            assert!(
+                !code.contains(forbidden),
+                "{} uses {forbidden}: a connector's calls go through ctx.http",
+                rel(&f)
+            );
+        }
+    }
+    assert!(checked > 20, "checked {checked} files");
 }
 
 /// The `[dependencies]` table of a manifest: Ferry crate → optional.

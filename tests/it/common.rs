@@ -152,6 +152,7 @@ impl CountingConnector {
             manifest: Manifest {
                 id: "counting".into(),
                 version: "1.0.0".into(),
+                changelog: "First version.".into(),
                 name: "Counting".into(),
                 description: "test connector".into(),
                 triggers: vec![TriggerKind::Schedule, TriggerKind::Webhook],

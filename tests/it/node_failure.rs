@@ -825,7 +825,7 @@ async fn a_silent_node_is_declared_dead_once_and_its_runs_start_again_postgres()
 }
 
 /// A connector that says when a run has started, waits to be let go, then
-/// checks the fence as it would before sending a request.
+/// sends one request through its run's client.
 struct Gated {
     manifest: ferry_core::Manifest,
     started: Arc<tokio::sync::Notify>,
@@ -839,11 +839,14 @@ impl ferry_core::Connector for Gated {
     }
     async fn run(
         &self,
-        _ctx: ferry_core::RunContext,
+        ctx: ferry_core::RunContext,
     ) -> Result<ferry_core::RunReport, ferry_core::ConnectorError> {
         self.started.notify_one();
         self.go.notified().await;
-        ferry_core::liveness::check()?;
+        ctx.http
+            .post("http://provider.invalid/write")
+            .send()
+            .await?;
         Ok(ferry_core::RunReport {
             records_ok: 1,
             ..Default::default()
@@ -851,8 +854,28 @@ impl ferry_core::Connector for Gated {
     }
 }
 
+/// Answers 200 to everything and counts what it was given to send.
+#[derive(Default)]
+struct CountingTransport(std::sync::atomic::AtomicUsize);
+
+#[async_trait::async_trait]
+impl ferry_core::http::Transport for CountingTransport {
+    async fn send(
+        &self,
+        _req: ferry_core::http::Request,
+    ) -> Result<ferry_core::http::Response, ferry_core::http::TransportError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(ferry_core::http::Response {
+            status: 200,
+            headers: vec![],
+            body: vec![],
+        })
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_lost_its_heartbeat_sends_nothing_and_gives_up_what_was_taken() {
+    let transport = Arc::new(CountingTransport::default());
     let (db, _dir) = crate::common::sqlite_db().await;
     let started = Arc::new(tokio::sync::Notify::new());
     let go = Arc::new(tokio::sync::Notify::new());
@@ -883,6 +906,7 @@ async fn a_node_that_lost_its_heartbeat_sends_nothing_and_gives_up_what_was_take
         ferry_worker::WorkerConfig {
             poll: Duration::from_millis(20),
             liveness: Some(liveness.clone()),
+            http: ferry_core::http::HttpClient::new(transport.clone(), 4),
             ..Default::default()
         },
         Arc::new(ferry_core::metrics::Metrics::default()),
@@ -921,6 +945,11 @@ async fn a_node_that_lost_its_heartbeat_sends_nothing_and_gives_up_what_was_take
         })
     })
     .await;
+    assert_eq!(
+        transport.0.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the fenced run's request never reached the transport"
+    );
 
     // Beating again, it runs; told it was declared dead, it gives up its
     // runs before acting again: nothing of them is recorded by it.

@@ -52,7 +52,9 @@ pub fn builtin() -> ferry_core::Result<Registry> {
     #[cfg(feature = "webhook")]
     registry.register(webhook::WebhookConnector::new())?;
     #[cfg(feature = "typeform")]
-    registry.register(typeform::TypeformConnector::new())?;
+    registry.register(typeform::TypeformConnector::version(typeform::Major::V1))?;
+    #[cfg(feature = "typeform")]
+    registry.register(typeform::TypeformConnector::version(typeform::Major::V2))?;
     #[cfg(feature = "google_sheets")]
     registry.register(google_sheets::GoogleSheetsConnector::new())?;
     #[cfg(feature = "eventbrite")]

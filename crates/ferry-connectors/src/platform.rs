@@ -1,13 +1,10 @@
 //! The platform API client every connector writes through (providers.md,
 //! "The platform API"): bearer API key, JSON, per-record results.
 
-use std::time::Duration;
-
+use ferry_core::http::{HttpClient, Method};
 use ferry_core::{ConnectorError, Rejection, RunReport};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
-
-use crate::http::send_json;
 
 /// The most contacts one `upsert-batch` call carries.
 pub const BATCH: usize = 100;
@@ -35,13 +32,13 @@ pub struct Upserted {
 
 #[derive(Clone)]
 pub struct PlatformClient {
-    http: reqwest::Client,
+    http: HttpClient,
     base: String,
     key: String,
 }
 
 impl PlatformClient {
-    pub fn new(http: reqwest::Client, base_url: &str, api_key: &str) -> Self {
+    pub fn new(http: HttpClient, base_url: &str, api_key: &str) -> Self {
         PlatformClient {
             http,
             base: base_url.trim_end_matches('/').to_string(),
@@ -51,7 +48,7 @@ impl PlatformClient {
 
     async fn call(
         &self,
-        method: reqwest::Method,
+        method: Method,
         path: &str,
         body: Option<&Value>,
         now_ms: i64,
@@ -59,16 +56,15 @@ impl PlatformClient {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.key)
-            .timeout(Duration::from_secs(30));
+            .bearer(&self.key);
         if let Some(b) = body {
             req = req.json(b);
         }
-        send_json(req, "platform API", "the API key", now_ms).await
+        req.send_json("platform API", "the API key", now_ms).await
     }
 
     pub async fn get(&self, path: &str, now_ms: i64) -> Result<Value, ConnectorError> {
-        self.call(reqwest::Method::GET, path, None, now_ms).await
+        self.call(Method::Get, path, None, now_ms).await
     }
 
     /// Upserts `contacts` and reports the run: the records the platform
@@ -108,7 +104,7 @@ impl PlatformClient {
             let body = json!({"contacts": chunk});
             let answer = self
                 .call(
-                    reqwest::Method::POST,
+                    Method::Post,
                     "/v1/contacts/upsert-batch",
                     Some(&body),
                     now_ms,

@@ -16,7 +16,10 @@
 //!    retryable class (`rate_limited` carries the `Retry-After`), and the
 //!    retry produces exactly the clean outcome;
 //! 6. a run cut mid-way commits nothing, and the re-run from the last
-//!    committed cursor produces exactly the clean outcome: no duplicates.
+//!    committed cursor produces exactly the clean outcome: no duplicates;
+//! 7. throughout, every request the sandbox's fakes served came through
+//!    the run's `ctx.http` (counted against the client's recording): a
+//!    connector makes no call around it.
 //!
 //! Each step runs in a fresh sandbox, so outcomes compare exactly.
 
@@ -25,6 +28,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_core::http::Recording;
 use ferry_core::{
     Connector, ConnectorError, InboundRequest, Intake, Registry, RunContext, RunReport, Trigger,
     WebhookContext, WebhookError,
@@ -41,6 +45,9 @@ pub struct Endpoints {
     /// `http://127.0.0.1:PORT`: append `/platform`, `/zoom/v2`, ….
     pub http: String,
     pub smtp: SocketAddr,
+    /// Every exchange the runs against this sandbox made through their
+    /// `ctx.http`.
+    pub recording: Recording,
 }
 
 /// A fresh sandbox with its HTTP fakes and SMTP sink on ephemeral ports.
@@ -59,6 +66,7 @@ pub async fn sandbox() -> (Sandbox, Endpoints) {
         Endpoints {
             http: format!("http://{http}"),
             smtp,
+            recording: Recording::new(),
         },
     )
 }
@@ -89,6 +97,7 @@ pub fn context(
         state,
         cancel: CancellationToken::new(),
         now_ms,
+        http: crate::http::client(ferry_core::http::DEFAULT_PER_HOST),
     }
 }
 
@@ -156,15 +165,15 @@ fn patched(good: &Value, patch: &Value) -> Value {
 
 impl Case {
     async fn run(&self, e: &Endpoints, state: Value) -> Result<RunReport, ConnectorError> {
-        self.connector
-            .run(context(
-                (self.config)(e),
-                (self.secrets)(e),
-                self.payload.map(|p| p()),
-                state,
-                self.now_ms,
-            ))
-            .await
+        let mut ctx = context(
+            (self.config)(e),
+            (self.secrets)(e),
+            self.payload.map(|p| p()),
+            state,
+            self.now_ms,
+        );
+        ctx.http = ctx.http.recorded(&e.recording);
+        self.connector.run(ctx).await
     }
 
     /// A fresh sandbox, a clean run, and what it left.
@@ -174,6 +183,27 @@ impl Case {
         let outcome = (self.outcome)(&s);
         (s, e, report, outcome)
     }
+}
+
+/// The requests the sandbox's HTTP fakes served (SMTP is not HTTP).
+pub fn http_requests(s: &Sandbox) -> u64 {
+    s.world()
+        .requests
+        .iter()
+        .filter(|(provider, _)| provider.as_str() != "smtp")
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// Every request the fakes served went through the runs' `ctx.http`.
+fn one_path(id: &str, s: &Sandbox, e: &Endpoints, step: &str) {
+    let served = http_requests(s);
+    let through = e.recording.len() as u64;
+    assert_eq!(
+        served, through,
+        "{id}: {step}: the sandbox served {served} requests but the run's ctx.http made {through}; \
+         a connector must make every call through ctx.http, none around it"
+    );
 }
 
 /// Runs every check on `case`; panics with what failed.
@@ -194,6 +224,10 @@ pub async fn conform(case: Case) {
     assert!(
         !m.description.is_empty(),
         "{id}: a manifest describes itself"
+    );
+    assert!(
+        !m.changelog.is_empty(),
+        "{id}: a manifest says what its version changed"
     );
     let (_s, e) = sandbox().await;
     let good = (case.config)(&e);
@@ -253,6 +287,7 @@ pub async fn conform(case: Case) {
             "{id}: a second run with nothing new changes nothing"
         );
     }
+    one_path(&id, &s, &e, "clean runs");
 
     // 5. Faults fail a run retryably; the retry ends exactly as a clean run.
     assert!(
@@ -289,6 +324,7 @@ pub async fn conform(case: Case) {
             outcome,
             "{id}: the retry after {fault:?} ends as a clean run"
         );
+        one_path(&id, &s, &e, "a run under a fault and its retry");
     }
 
     // 6. A run cut mid-way commits nothing; the re-run has no duplicates.
@@ -313,6 +349,7 @@ pub async fn conform(case: Case) {
             outcome,
             "{id}: the re-run after a cut ends as a clean run"
         );
+        one_path(&id, &s, &e, "a cut run and its re-run");
     }
 }
 
@@ -353,5 +390,106 @@ pub fn inbound(url: &str, headers: &[(&str, &str)], body: &[u8]) -> InboundReque
             .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
             .collect(),
         body: body.to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_core::Manifest;
+
+    /// Reads the platform's data fields once through `ctx.http` and, when
+    /// `around`, once more through a client of its own.
+    struct Reader {
+        manifest: Manifest,
+        around: bool,
+    }
+
+    impl Reader {
+        fn shared(around: bool) -> Arc<dyn Connector> {
+            Arc::new(Reader {
+                manifest: Manifest {
+                    id: "reader".into(),
+                    version: "1.0.0".into(),
+                    changelog: "First version.".into(),
+                    name: "Reader".into(),
+                    description: "reads the platform's data fields".into(),
+                    triggers: vec![ferry_core::TriggerKind::Schedule],
+                    config_schema: json!({"type": "object"}),
+                    secrets: vec![],
+                },
+                around,
+            })
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Connector for Reader {
+        fn manifest(&self) -> &Manifest {
+            &self.manifest
+        }
+
+        async fn run(&self, ctx: RunContext) -> Result<RunReport, ConnectorError> {
+            let url = format!(
+                "{}/v1/data-fields",
+                ctx.config["platform"].as_str().unwrap_or("")
+            );
+            let key = ferry_sandbox::platform::API_KEY;
+            ctx.http
+                .get(&url)
+                .bearer(key)
+                .send_json("platform API", "the API key", ctx.now_ms)
+                .await?;
+            if self.around {
+                reqwest::Client::new()
+                    .get(&url)
+                    .bearer_auth(key)
+                    .send()
+                    .await
+                    .map_err(|e| ConnectorError::Transient(e.to_string()))?;
+            }
+            Ok(RunReport::default())
+        }
+    }
+
+    fn case(connector: Arc<dyn Connector>) -> Case {
+        Case {
+            connector,
+            config: |e| json!({"platform": format!("{}/platform", e.http)}),
+            secrets: |_| BTreeMap::new(),
+            bad_configs: vec![],
+            webhook: None,
+            payload: None,
+            faults: vec![],
+            cut: None,
+            outcome: platform_contacts,
+            now_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_around_ctx_http_is_caught() {
+        let (s, e) = sandbox().await;
+        case(Reader::shared(false))
+            .run(&e, json!({}))
+            .await
+            .expect("runs");
+        one_path("reader", &s, &e, "honest run");
+        assert_eq!(e.recording.len(), 1);
+
+        let (s, e) = sandbox().await;
+        case(Reader::shared(true))
+            .run(&e, json!({}))
+            .await
+            .expect("runs");
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            one_path("reader", &s, &e, "sneaky run")
+        }))
+        .expect_err("a request around ctx.http must fail the harness");
+        let said = caught.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(
+            said.contains("served 2 requests but the run's ctx.http made 1"),
+            "{said}"
+        );
     }
 }

@@ -2,8 +2,8 @@
 //! the registry that maps `(id, version)` to an implementation.
 //!
 //! A connector never touches the database: the worker hands it a
-//! `RunContext` (config, decrypted secrets, state, payload) and commits what
-//! it returns. It classifies its own errors; retry timing is decided in
+//! `RunContext` (config, decrypted secrets, state, payload, and the HTTP
+//! client it must make every call through) and commits what it returns. It classifies its own errors; retry timing is decided in
 //! `retry`, never here.
 
 use std::collections::BTreeMap;
@@ -39,6 +39,9 @@ pub struct Manifest {
     pub id: String,
     /// Semantic version `MAJOR.MINOR.PATCH`.
     pub version: String,
+    /// What this version changed, in one line (`GET /v1/connectors` lists
+    /// every registered version with it).
+    pub changelog: String,
     pub name: String,
     pub description: String,
     pub triggers: Vec<TriggerKind>,
@@ -120,6 +123,9 @@ pub struct RunContext {
     pub state: Value,
     pub cancel: CancellationToken,
     pub now_ms: Millis,
+    /// The only way a run reaches HTTP (`crate::http`): fenced, limited,
+    /// traced and recorded by the worker.
+    pub http: crate::http::HttpClient,
 }
 
 /// An inbound webhook request as the connector sees it.
@@ -383,6 +389,7 @@ mod tests {
         Dummy(Manifest {
             id: "dummy".into(),
             version: version.into(),
+            changelog: "First version.".into(),
             name: "Dummy".into(),
             description: String::new(),
             triggers: vec![TriggerKind::Schedule],

@@ -1,12 +1,14 @@
 //! Ferry's domain: ids, time, cron schedules, retry policy, the `Connector`
-//! trait and its registry. Pure logic only: this crate never does I/O, so
-//! every other crate can depend on it and tests can drive it with an
-//! injected clock.
+//! trait and its registry, and the HTTP client runs make their calls
+//! through. Pure logic only: this crate never does I/O (the HTTP client's
+//! bytes move through a transport the node provides), so every other crate
+//! can depend on it and tests can drive it with an injected clock.
 
 pub mod clock;
 pub mod connector;
 pub mod cron;
 pub mod error;
+pub mod http;
 pub mod liveness;
 pub mod metrics;
 pub mod model;

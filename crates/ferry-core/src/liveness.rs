@@ -11,11 +11,10 @@
 //! paused process's monotonic clock keeps counting, so on waking the
 //! deadline has passed before anything else can run.
 //!
-//! Runs reach the check through a task-local set by the worker
-//! (`fenced`), so every HTTP call a connector makes is fenced without the
-//! connector passing anything along.
+//! Runs reach the check through the HTTP client the worker hands them
+//! (`crate::http::HttpClient::fenced`), so every call a connector makes is
+//! fenced without the connector doing anything.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,23 +102,6 @@ impl Liveness {
     }
 }
 
-tokio::task_local! {
-    static RUN_FENCE: Arc<Liveness>;
-}
-
-/// Runs `f` (a connector's run) under `liveness`: every `check` made
-/// inside it consults this node's liveness.
-pub async fn fenced<F: Future>(liveness: Arc<Liveness>, f: F) -> F::Output {
-    RUN_FENCE.scope(liveness, f).await
-}
-
-/// Called before every outbound request of a run: `Err` when the node that
-/// runs it may no longer act. Outside a fenced run (tests, tools) it always
-/// passes.
-pub fn check() -> Result<(), ConnectorError> {
-    RUN_FENCE.try_with(|l| l.check()).unwrap_or(Ok(()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,15 +128,5 @@ mod tests {
         assert_eq!(l.steady_for(), Duration::from_millis(500));
         l.lapse();
         assert!(!l.is_fresh(), "declared dead");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn requests_inside_a_fenced_run_see_the_node_s_liveness() {
-        let l = Liveness::new(Duration::from_secs(1));
-        assert!(check().is_ok(), "outside a run nothing is fenced");
-        let inside = fenced(l.clone(), async { check() }).await;
-        assert!(inside.is_err(), "a node that never beat sends nothing");
-        l.renewed(Instant::now());
-        assert!(fenced(l.clone(), async { check() }).await.is_ok());
     }
 }

@@ -68,6 +68,8 @@ pub struct WorkerSection {
     /// and its jobs run again at once.
     #[serde(with = "humantime_serde")]
     pub node_dead_after: Duration,
+    /// Requests in flight to one provider host from this node.
+    pub http_per_host: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -171,6 +173,7 @@ impl Default for WorkerSection {
             poll: Duration::from_millis(500),
             node_heartbeat: Duration::from_secs(1),
             node_dead_after: Duration::from_secs(3),
+            http_per_host: ferry_core::http::DEFAULT_PER_HOST,
         }
     }
 }
@@ -287,6 +290,11 @@ pub const ENV: &[(&str, &str, &str)] = &[
         "FERRY_WORKER_POLL",
         "worker.poll",
         "poll interval when no wake-up arrives",
+    ),
+    (
+        "FERRY_WORKER_HTTP_PER_HOST",
+        "worker.http_per_host",
+        "requests in flight to one provider host from this node",
     ),
     (
         "FERRY_SCHEDULER_TICK",
@@ -430,10 +438,11 @@ impl Config {
         if self.worker.concurrency == 0
             || self.worker.per_tenant == 0
             || self.worker.claim_batch == 0
+            || self.worker.http_per_host == 0
         {
             return bad(
                 "worker",
-                "concurrency, per_tenant and claim_batch must be at least 1",
+                "concurrency, per_tenant, claim_batch and http_per_host must be at least 1",
             );
         }
         if self.worker.lease < Duration::from_secs(1) {
@@ -473,6 +482,7 @@ fn parse_env_value(key: &str, value: &str) -> Result<toml::Value, String> {
         "worker.concurrency",
         "worker.per_tenant",
         "worker.claim_batch",
+        "worker.http_per_host",
         "scheduler.max_catchup_fires",
         "intake.max_body_bytes",
         "intake.dedup_window",

@@ -217,11 +217,23 @@ fn open_spool(config: &Config, metrics: &Metrics) -> Result<Spool, StartError> {
     Ok(spool)
 }
 
+/// What a node runs connectors with: the registered connectors, and the
+/// transport under the HTTP client every run makes its calls through
+/// (`ferry_core::http`; the binary's is reqwest).
+pub struct Connectors {
+    pub registry: Registry,
+    pub transport: Arc<dyn ferry_core::http::Transport>,
+}
+
 pub async fn start(
     config: &Config,
-    registry: Registry,
+    connectors: Connectors,
     clock: Arc<dyn Clock>,
 ) -> Result<Running, StartError> {
+    let Connectors {
+        registry,
+        transport,
+    } = connectors;
     // PostgreSQL is connected lazily so a node comes up during an outage;
     // SQLite is local, and a failure there is a configuration error.
     let db = connect(config, true).await?;
@@ -309,8 +321,9 @@ pub async fn start(
         .has_role("scheduler")
         .then(|| new_scheduler(config, &queue, &clock));
     let worker = config.has_role("worker").then(|| {
+        let http = ferry_core::http::HttpClient::new(transport, config.worker.http_per_host);
         new_worker(
-            config, &node_id, &queue, &key, &registry, &clock, &liveness, &metrics,
+            config, &node_id, &queue, &key, &registry, &clock, &liveness, &metrics, http,
         )
     });
 
@@ -543,6 +556,7 @@ fn new_worker(
     clock: &Arc<dyn Clock>,
     liveness: &Arc<ferry_core::liveness::Liveness>,
     metrics: &Arc<Metrics>,
+    http: ferry_core::http::HttpClient,
 ) -> Arc<Worker> {
     Worker::new(
         node_id.to_string(),
@@ -562,6 +576,7 @@ fn new_worker(
             rescue_every: Duration::from_secs(2).min(config.worker.lease / 2),
             node_dead_after: config.worker.node_dead_after,
             liveness: Some(liveness.clone()),
+            http,
         },
         metrics.clone(),
     )

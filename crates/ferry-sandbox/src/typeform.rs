@@ -132,7 +132,13 @@ pub fn seeded() -> BTreeMap<String, Form> {
             a.insert("company".into(), json!("Initech"));
         }
         let at = format!("2026-11-{:02}T{:02}:{:02}:00Z", 1 + n / 10, 8 + n % 10, n);
-        let item = response(&form, &format!("tok{n:04}"), &at, &a);
+        let mut item = response(&form, &format!("tok{n:04}"), &at, &a);
+        // Hidden fields, as a form's link carries them: a ticket for every
+        // fourth respondent (the platform has a TICKET data field), and a
+        // campaign the platform has no field for.
+        if n % 4 == 0 {
+            item["hidden"] = json!({"ticket": format!("T-{n:02}"), "utm_campaign": "autumn"});
+        }
         form.responses.push(item);
     }
     BTreeMap::from([("frm_feedback".to_string(), form)])

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ferry_core::http::HttpClient;
 use ferry_core::liveness::Liveness;
 use ferry_core::metrics::Metrics;
 use ferry_core::{Backoff, Clock, ConnectorError, Registry, RunContext, RunReport, RunStatus};
@@ -67,6 +68,9 @@ pub struct WorkerConfig {
     /// fences every run, and rescues dead nodes' jobs; without it (tests,
     /// benchmarks) leases alone decide.
     pub liveness: Option<Arc<Liveness>>,
+    /// The client every run reaches HTTP through (`ferry_core::http`);
+    /// each run gets it fenced by `liveness`.
+    pub http: HttpClient,
 }
 
 impl Default for WorkerConfig {
@@ -83,6 +87,7 @@ impl Default for WorkerConfig {
             rescue_every: Duration::from_secs(2),
             node_dead_after: Duration::from_secs(3),
             liveness: None,
+            http: HttpClient::unconnected(),
         }
     }
 }
@@ -528,17 +533,15 @@ impl Worker {
             state: state.state.clone(),
             cancel: cancel.clone(),
             now_ms: started,
+            http: match &self.config.liveness {
+                Some(l) => self.config.http.fenced(l.clone()),
+                None => self.config.http.clone(),
+            },
         };
         let clock_start = Instant::now();
         let result: Result<RunReport, ConnectorError> = {
             use tracing::Instrument;
             let run = registered.connector.run(ctx).instrument(span.clone());
-            let run = async {
-                match &self.config.liveness {
-                    Some(l) => ferry_core::liveness::fenced(l.clone(), run).await,
-                    None => run.await,
-                }
-            };
             tokio::select! {
                 r = tokio::time::timeout(self.config.job_timeout, run) => match r {
                     Ok(r) => r,

@@ -1,14 +1,11 @@
 //! Eventbrite's API: bearer token, `continuation` pagination.
 
-use std::time::Duration;
-
+use ferry_core::http::HttpClient;
 use ferry_core::ConnectorError;
 use serde_json::Value;
 
-use crate::http::send_json;
-
 pub struct EventbriteApi<'a> {
-    pub http: &'a reqwest::Client,
+    pub http: &'a HttpClient,
     pub base: &'a str,
     pub token: &'a str,
     pub now_ms: i64,
@@ -28,13 +25,12 @@ impl EventbriteApi<'_> {
                 "{url} is not under the configured api_base_url {base}"
             )));
         }
-        let req = self
-            .http
+        self.http
             .get(url)
             .query(query)
-            .bearer_auth(self.token)
-            .timeout(Duration::from_secs(30));
-        send_json(req, "Eventbrite", "the api_token", self.now_ms).await
+            .bearer(self.token)
+            .send_json("Eventbrite", "the api_token", self.now_ms)
+            .await
     }
 
     /// Every item under `key` of `path`, following `continuation`.

@@ -35,6 +35,7 @@ pub fn manifest() -> Manifest {
     Manifest {
         id: "eventbrite".into(),
         version: "1.0.0".into(),
+        changelog: "First version: attendees into contacts by schedule, check-ins by webhook.".into(),
         name: "Eventbrite".into(),
         description: "Attendees of an organization's events into platform contacts on a schedule; check-in and check-out webhooks update the contact.".into(),
         triggers: vec![TriggerKind::Schedule, TriggerKind::Webhook],

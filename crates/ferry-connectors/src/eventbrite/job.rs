@@ -22,8 +22,9 @@ const ATTENDEE_ACTIONS: [&str; 3] = [
     "attendee.updated",
 ];
 
-pub async fn run(http: &reqwest::Client, ctx: RunContext) -> Result<RunReport, ConnectorError> {
+pub async fn run(ctx: RunContext) -> Result<RunReport, ConnectorError> {
     let config = EventbriteConfig::from_value(&ctx.config)?;
+    let http = &ctx.http;
     let platform = PlatformClient::new(
         http.clone(),
         &config.platform_base_url,

@@ -20,14 +20,12 @@ pub use config::EventbriteConfig;
 
 pub struct EventbriteConnector {
     manifest: Manifest,
-    http: reqwest::Client,
 }
 
 impl EventbriteConnector {
     pub fn new() -> Self {
         EventbriteConnector {
             manifest: config::manifest(),
-            http: reqwest::Client::new(),
         }
     }
 }
@@ -53,6 +51,6 @@ impl Connector for EventbriteConnector {
     }
 
     async fn run(&self, ctx: RunContext) -> Result<RunReport, ConnectorError> {
-        job::run(&self.http, ctx).await
+        job::run(ctx).await
     }
 }

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use base64::Engine;
+use ferry_core::http::HttpClient;
 use ferry_core::ConnectorError;
 use rsa::pkcs1v15::SigningKey;
 use rsa::pkcs8::DecodePrivateKey;
@@ -14,7 +15,6 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 use super::config::{Auth, SheetsConfig, CLIENT_SECRET, REFRESH_TOKEN, SERVICE_ACCOUNT_JSON};
-use crate::http::send;
 use crate::secret;
 
 pub const SCOPE: &str = "https://www.googleapis.com/auth/spreadsheets";
@@ -97,7 +97,7 @@ pub fn assertion(email: &str, key: &rsa::RsaPrivateKey, audience: &str, now_s: i
 
 /// A fresh access token and its lifetime.
 pub async fn fetch(
-    http: &reqwest::Client,
+    http: &HttpClient,
     token_url: &str,
     credential: &Credential,
     now_ms: i64,
@@ -121,14 +121,9 @@ pub async fn fetch(
             ("refresh_token", refresh_token.clone()),
         ],
     };
-    let a = send(
-        http.post(token_url)
-            .form(&form)
-            .timeout(Duration::from_secs(30)),
-    )
-    .await?;
-    let v: Value = serde_json::from_str(&a.text).unwrap_or(Value::Null);
-    if (200..300).contains(&a.status) {
+    let a = http.post(token_url).form(&form).send().await?;
+    let v: Value = serde_json::from_slice(&a.body).unwrap_or(Value::Null);
+    if a.is_success() {
         let token = v["access_token"].as_str().ok_or_else(|| {
             ConnectorError::Transient(
                 "Google's token endpoint answered without access_token".into(),
@@ -151,6 +146,6 @@ pub async fn fetch(
         (400 | 401, "invalid_client" | "unauthorized_client" | "invalid_scope", _) => ConnectorError::Permanent(format!(
             "Google refused the credential ({error}: {description}); check the client id, the client secret and the account's access to the spreadsheets scope"
         )),
-        (s, _, _) => crate::http::classify_status(s, a.retry_after.as_deref(), &a.text, now_ms),
+        (s, _, _) => crate::http::classify_status(s, a.header("retry-after"), &a.text(), now_ms),
     })
 }

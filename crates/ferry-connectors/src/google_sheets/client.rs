@@ -4,16 +4,17 @@
 
 use std::time::Duration;
 
+use ferry_core::http::{HttpClient, Method};
 use ferry_core::ConnectorError;
 use serde_json::{json, Value};
 
 use super::auth::{self, Credential};
 use super::config::SheetsConfig;
-use crate::http::{path_segment, send_json};
+use crate::http::path_segment;
 use crate::oauth::{authorized, TokenCache};
 
 pub struct SheetsApi<'a> {
-    pub http: &'a reqwest::Client,
+    pub http: &'a HttpClient,
     pub tokens: &'a TokenCache,
     pub config: &'a SheetsConfig,
     pub credential: &'a Credential,
@@ -36,7 +37,7 @@ impl SheetsApi<'_> {
 
     async fn call(
         &self,
-        method: reqwest::Method,
+        method: Method,
         path: &str,
         query: &[(&str, &str)],
         body: Option<&Value>,
@@ -60,14 +61,14 @@ impl SheetsApi<'_> {
             |token: String| {
                 let mut req = self
                     .http
-                    .request(method.clone(), &url)
+                    .request(method, &url)
                     .query(query)
-                    .bearer_auth(token)
+                    .bearer(&token)
                     .timeout(Duration::from_secs(60));
                 if let Some(b) = body {
                     req = req.json(b);
                 }
-                send_json(req, "Google Sheets", "the access token", self.now_ms)
+                req.send_json("Google Sheets", "the access token", self.now_ms)
             },
         )
         .await
@@ -76,12 +77,7 @@ impl SheetsApi<'_> {
     /// The titles of the spreadsheet's tabs.
     pub async fn tabs(&self) -> Result<Vec<String>, ConnectorError> {
         let v = self
-            .call(
-                reqwest::Method::GET,
-                "",
-                &[("fields", "sheets.properties")],
-                None,
-            )
+            .call(Method::Get, "", &[("fields", "sheets.properties")], None)
             .await?;
         Ok(v["sheets"]
             .as_array()
@@ -95,7 +91,7 @@ impl SheetsApi<'_> {
 
     pub async fn add_tab(&self, title: &str) -> Result<(), ConnectorError> {
         let body = json!({"requests": [{"addSheet": {"properties": {"title": title}}}]});
-        self.call(reqwest::Method::POST, ":batchUpdate", &[], Some(&body))
+        self.call(Method::Post, ":batchUpdate", &[], Some(&body))
             .await
             .map(|_| ())
     }
@@ -104,12 +100,7 @@ impl SheetsApi<'_> {
     pub async fn keys(&self, sheet: &str) -> Result<Vec<String>, ConnectorError> {
         let path = format!("/values/{}", path_segment(&range(sheet, Some("A:A"))));
         let v = self
-            .call(
-                reqwest::Method::GET,
-                &path,
-                &[("majorDimension", "ROWS")],
-                None,
-            )
+            .call(Method::Get, &path, &[("majorDimension", "ROWS")], None)
             .await?;
         Ok(v["values"]
             .as_array()
@@ -133,7 +124,7 @@ impl SheetsApi<'_> {
             ("valueInputOption", self.config.value_input_option.as_str()),
             ("insertDataOption", "INSERT_ROWS"),
         ];
-        self.call(reqwest::Method::POST, &path, &query, Some(&body))
+        self.call(Method::Post, &path, &query, Some(&body))
             .await
             .map(|_| ())
     }
@@ -149,14 +140,14 @@ impl SheetsApi<'_> {
         let path = format!("/values/{}", path_segment(&r));
         let body = json!({"range": r, "majorDimension": "ROWS", "values": rows});
         let query = [("valueInputOption", self.config.value_input_option.as_str())];
-        self.call(reqwest::Method::PUT, &path, &query, Some(&body))
+        self.call(Method::Put, &path, &query, Some(&body))
             .await
             .map(|_| ())
     }
 
     pub async fn clear(&self, sheet: &str) -> Result<(), ConnectorError> {
         let path = format!("/values/{}:clear", path_segment(&range(sheet, None)));
-        self.call(reqwest::Method::POST, &path, &[], Some(&json!({})))
+        self.call(Method::Post, &path, &[], Some(&json!({})))
             .await
             .map(|_| ())
     }

@@ -100,6 +100,7 @@ pub fn manifest() -> Manifest {
     Manifest {
         id: "google_sheets".into(),
         version: "1.0.0".into(),
+        changelog: "First version: platform stats, campaigns and form responses into a sheet, appended or overwritten.".into(),
         name: "Google Sheets export".into(),
         description: "Exports platform data (address-book and segment stats, campaign reports, form stats and responses) into a Google Sheets tab on a schedule.".into(),
         triggers: vec![TriggerKind::Schedule],

@@ -31,13 +31,13 @@ pub async fn run(c: &GoogleSheetsConnector, ctx: RunContext) -> Result<RunReport
     let config = SheetsConfig::from_value(&ctx.config)?;
     let credential = Credential::from_config(&config, &ctx.secrets)?;
     let platform = PlatformClient::new(
-        c.http.clone(),
+        ctx.http.clone(),
         &config.platform_base_url,
         secret(&ctx.secrets, PLATFORM_API_KEY)?,
     );
     let export = read(&platform, &config, &ctx).await?;
     let api = SheetsApi {
-        http: &c.http,
+        http: &ctx.http,
         tokens: &c.tokens,
         config: &config,
         credential: &credential,

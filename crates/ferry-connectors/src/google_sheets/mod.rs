@@ -26,7 +26,6 @@ pub use quota::WriteQuota;
 
 pub struct GoogleSheetsConnector {
     manifest: Manifest,
-    http: reqwest::Client,
     tokens: Arc<TokenCache>,
     quota: Arc<WriteQuota>,
 }
@@ -35,7 +34,6 @@ impl GoogleSheetsConnector {
     pub fn new() -> Self {
         GoogleSheetsConnector {
             manifest: config::manifest(),
-            http: reqwest::Client::new(),
             tokens: Arc::new(TokenCache::default()),
             quota: Arc::new(WriteQuota::default()),
         }

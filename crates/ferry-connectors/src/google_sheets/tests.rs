@@ -254,7 +254,7 @@ async fn an_overwrite_export_rewrites_the_tab_only_when_the_data_changed() {
         .expect("stats");
     assert_eq!(tabs(&s)["Book stats"][1][2], 0, "no contacts yet");
     let pc = crate::platform::PlatformClient::new(
-        reqwest::Client::new(),
+        crate::http::client(4),
         &format!("{}/platform", e.http),
         platform::API_KEY,
     );

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use ferry_core::http::HttpClient;
 use ferry_core::ConnectorError;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -11,6 +12,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use super::config::{Security, SmsEmailConfig};
 
 pub async fn send(
+    http: &HttpClient,
     config: &SmsEmailConfig,
     password: Option<&str>,
     message: Message,
@@ -34,7 +36,7 @@ pub async fn send(
     }
     let transport = builder.build();
     // Not sent once this node may no longer act on its runs.
-    ferry_core::liveness::check()?;
+    http.fence()?;
     transport.send(message).await.map(|_| ()).map_err(classify)
 }
 

@@ -63,6 +63,7 @@ pub fn manifest() -> Manifest {
     Manifest {
         id: "sms_email".into(),
         version: "1.0.0".into(),
+        changelog: "First version: inbound SMS sent on as email over SMTP.".into(),
         name: "SMS to email".into(),
         description: "Inbound SMS (Twilio-signed form posts) sent on as email over SMTP.".into(),
         triggers: vec![TriggerKind::Webhook],

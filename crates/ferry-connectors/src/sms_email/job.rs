@@ -64,6 +64,7 @@ pub async fn run(ctx: RunContext) -> Result<RunReport, ConnectorError> {
         .body(text)
         .map_err(|e| ConnectorError::Permanent(format!("building the email: {e}")))?;
     client::send(
+        &ctx.http,
         &config,
         ctx.secrets.get(SMTP_PASSWORD).map(String::as_str),
         message,

@@ -140,6 +140,7 @@ async fn the_signature_covers_the_configured_url_and_the_sid_is_the_idempotency_
     let secrets = secrets(&testkit::Endpoints {
         http: String::new(),
         smtp: ([127, 0, 0, 1], 25).into(),
+        recording: Default::default(),
     });
     // Behind a proxy Ferry sees another URL; the configured one is signed.
     let config = json!({"webhook_url": t["url"]});
@@ -289,6 +290,7 @@ async fn an_sms_arrives_as_email_at_a_real_smtp_server() {
             secrets(&testkit::Endpoints {
                 http: String::new(),
                 smtp: ([127, 0, 0, 1], port).into(),
+                recording: Default::default(),
             }),
             Some(payload()),
             json!({}),

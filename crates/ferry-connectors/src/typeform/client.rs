@@ -3,14 +3,13 @@
 
 use std::time::Duration;
 
+use ferry_core::http::HttpClient;
 use ferry_core::ConnectorError;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::http::send_json;
-
 pub struct ResponsesApi<'a> {
-    pub http: &'a reqwest::Client,
+    pub http: &'a HttpClient,
     pub base: String,
     pub token: String,
     pub interval: Duration,
@@ -39,7 +38,7 @@ impl ResponsesApi<'_> {
         if let Some(b) = before {
             query.push(("before", b.to_string()));
         }
-        let req = self
+        let v = self
             .http
             .get(format!(
                 "{}/forms/{}/responses",
@@ -47,9 +46,9 @@ impl ResponsesApi<'_> {
                 form
             ))
             .query(&query)
-            .bearer_auth(&self.token)
-            .timeout(Duration::from_secs(30));
-        let v = send_json(req, "Typeform", "the api_token", now_ms).await?;
+            .bearer(&self.token)
+            .send_json("Typeform", "the api_token", now_ms)
+            .await?;
         v["items"]
             .as_array()
             .cloned()

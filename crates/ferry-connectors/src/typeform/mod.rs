@@ -3,6 +3,9 @@
 //! schedule (or a manual run) backfills through the Responses API with
 //! token pagination, deduplicated by response token. A field mapping in
 //! config turns answers into data fields.
+//!
+//! Two major versions are registered side by side (`config::Major`):
+//! version 2 maps every answer type and carries hidden fields.
 
 mod client;
 mod config;
@@ -16,18 +19,23 @@ use ferry_core::{
     WebhookContext, WebhookError,
 };
 
-pub use config::TypeformConfig;
+pub use config::{Major, TypeformConfig};
 
 pub struct TypeformConnector {
     manifest: Manifest,
-    http: reqwest::Client,
+    major: Major,
 }
 
 impl TypeformConnector {
+    /// Version 1.
     pub fn new() -> Self {
+        Self::version(Major::V1)
+    }
+
+    pub fn version(major: Major) -> Self {
         TypeformConnector {
-            manifest: config::manifest(),
-            http: reqwest::Client::new(),
+            manifest: config::manifest(major),
+            major,
         }
     }
 }
@@ -53,6 +61,6 @@ impl Connector for TypeformConnector {
     }
 
     async fn run(&self, ctx: RunContext) -> Result<RunReport, ConnectorError> {
-        job::run(&self.http, ctx).await
+        job::run(self.major, ctx).await
     }
 }

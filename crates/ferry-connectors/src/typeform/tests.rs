@@ -12,7 +12,7 @@ use ferry_sandbox::{platform, typeform, Sandbox};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::TypeformConnector;
+use super::{Major, TypeformConnector};
 
 const SECRET: &str = "typeform-test-secret";
 
@@ -281,28 +281,156 @@ async fn typeform_passes_the_conformance_harness() {
             ],
         }
     }
-    conform(Case {
-        connector: Arc::new(TypeformConnector::new()),
-        config: |e| config(&e.http),
-        secrets: |_| secrets(),
-        bad_configs: vec![
-            (json!({"form_id": null}), "config.form_id"),
-            (json!({"page_size": 1001}), "config.page_size"),
-            (
-                json!({"field_map": {"FIRSTNAME": ""}}),
-                "config.field_map.FIRSTNAME",
-            ),
-        ],
-        webhook: Some(webhook),
-        payload: None,
-        faults: vec![
-            Fault::status("typeform", 429).retry_after(1),
-            Fault::status("typeform", 500),
-            Fault::status("platform", 503),
-        ],
-        cut: Some(Fault::status("typeform", 503).skip(1)),
-        outcome: platform_contacts,
-        now_ms: 1_763_630_102_000,
-    })
-    .await;
+    for major in [Major::V1, Major::V2] {
+        conform(Case {
+            connector: Arc::new(TypeformConnector::version(major)),
+            config: |e| config(&e.http),
+            secrets: |_| secrets(),
+            bad_configs: vec![
+                (json!({"form_id": null}), "config.form_id"),
+                (json!({"page_size": 1001}), "config.page_size"),
+                (
+                    json!({"field_map": {"FIRSTNAME": ""}}),
+                    "config.field_map.FIRSTNAME",
+                ),
+            ],
+            webhook: Some(webhook),
+            payload: None,
+            faults: vec![
+                Fault::status("typeform", 429).retry_after(1),
+                Fault::status("typeform", 500),
+                Fault::status("platform", 503),
+            ],
+            cut: Some(Fault::status("typeform", 503).skip(1)),
+            outcome: platform_contacts,
+            now_ms: 1_763_630_102_000,
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn version_2_carries_hidden_fields_that_fit_and_version_1_does_not() {
+    let (s1, base1) = sandbox().await;
+    TypeformConnector::version(Major::V1)
+        .run(ctx(&base1, None, json!({})))
+        .await
+        .expect("v1");
+    let (s2, base2) = sandbox().await;
+    let report = TypeformConnector::version(Major::V2)
+        .run(ctx(&base2, None, json!({})))
+        .await
+        .expect("v2");
+    assert_eq!((report.records_ok, report.records_rejected), (23, 2));
+    let (v1, v2) = (contacts(&s1), contacts(&s2));
+    assert_eq!(
+        v1["guest04@example.com"].0,
+        json!({"FIRSTNAME": "Guest 04", "SCORE": 4})
+    );
+    assert_eq!(
+        v2["guest04@example.com"].0,
+        json!({"FIRSTNAME": "Guest 04", "SCORE": 4, "TICKET": "T-04"}),
+        "the hidden ticket is carried into TICKET; utm_campaign has no data field and is left"
+    );
+    assert_eq!(
+        v2["guest03@example.com"].0, v1["guest03@example.com"].0,
+        "no hidden fields: the same"
+    );
+    let carried = v2
+        .values()
+        .filter(|(f, _)| f.get("TICKET").is_some())
+        .count();
+    assert_eq!(
+        carried, 7,
+        "respondents 0, 4, 8, 12, 16, 20 and 24 have a ticket"
+    );
+    // One read of the data fields per run, on top of version 1's requests.
+    assert_eq!(
+        s2.world().requests["platform"],
+        s1.world().requests["platform"] + 1
+    );
+}
+
+#[test]
+fn version_2_maps_every_answer_type() {
+    let r = json!({
+        "hidden": {"ticket": "T-1"},
+        "variables": [{"key": "score", "type": "number", "number": 4}, {"key": "tier", "type": "text", "text": "gold"}],
+        "answers": [
+            {"type": "choice", "choice": {"other": "By a friend"}, "field": {"ref": "heard"}},
+            {"type": "choice", "choice": {"label": "Yes"}, "field": {"ref": "attend"}},
+            {"type": "choices", "choices": {"labels": ["Talks", "Food"], "other": "Music"}, "field": {"ref": "liked"}},
+            {"type": "payment", "payment": {"amount": "12.50", "last4": "4242", "name": "A", "success": true}, "field": {"ref": "paid"}},
+            {"type": "boolean", "boolean": false, "field": {"ref": "opt_in"}},
+            {"type": "phone_number", "phone_number": "+441234567890", "field": {"ref": "phone"}},
+            {"type": "file_url", "file_url": "https://f.example/x.pdf", "field": {"ref": "cv"}},
+            {"type": "multi_format", "multi_format": {"text": "spoken words"}, "field": {"ref": "voice"}}
+        ]
+    });
+    let a = |m, reference| super::job::answer(m, &r, reference);
+    assert_eq!(a(Major::V2, "heard"), Some(json!("By a friend")));
+    assert_eq!(
+        a(Major::V1, "heard"),
+        Some(Value::Null),
+        "version 1 loses an Other answer"
+    );
+    assert_eq!(a(Major::V2, "attend"), Some(json!("Yes")));
+    assert_eq!(a(Major::V2, "liked"), Some(json!("Talks, Food, Music")));
+    assert_eq!(a(Major::V1, "liked"), Some(json!("Talks, Food")));
+    assert_eq!(a(Major::V2, "paid"), Some(json!("12.50")));
+    assert!(
+        a(Major::V1, "paid").is_some_and(|v| v.is_object()),
+        "version 1 passes the object on"
+    );
+    assert_eq!(a(Major::V2, "opt_in"), Some(json!(false)));
+    assert_eq!(a(Major::V2, "phone"), Some(json!("+441234567890")));
+    assert_eq!(a(Major::V2, "cv"), Some(json!("https://f.example/x.pdf")));
+    assert_eq!(a(Major::V2, "voice"), Some(json!("spoken words")));
+    assert_eq!(a(Major::V2, "variables.score"), Some(json!(4)));
+    assert_eq!(a(Major::V2, "variables.tier"), Some(json!("gold")));
+    assert_eq!(a(Major::V1, "variables.tier"), None);
+    assert_eq!(a(Major::V2, "hidden.ticket"), Some(json!("T-1")));
+    assert_eq!(a(Major::V2, "missing"), None);
+}
+
+#[test]
+fn both_versions_are_registered_with_their_changelog_and_a_pin_keeps_its_major() {
+    let registry = crate::builtin().expect("builtin");
+    let versions: Vec<(String, String)> = registry
+        .all()
+        .filter(|r| r.manifest().id == "typeform")
+        .map(|r| (r.manifest().version.clone(), r.manifest().changelog.clone()))
+        .collect();
+    assert_eq!(versions.len(), 2, "{versions:?}");
+    assert!(versions.iter().all(|(_, c)| !c.is_empty()));
+    assert_eq!(
+        registry
+            .resolve("typeform", Some("1"))
+            .expect("1")
+            .manifest()
+            .version,
+        "1.0.0"
+    );
+    assert_eq!(
+        registry
+            .resolve("typeform", Some("2"))
+            .expect("2")
+            .manifest()
+            .version,
+        "2.0.0"
+    );
+    // Version 1's schema refuses what only version 2 knows.
+    let v1 = registry.resolve("typeform", Some("1")).expect("1");
+    let mut cfg = config("http://127.0.0.1:1");
+    cfg["carry_hidden"] = json!(false);
+    let err = v1
+        .validate(&cfg, &secrets())
+        .expect_err("v1 has no carry_hidden")
+        .to_string();
+    assert!(err.starts_with("config"), "{err}");
+    registry
+        .resolve("typeform", Some("2"))
+        .expect("2")
+        .validate(&cfg, &secrets())
+        .expect("v2 takes it");
 }

@@ -32,6 +32,7 @@ pub fn manifest() -> Manifest {
     Manifest {
         id: "webhook".into(),
         version: "1.0.0".into(),
+        changelog: "First version: signed deliveries of events byte for byte, and of scheduled runs as an envelope.".into(),
         name: "Webhook".into(),
         description: "Delivers events and scheduled runs to any HTTP endpoint, signed with Standard Webhooks; \
                       accepts Standard Webhooks-signed events."

@@ -6,7 +6,7 @@ use ferry_core::signing::key_from_secret;
 use ferry_core::{ConnectorError, RunContext, RunReport};
 use serde_json::{json, Value};
 
-use super::client::{Client, Delivery};
+use super::client::{deliver, Delivery};
 use super::config::{WebhookConfig, SIGNING_SECRET};
 
 /// The body of a scheduled, manual or replayed-scheduled run.
@@ -28,7 +28,7 @@ fn envelope(ctx: &RunContext) -> Value {
     })
 }
 
-pub async fn run(client: &Client, ctx: RunContext) -> Result<RunReport, ConnectorError> {
+pub async fn run(ctx: RunContext) -> Result<RunReport, ConnectorError> {
     let config = WebhookConfig::from_value(&ctx.config)?;
     let secret = ctx
         .secrets
@@ -44,8 +44,9 @@ pub async fn run(client: &Client, ctx: RunContext) -> Result<RunReport, Connecto
             envelope(&ctx).to_string().into_bytes(),
         ),
     };
-    client
-        .deliver(Delivery {
+    deliver(
+        &ctx.http,
+        Delivery {
             url: &config.url,
             webhook_id: &webhook_id,
             timestamp_s: ctx.now_ms.div_euclid(1000),
@@ -54,8 +55,9 @@ pub async fn run(client: &Client, ctx: RunContext) -> Result<RunReport, Connecto
             headers: &config.headers,
             timeout: Duration::from_millis(config.timeout_ms),
             now_ms: ctx.now_ms,
-        })
-        .await?;
+        },
+    )
+    .await?;
     Ok(RunReport {
         records_ok: 1,
         ..RunReport::default()

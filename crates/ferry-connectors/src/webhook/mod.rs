@@ -22,14 +22,12 @@ pub use config::WebhookConfig;
 
 pub struct WebhookConnector {
     manifest: Manifest,
-    client: client::Client,
 }
 
 impl WebhookConnector {
     pub fn new() -> Self {
         WebhookConnector {
             manifest: config::manifest(),
-            client: client::Client::new(),
         }
     }
 }
@@ -55,6 +53,6 @@ impl Connector for WebhookConnector {
     }
 
     async fn run(&self, ctx: RunContext) -> Result<RunReport, ConnectorError> {
-        job::run(&self.client, ctx).await
+        job::run(ctx).await
     }
 }

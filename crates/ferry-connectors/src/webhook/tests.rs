@@ -66,6 +66,7 @@ fn ctx(url: &str, event: Option<(Uuid, &str)>) -> RunContext {
         state: json!({}),
         cancel: CancellationToken::new(),
         now_ms: 1_763_630_102_000,
+        http: crate::http::client(4),
     }
 }
 

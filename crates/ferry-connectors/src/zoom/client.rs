@@ -3,16 +3,16 @@
 
 use std::time::Duration;
 
-use base64::Engine;
+use ferry_core::http::HttpClient;
 use ferry_core::ConnectorError;
 use serde_json::Value;
 
 use super::config::ZoomConfig;
-use crate::http::{path_segment, send, send_json};
+use crate::http::path_segment;
 use crate::oauth::{authorized, TokenCache};
 
 pub struct ZoomApi<'a> {
-    pub http: &'a reqwest::Client,
+    pub http: &'a HttpClient,
     pub tokens: &'a TokenCache,
     pub config: &'a ZoomConfig,
     pub client_secret: &'a str,
@@ -29,18 +29,16 @@ impl ZoomApi<'_> {
 
     /// A new token from the OAuth endpoint (`account_credentials` grant).
     async fn fetch_token(&self) -> Result<(String, Duration), ConnectorError> {
-        let basic = base64::engine::general_purpose::STANDARD
-            .encode(format!("{}:{}", self.config.client_id, self.client_secret));
-        let req = self
+        let a = self
             .http
             .post(&self.config.oauth_url)
-            .header("authorization", format!("Basic {basic}"))
+            .basic(&self.config.client_id, self.client_secret)
             .form(&[
                 ("grant_type", "account_credentials"),
                 ("account_id", self.config.account_id.as_str()),
             ])
-            .timeout(Duration::from_secs(30));
-        let a = send(req).await?;
+            .send()
+            .await?;
         match a.status {
             200..=299 => {}
             400 | 401 => {
@@ -48,19 +46,12 @@ impl ZoomApi<'_> {
                     "Zoom refused the client credentials of account {}: HTTP {}: {}",
                     self.config.account_id,
                     a.status,
-                    a.text.chars().take(200).collect::<String>()
+                    a.text().chars().take(200).collect::<String>()
                 )))
             }
-            s => {
-                return Err(crate::http::classify_status(
-                    s,
-                    a.retry_after.as_deref(),
-                    &a.text,
-                    self.now_ms,
-                ))
-            }
+            _ => a.error_for_status(self.now_ms)?,
         }
-        let v: Value = serde_json::from_str(&a.text).map_err(|e| {
+        let v: Value = serde_json::from_slice(&a.body).map_err(|e| {
             ConnectorError::Transient(format!("Zoom token endpoint answered non-JSON: {e}"))
         })?;
         let token = v["access_token"].as_str().ok_or_else(|| {
@@ -78,13 +69,11 @@ impl ZoomApi<'_> {
             &self.credential(),
             || self.fetch_token(),
             |token: String| {
-                let req = self
-                    .http
-                    .get(&url)
-                    .query(query)
-                    .bearer_auth(token)
-                    .timeout(Duration::from_secs(30));
-                send_json(req, "Zoom", "the access token", self.now_ms)
+                self.http.get(&url).query(query).bearer(&token).send_json(
+                    "Zoom",
+                    "the access token",
+                    self.now_ms,
+                )
             },
         )
         .await

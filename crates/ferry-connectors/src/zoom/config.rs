@@ -66,6 +66,7 @@ pub fn manifest() -> Manifest {
     Manifest {
         id: "zoom".into(),
         version: "1.0.0".into(),
+        changelog: "First version: webinar registrants and attendees into contacts.".into(),
         name: "Zoom webinars".into(),
         description: "Webinar registrants and attendees into platform address books, on a schedule and from Zoom's signed webhooks.".into(),
         triggers: vec![TriggerKind::Schedule, TriggerKind::Webhook],

@@ -19,12 +19,9 @@ use crate::oauth::TokenCache;
 use crate::platform::{ContactUpsert, PlatformClient};
 use crate::secret;
 
-pub async fn run(
-    http: &reqwest::Client,
-    tokens: &TokenCache,
-    ctx: RunContext,
-) -> Result<RunReport, ConnectorError> {
+pub async fn run(tokens: &TokenCache, ctx: RunContext) -> Result<RunReport, ConnectorError> {
     let config = ZoomConfig::from_value(&ctx.config)?;
+    let http = &ctx.http;
     let platform = PlatformClient::new(
         http.clone(),
         &config.platform_base_url,

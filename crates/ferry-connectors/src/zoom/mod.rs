@@ -24,7 +24,6 @@ pub use config::ZoomConfig;
 
 pub struct ZoomConnector {
     manifest: Manifest,
-    http: reqwest::Client,
     tokens: Arc<TokenCache>,
 }
 
@@ -32,7 +31,6 @@ impl ZoomConnector {
     pub fn new() -> Self {
         ZoomConnector {
             manifest: config::manifest(),
-            http: reqwest::Client::new(),
             tokens: Arc::new(TokenCache::default()),
         }
     }
@@ -59,6 +57,6 @@ impl Connector for ZoomConnector {
     }
 
     async fn run(&self, ctx: RunContext) -> Result<RunReport, ConnectorError> {
-        job::run(&self.http, &self.tokens, ctx).await
+        job::run(&self.tokens, ctx).await
     }
 }
