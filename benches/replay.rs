@@ -66,7 +66,13 @@ async fn bench(name: &str, db: Db, n: usize) {
     };
     let started = Instant::now();
     let op = q
-        .start_replay(&filter, "bench", "node", SystemClock.now_ms())
+        .start_replay(
+            &filter,
+            ferry_queue::ReplayRevision::Current,
+            "bench",
+            "node",
+            SystemClock.now_ms(),
+        )
         .await
         .expect("start");
     let mut pages = Vec::new();

@@ -134,6 +134,27 @@ pub enum IntegrationCommand {
         #[arg(long)]
         payload: Option<String>,
     },
+    /// The integration's revisions, newest first (secret names only).
+    Revisions {
+        id: String,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// What changed between two revisions (secrets only as changed or not).
+    Diff {
+        id: String,
+        /// The older revision.
+        #[arg(long)]
+        from: i64,
+        /// The newer revision (default: the current one).
+        #[arg(long)]
+        to: Option<i64>,
+    },
+    /// Restore an old revision as a new one (admin).
+    Restore {
+        id: String,
+        revision: i64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -202,6 +223,10 @@ pub enum DlqCommand {
         all: bool,
         #[arg(long)]
         dry_run: bool,
+        /// Run on the revision (config, secrets, connector version) the
+        /// failed run used, not the integration as it is now.
+        #[arg(long)]
+        original: bool,
         #[command(flatten)]
         filter: DlqFilter,
     },
@@ -416,6 +441,73 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                     &[],
                 )
             }
+            IntegrationCommand::Revisions { id, page } => show(
+                &remote,
+                &c.call(
+                    M::GET,
+                    &format!("/v1/integrations/{id}/revisions"),
+                    &page.pairs(),
+                    None,
+                )
+                .await?,
+                &["revision", "connector_version", "created_at", "created_by"],
+            ),
+            IntegrationCommand::Diff { id, from, to } => {
+                let mut q = vec![("from", from.to_string())];
+                if let Some(t) = to {
+                    q.push(("to", t.to_string()));
+                }
+                let d = c
+                    .call(
+                        M::GET,
+                        &format!("/v1/integrations/{id}/revisions/diff"),
+                        &q,
+                        None,
+                    )
+                    .await?;
+                if remote.output == "json" {
+                    println!("{d}");
+                    return Ok(());
+                }
+                println!("revision {} → {}", d["from"], d["to"]);
+                let none = Vec::new();
+                for ch in d["changes"].as_array().unwrap_or(&none) {
+                    let side = |v: &Value| {
+                        if v.is_null() {
+                            "(absent)".to_string()
+                        } else {
+                            v.to_string()
+                        }
+                    };
+                    println!(
+                        "  {}: {} → {}",
+                        ch["field"].as_str().unwrap_or("?"),
+                        side(&ch["before"]),
+                        side(&ch["after"])
+                    );
+                }
+                for s in d["secrets"].as_array().unwrap_or(&none) {
+                    if s["change"] != "unchanged" {
+                        println!(
+                            "  secret {}: {}",
+                            s["name"].as_str().unwrap_or("?"),
+                            s["change"].as_str().unwrap_or("?")
+                        );
+                    }
+                }
+                Ok(())
+            }
+            IntegrationCommand::Restore { id, revision } => show(
+                &remote,
+                &c.call(
+                    M::POST,
+                    &format!("/v1/integrations/{id}/revisions/{revision}/restore"),
+                    &[],
+                    None,
+                )
+                .await?,
+                &[],
+            ),
         },
         RemoteCommand::Runs { command, .. } => match command {
             RunCommand::List {
@@ -479,66 +571,75 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                 id,
                 all,
                 dry_run,
+                original,
                 filter,
-            } => match (id, all) {
-                (Some(id), false) => show(
-                    &remote,
-                    &c.call(M::POST, &format!("/v1/dead-letters/{id}/replay"), &[], None)
+            } => {
+                let revision = if original { "original" } else { "current" };
+                match (id, all) {
+                    (Some(id), false) => show(
+                        &remote,
+                        &c.call(
+                            M::POST,
+                            &format!("/v1/dead-letters/{id}/replay"),
+                            &[],
+                            Some(json!({"revision": revision})),
+                        )
                         .await?,
-                    &[],
-                ),
-                (None, true) => {
-                    let f: serde_json::Map<String, Value> = filter
-                        .pairs()
-                        .into_iter()
-                        .map(|(k, v)| (k.to_string(), Value::String(v)))
-                        .collect();
-                    let counted = c
-                        .call(
-                            M::POST,
-                            "/v1/dead-letters/replay",
-                            &[],
-                            Some(json!({"filter": f, "dry_run": true})),
-                        )
-                        .await?;
-                    if dry_run {
-                        if remote.output == "json" {
-                            println!("{counted}");
-                        } else {
-                            println!("{} dead letters would be replayed", counted["matched"]);
+                        &[],
+                    ),
+                    (None, true) => {
+                        let f: serde_json::Map<String, Value> = filter
+                            .pairs()
+                            .into_iter()
+                            .map(|(k, v)| (k.to_string(), Value::String(v)))
+                            .collect();
+                        let counted = c
+                            .call(
+                                M::POST,
+                                "/v1/dead-letters/replay",
+                                &[],
+                                Some(json!({"filter": f, "dry_run": true})),
+                            )
+                            .await?;
+                        if dry_run {
+                            if remote.output == "json" {
+                                println!("{counted}");
+                            } else {
+                                println!("{} dead letters would be replayed", counted["matched"]);
+                            }
+                            return Ok(());
                         }
-                        return Ok(());
+                        let started = c
+                            .call(
+                                M::POST,
+                                "/v1/dead-letters/replay",
+                                &[],
+                                Some(json!({"filter": f, "dry_run": false, "revision": revision})),
+                            )
+                            .await?;
+                        let op = follow(&c, &started["operation"]).await?;
+                        if remote.output == "json" {
+                            println!("{op}");
+                        } else {
+                            println!(
+                                "replayed {} (operation {})",
+                                op["done"],
+                                op["id"].as_str().unwrap_or("-")
+                            );
+                        }
+                        if op["status"] == "failed" {
+                            bail!(
+                                "the replay stopped after {}: {}",
+                                op["done"],
+                                op["error"].as_str().unwrap_or("unknown error")
+                            );
+                        }
+                        Ok(())
                     }
-                    let started = c
-                        .call(
-                            M::POST,
-                            "/v1/dead-letters/replay",
-                            &[],
-                            Some(json!({"filter": f, "dry_run": false})),
-                        )
-                        .await?;
-                    let op = follow(&c, &started["operation"]).await?;
-                    if remote.output == "json" {
-                        println!("{op}");
-                    } else {
-                        println!(
-                            "replayed {} (operation {})",
-                            op["done"],
-                            op["id"].as_str().unwrap_or("-")
-                        );
-                    }
-                    if op["status"] == "failed" {
-                        bail!(
-                            "the replay stopped after {}: {}",
-                            op["done"],
-                            op["error"].as_str().unwrap_or("unknown error")
-                        );
-                    }
-                    Ok(())
+                    (Some(_), true) => bail!("give either a dead-letter id or --all, not both"),
+                    (None, false) => bail!("give a dead-letter id, or --all with filters"),
                 }
-                (Some(_), true) => bail!("give either a dead-letter id or --all, not both"),
-                (None, false) => bail!("give a dead-letter id, or --all with filters"),
-            },
+            }
             DlqCommand::Discard { id } => {
                 c.call(M::DELETE, &format!("/v1/dead-letters/{id}"), &[], None)
                     .await?;

@@ -312,7 +312,15 @@ async fn suite(db: Db) {
     assert_eq!(q.count_replayable(&later).await.expect("count"), 0);
 
     // Replay: a new linked job on the current revision; lineage both ways.
-    let run_id = q.replay(dl.id, "tester", T0 + 6_000).await.expect("replay");
+    let run_id = q
+        .replay(
+            dl.id,
+            ferry_queue::ReplayRevision::Current,
+            "tester",
+            T0 + 6_000,
+        )
+        .await
+        .expect("replay");
     let replayed = q.get_run(run_id).await.expect("replayed run");
     assert_eq!(replayed.replay_of, Some(dl.id));
     assert_eq!(replayed.trigger, Trigger::Replay);

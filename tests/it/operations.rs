@@ -61,7 +61,13 @@ async fn suite(db: Db) {
 
     // Node A starts it and does one page, then stops renewing (it died).
     let op = q
-        .start_replay(&filter, "token:ops", "node-a", T0 + 1_000)
+        .start_replay(
+            &filter,
+            ferry_queue::ReplayRevision::Current,
+            "token:ops",
+            "node-a",
+            T0 + 1_000,
+        )
         .await
         .expect("start");
     assert_eq!(
@@ -157,7 +163,15 @@ async fn suite(db: Db) {
         .iter()
         .find(|d| d.replay_run_id.is_some())
         .expect("a replayed dead letter");
-    assert!(q.replay(replayed.id, "t", later + 2).await.is_err());
+    assert!(q
+        .replay(
+            replayed.id,
+            ferry_queue::ReplayRevision::Current,
+            "t",
+            later + 2
+        )
+        .await
+        .is_err());
     assert_eq!(
         count(&db, "SELECT COUNT(*) FROM jobs WHERE replay_of IS NOT NULL").await,
         1_200
@@ -170,6 +184,7 @@ async fn suite(db: Db) {
                 tenant: Some("nobody".into()),
                 ..Default::default()
             },
+            ferry_queue::ReplayRevision::Current,
             "t",
             "node-b",
             later + 3,
@@ -186,6 +201,112 @@ async fn suite(db: Db) {
         2,
         "each bulk replay audited"
     );
+}
+
+/// A replay runs on the revision each failed run used when asked
+/// (`original`), else on the integration's current one; one at a time and
+/// in bulk.
+async fn revision_suite(db: Db) {
+    let q = Queue::new(db.clone());
+    let i = integration(&db, &spec("webhook", "acme", None), None, T0).await;
+    dead_letters(&q, &i, 6, T0, T0).await;
+    let mut changed = spec("webhook", "acme", None);
+    changed.config = serde_json::json!({"url": "http://127.0.0.1:9/changed"});
+    let edited = q
+        .edit_integration(
+            &key(),
+            i.id,
+            i.revision,
+            &changed,
+            ferry_store::integrations::NextFire::Keep,
+            T0 + 10,
+            "t",
+        )
+        .await
+        .expect("edit");
+    assert_eq!(edited.revision, 2);
+    dead_letters(&q, &edited, 2, T0 + 50, T0 + 50).await;
+    let filter = |since: Option<i64>, until: Option<i64>| DeadLetterFilter {
+        integration: Some(i.id),
+        since,
+        until,
+        ..Default::default()
+    };
+    let (dls, _) = q
+        .list_dead_letters(&filter(None, Some(T0 + 1)), 10, None)
+        .await
+        .expect("dls");
+    assert_eq!(dls.len(), 6);
+    assert!(
+        dls.iter().all(|d| d.revision == 1),
+        "dead letters name their revision"
+    );
+    // Three of revision 1 one at a time on their original revision, the
+    // other three in bulk on the current one.
+    for d in &dls[..3] {
+        q.replay(d.id, ferry_queue::ReplayRevision::Original, "t", T0 + 60)
+            .await
+            .expect("replay");
+    }
+    let bulk = |f: DeadLetterFilter, which| {
+        let q = q.clone();
+        async move {
+            let op = q
+                .start_replay(&f, which, "t", "node-a", T0 + 70)
+                .await
+                .expect("start");
+            while q
+                .step_operation(op.id, "node-a", T0 + 80)
+                .await
+                .expect("step")
+                != Step::Finished
+            {}
+            op
+        }
+    };
+    let op = bulk(
+        filter(None, Some(T0 + 1)),
+        ferry_queue::ReplayRevision::Current,
+    )
+    .await;
+    assert_eq!(op.total, 3);
+    // The two of revision 2, in bulk on their original revision.
+    let op = bulk(
+        filter(Some(T0 + 50), None),
+        ferry_queue::ReplayRevision::Original,
+    )
+    .await;
+    assert_eq!(
+        (op.total, op.params["revision"].as_str()),
+        (2, Some("original"))
+    );
+    let on = |rev: i64| {
+        let db = db.clone();
+        async move {
+            count(
+                &db,
+                &format!(
+                    "SELECT COUNT(*) FROM jobs WHERE replay_of IS NOT NULL AND revision = {rev}"
+                ),
+            )
+            .await
+        }
+    };
+    assert_eq!((on(1).await, on(2).await), (3, 5));
+}
+
+#[tokio::test]
+async fn replays_choose_their_revision_sqlite() {
+    let (db, _dir) = sqlite_db().await;
+    revision_suite(db).await;
+}
+
+#[tokio::test]
+async fn replays_choose_their_revision_postgres() {
+    let Some(db) = pg_db("replays_choose_their_revision").await else {
+        return;
+    };
+    revision_suite(db).await;
 }
 
 #[tokio::test]

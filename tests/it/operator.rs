@@ -353,6 +353,30 @@ async fn every_endpoint_answers_every_caller_as_its_role_and_tenant_allow() {
             ),
             case(
                 Method::GET,
+                format!("/v1/integrations/{shared}/revisions"),
+                None,
+                N::Viewer,
+                S::Resource,
+                200,
+            ),
+            case(
+                Method::GET,
+                format!("/v1/integrations/{shared}/revisions/diff?from=1"),
+                None,
+                N::Viewer,
+                S::Resource,
+                200,
+            ),
+            case(
+                Method::POST,
+                format!("/v1/integrations/{quiet}/revisions/1/restore"),
+                None,
+                N::Admin,
+                S::Resource,
+                200,
+            ),
+            case(
+                Method::GET,
                 "/v1/runs".into(),
                 None,
                 N::Viewer,
@@ -543,6 +567,7 @@ async fn every_endpoint_answers_every_caller_as_its_role_and_tenant_allow() {
         "token.revoke",
         "integration.create",
         "integration.update",
+        "integration.restore",
         "integration.delete",
         "integration.pause",
         "integration.resume",
@@ -851,4 +876,177 @@ async fn secrets_never_leave_and_every_run_log_line_names_its_run() {
     for m in [marker_out, marker_in, OUT_SECRET, IN_SECRET] {
         assert!(!text.contains(m), "a secret in plaintext on disk");
     }
+}
+
+/// Revisions through the binary: the list shows names of secrets only, the
+/// difference names each changed field and each secret as changed or not,
+/// a dead letter names its revision, a replay runs on the original or the
+/// current revision as asked, and an old revision comes back as a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revisions_are_listed_compared_restored_and_chosen_by_a_replay() {
+    let (old, old_url) = Receiver::start().await;
+    old.status.store(500, Ordering::SeqCst);
+    let (new, new_url) = Receiver::start().await;
+    let node = Node::start();
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: node.base.clone(),
+    };
+    let id = create_integration(&api, &old_url, 1).await;
+    let (s, _) = api.post(&format!("/v1/integrations/{id}/runs"), "").await;
+    assert_eq!(s, 202);
+    eventually(30, "a dead letter on revision 1", || async {
+        dead_letter_ids(&api, &id).await.len() == 1
+    })
+    .await;
+    let first_dl = dead_letter_ids(&api, &id).await.remove(0);
+
+    // Revision 2: another URL and another inbound secret.
+    let (s, v) = api
+        .call(
+            Method::PATCH,
+            &format!("/v1/integrations/{id}"),
+            Some(ADMIN),
+            Some(&json!({"config": {"url": new_url}, "secrets": {"inbound_secret": "whsec_rotated"}}).to_string()),
+        )
+        .await;
+    assert_eq!((s, v["revision"].as_i64()), (200, Some(2)), "{v}");
+
+    let revs = api.get(&format!("/v1/integrations/{id}/revisions")).await;
+    let items = revs["items"].as_array().expect("items");
+    let numbers: Vec<i64> = items
+        .iter()
+        .filter_map(|r| r["revision"].as_i64())
+        .collect();
+    assert_eq!(numbers, vec![2, 1], "newest first");
+    assert_eq!(items[1]["config"]["url"], old_url.as_str());
+    let text = revs.to_string();
+    for secret in [IN_SECRET, OUT_SECRET, "whsec_rotated"] {
+        assert!(
+            !text.contains(secret),
+            "a secret value in the revisions: {text}"
+        );
+    }
+    let page = api
+        .get(&format!("/v1/integrations/{id}/revisions?limit=1"))
+        .await;
+    let next = page["next_cursor"].as_str().expect("a second page");
+    let more = api
+        .get(&format!(
+            "/v1/integrations/{id}/revisions?limit=1&cursor={next}"
+        ))
+        .await;
+    assert_eq!(more["items"][0]["revision"], 1);
+
+    let d = api
+        .get(&format!("/v1/integrations/{id}/revisions/diff?from=1"))
+        .await;
+    assert_eq!((d["from"].as_i64(), d["to"].as_i64()), (Some(1), Some(2)));
+    assert_eq!(
+        d["changes"],
+        json!([{"field": "config.url", "before": old_url, "after": new_url}])
+    );
+    assert_eq!(
+        d["secrets"],
+        json!([
+            {"name": "inbound_secret", "change": "changed"},
+            {"name": "signing_secret", "change": "unchanged"}
+        ])
+    );
+    assert!(!d.to_string().contains("whsec_rotated"));
+    let (s, e) = api
+        .call(
+            Method::GET,
+            &format!("/v1/integrations/{id}/revisions/diff?from=99"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!((s, e["error"]["code"].is_string()), (404, true), "{e}");
+    let (ok, out, err) = cli(&node, &["integrations", "diff", &id, "--from", "1"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("config.url") && out.contains("secret inbound_secret: changed"),
+        "{out}"
+    );
+
+    // The dead letter names its revision and connector version.
+    let dl = api.get(&format!("/v1/dead-letters/{first_dl}")).await;
+    assert_eq!(
+        (dl["revision"].as_i64(), dl["connector_version"].as_str()),
+        (Some(1), Some("1.0.0")),
+        "the revision, and the exact version that ran"
+    );
+
+    // Replayed on the original revision, it goes to the old URL and dies again.
+    let (s, v) = api
+        .post(
+            &format!("/v1/dead-letters/{first_dl}/replay"),
+            r#"{"revision":"original"}"#,
+        )
+        .await;
+    assert_eq!(s, 202, "{v}");
+    eventually(30, "the original-revision replay dead-lettered", || async {
+        dead_letter_ids(&api, &id).await.len() == 1
+            && !dead_letter_ids(&api, &id).await.contains(&first_dl)
+    })
+    .await;
+    assert!(new.received().is_empty(), "nothing reached the new URL");
+    let second_dl = dead_letter_ids(&api, &id).await.remove(0);
+    let dl = api.get(&format!("/v1/dead-letters/{second_dl}")).await;
+    assert_eq!(dl["revision"].as_i64(), Some(1));
+    // On the current revision (through the CLI), it is delivered.
+    let (ok, _, err) = cli(&node, &["dlq", "replay", &second_dl]);
+    assert!(ok, "{err}");
+    eventually(30, "delivered to the new URL", || async {
+        new.received().len() == 1
+    })
+    .await;
+    let (s, e) = api
+        .post(
+            &format!("/v1/dead-letters/{second_dl}/replay"),
+            r#"{"revision":"latest"}"#,
+        )
+        .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (422, Some("invalid_field")),
+        "{e}"
+    );
+
+    // Revision 1 restored as revision 3: nothing differs from 1.
+    let (ok, out, err) = cli(
+        &node,
+        &["integrations", "restore", &id, "1", "--output", "json"],
+    );
+    assert!(ok, "{err}");
+    let restored: Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(restored["revision"], 3);
+    assert_eq!(restored["config"]["url"], old_url.as_str());
+    let d = api
+        .get(&format!("/v1/integrations/{id}/revisions/diff?from=1&to=3"))
+        .await;
+    assert_eq!(d["changes"], json!([]));
+    assert!(
+        d["secrets"]
+            .as_array()
+            .expect("secrets")
+            .iter()
+            .all(|s| s["change"] == "unchanged"),
+        "{d}"
+    );
+    let (s, e) = api
+        .post(&format!("/v1/integrations/{id}/revisions/7/restore"), "")
+        .await;
+    assert_eq!(s, 404, "{e}");
+    let audit = api.get("/v1/audit?limit=1000").await;
+    assert!(
+        audit["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .any(|e| e["action"] == "integration.restore" && e["detail"]["restored"] == 1),
+        "{audit}"
+    );
+    assert!(node.stop().success());
 }

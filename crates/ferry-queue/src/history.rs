@@ -71,6 +71,8 @@ pub struct DeadLetter {
     pub tenant: String,
     pub connector: String,
     pub connector_version: Option<String>,
+    /// The integration revision the failed run used.
+    pub revision: i64,
     pub trigger: Trigger,
     pub event_id: Option<Uuid>,
     #[serde(with = "ferry_core::timefmt::opt_ms")]
@@ -97,6 +99,29 @@ pub struct DeadLetter {
     pub discarded_by: Option<String>,
 }
 
+/// Which integration revision a replay runs on.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayRevision {
+    /// The integration as it is now (the default).
+    #[default]
+    Current,
+    /// The revision the failed run used: its config, secrets and
+    /// connector version.
+    Original,
+}
+
+impl ReplayRevision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplayRevision::Current => "current",
+            ReplayRevision::Original => "original",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct DeadLetterFilter {
     pub integration: Option<Uuid>,
@@ -111,7 +136,7 @@ pub struct DeadLetterFilter {
 const JOB_RUN_COLUMNS: &str =
     "id, integration_id, tenant, connector, revision, trigger, state, attempts, scheduled_for, \
      created_at, started_at, run_at, last_error, event_id, replay_of, attempt_log";
-pub(crate) const DL_COLUMNS: &str = "id, run_id, integration_id, tenant, connector, connector_version, trigger, event_id, scheduled_for, \
+pub(crate) const DL_COLUMNS: &str = "id, run_id, integration_id, tenant, connector, connector_version, revision, trigger, event_id, scheduled_for, \
      payload, attempts, attempt_log, last_error, dead_at, replayed_at, replay_run_id, discarded_at, discarded_by";
 
 /// A live job's status as users see it: `running`, `retrying` (available
@@ -202,6 +227,7 @@ pub(crate) fn dead_letter_from_row(row: &AnyRow) -> Result<DeadLetter> {
         connector_version: row
             .try_get::<Option<String>, _>("connector_version")?
             .filter(|v| !v.is_empty()),
+        revision: row.try_get("revision")?,
         trigger: trigger_col(row)?,
         event_id: opt_uuid_col(row, "event_id")?,
         scheduled_for: row.try_get("scheduled_for")?,
@@ -431,11 +457,14 @@ impl Queue {
     }
 
     /// Replays dead letters as new jobs on each integration's current
-    /// revision. Returns `(dead_letter_id, run_id)` for each replayed.
+    /// revision, or on the revision each failed run used (`Original`: its
+    /// config, secrets and connector version). Returns `(dead_letter_id,
+    /// run_id)` for each replayed.
     pub(crate) async fn replay_rows(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         letters: &[DeadLetter],
+        which: ReplayRevision,
         now: i64,
     ) -> Result<Vec<(Uuid, Uuid)>> {
         let mut jobs = Vec::with_capacity(letters.len());
@@ -445,6 +474,21 @@ impl Queue {
         for dl in letters {
             let (revision, retry) = match current.get(&dl.integration_id) {
                 Some(c) => *c,
+                None if which == ReplayRevision::Original => {
+                    // Still refused once the integration is deleted.
+                    let row = sqlx::query(
+                        "SELECT r.retry FROM integrations i JOIN integration_revisions r \
+                         ON r.integration_id = i.id AND r.revision = $2 WHERE i.id = $1 AND i.deleted_at IS NULL",
+                    )
+                    .bind(dl.integration_id.to_string())
+                    .bind(dl.revision)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .ok_or_else(|| Error::Conflict(format!("integration {} was deleted; its dead letters cannot be replayed", dl.integration_id)))?;
+                    let retry: ferry_core::RetryPolicy =
+                        serde_json::from_str(&row.try_get::<String, _>("retry")?)?;
+                    (dl.revision, retry)
+                }
                 None => {
                     let row = sqlx::query(
                         "SELECT i.revision, r.retry FROM integrations i JOIN integration_revisions r \
@@ -520,14 +564,20 @@ impl Queue {
     }
 
     /// Replays one dead letter; returns the new run's id.
-    pub async fn replay(&self, id: Uuid, actor: &str, now: i64) -> Result<Uuid> {
+    pub async fn replay(
+        &self,
+        id: Uuid,
+        which: ReplayRevision,
+        actor: &str,
+        now: i64,
+    ) -> Result<Uuid> {
         let dl = self.get_dead_letter(id).await?;
         if dl.discarded_at.is_some() {
             return Err(Error::Conflict("this dead letter was discarded".into()));
         }
         let mut tx = self.db.pool.begin().await?;
         let pairs = self
-            .replay_rows(&mut tx, std::slice::from_ref(&dl), now)
+            .replay_rows(&mut tx, std::slice::from_ref(&dl), which, now)
             .await?;
         let run = pairs
             .first()
@@ -538,7 +588,7 @@ impl Queue {
             actor,
             "dead_letter.replay",
             &id.to_string(),
-            Some(&serde_json::json!({"run_id": run})),
+            Some(&serde_json::json!({"run_id": run, "revision": which.as_str()})),
             now,
         )
         .await?;

@@ -27,7 +27,7 @@ mod row;
 pub mod spool;
 pub mod wake;
 
-pub use history::{DeadLetter, DeadLetterFilter, RunFilter, RunView};
+pub use history::{DeadLetter, DeadLetterFilter, ReplayRevision, RunFilter, RunView};
 pub use jobs::{AttemptEntry, ClaimedJob, Enqueued, Failure, NewJob, Queue, Success};
 pub use ops::{Operation, OperationStatus, Step};
 pub use parked::{ParkedEvent, ParkedFilter};

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::history::{dead_letter_from_row, dl_where, DL_COLUMNS};
 use crate::jobs::Queue;
 use crate::row::uuid_col;
-use crate::{DeadLetterFilter, Error, Result};
+use crate::{DeadLetterFilter, Error, ReplayRevision, Result};
 
 /// A running operation whose heartbeat is older than this is taken over.
 pub const STALE_AFTER_MS: i64 = 30_000;
@@ -121,6 +121,7 @@ impl Queue {
     pub async fn start_replay(
         &self,
         f: &DeadLetterFilter,
+        which: ReplayRevision,
         actor: &str,
         node: &str,
         now: i64,
@@ -128,7 +129,8 @@ impl Queue {
         let mut bounded = f.clone();
         bounded.until = Some(f.until.map_or(now + 1, |u| u.min(now + 1)));
         let total = self.count_replayable(&bounded).await?;
-        let params = serde_json::to_value(&bounded)?;
+        let mut params = serde_json::to_value(&bounded)?;
+        params["revision"] = serde_json::json!(which.as_str());
         let op = Operation {
             id: ferry_core::new_id(),
             kind: KIND_REPLAY.into(),
@@ -190,7 +192,10 @@ impl Queue {
         let Some(row) = row else {
             return Ok(Step::Lost);
         };
-        let f: DeadLetterFilter = serde_json::from_str(&row.try_get::<String, _>("params")?)?;
+        let params: Value = serde_json::from_str(&row.try_get::<String, _>("params")?)?;
+        let which: ReplayRevision =
+            serde_json::from_value(params["revision"].clone()).unwrap_or_default();
+        let f: DeadLetterFilter = serde_json::from_value(params)?;
         let cursor: Option<String> = row.try_get("cursor")?;
         let w = dl_where(&f, true);
         // Keyset pagination: each page starts past the last one, so a page
@@ -210,7 +215,7 @@ impl Queue {
         let n = if letters.is_empty() {
             0
         } else {
-            self.replay_rows(&mut tx, &letters, now).await?.len() as u64
+            self.replay_rows(&mut tx, &letters, which, now).await?.len() as u64
         };
         let finished = letters.is_empty();
         let reached = letters.last().map(|d| d.id.to_string()).or(cursor);

@@ -363,6 +363,58 @@ pub async fn revision(db: &Db, key: &SecretKey, id: Uuid, revision: i64) -> Resu
     })
 }
 
+/// A revision as the API shows it: secret names, never values.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct RevisionView {
+    pub revision: i64,
+    pub connector_version: String,
+    #[schema(value_type = Object)]
+    pub config: Value,
+    pub secrets: Vec<String>,
+    pub schedule: Option<Schedule>,
+    pub retry: RetryPolicy,
+    #[serde(with = "ferry_core::timefmt::ms")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: i64,
+    /// Who wrote it (`token:<id>`, `admin`, …).
+    pub created_by: Option<String>,
+}
+
+/// An integration's revisions, newest first, older than `before`, at most
+/// `limit`.
+pub async fn revisions(
+    db: &Db,
+    id: Uuid,
+    before: Option<i64>,
+    limit: usize,
+) -> Result<Vec<RevisionView>> {
+    let rows = sqlx::query(
+        "SELECT revision, connector_version, config, secret_names, schedule, retry, created_at, created_by \
+         FROM integration_revisions WHERE integration_id = $1 AND ($2 IS NULL OR revision < $2) \
+         ORDER BY revision DESC LIMIT $3",
+    )
+    .bind(id.to_string())
+    .bind(before)
+    .bind(limit as i64)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let schedule: Option<String> = row.try_get("schedule")?;
+            Ok(RevisionView {
+                revision: row.try_get("revision")?,
+                connector_version: row.try_get("connector_version")?,
+                config: serde_json::from_str(&row.try_get::<String, _>("config")?)?,
+                secrets: serde_json::from_str(&row.try_get::<String, _>("secret_names")?)?,
+                schedule: schedule.map(|s| serde_json::from_str(&s)).transpose()?,
+                retry: serde_json::from_str(&row.try_get::<String, _>("retry")?)?,
+                created_at: row.try_get("created_at")?,
+                created_by: row.try_get("created_by")?,
+            })
+        })
+        .collect()
+}
+
 /// A change to an integration row, as the intake's config cache follows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {

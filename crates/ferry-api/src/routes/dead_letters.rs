@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use ferry_queue::{DeadLetter, DeadLetterFilter, OperationStatus};
+use ferry_queue::{DeadLetter, DeadLetterFilter, OperationStatus, ReplayRevision};
 use ferry_store::tokens::Role;
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -151,9 +151,23 @@ pub async fn show(
     Ok(Json(load(&state, &who, &id).await?))
 }
 
-/// Replays one dead letter as a new run (`trigger: replay`) pointing back at it.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayOne {
+    /// `current` (the default): the integration as it is now; `original`:
+    /// the revision (config, secrets, connector version) the failed run used.
+    #[serde(default)]
+    #[schema(value_type = Option<ReplayRevision>)]
+    revision: ReplayRevision,
+}
+
+/// Replays one dead letter as a new run (`trigger: replay`) pointing back
+/// at it; the body (optional) chooses the revision it runs on.
 #[utoipa::path(post, path = "/v1/dead-letters/{id}/replay", tag = "dead-letters", params(("id" = String, Path, description = "Dead letter id")),
+    request_body(content = Option<ReplayOne>, description = "Optional; `{}` or no body replays on the current revision"),
     responses(
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 422, description = "A field is invalid", body = ErrorBody),
         (status = 202, description = "The new run is queued", body = RunQueued),
         (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Needs role operator or admin", body = ErrorBody), (status = 404, description = "No such dead letter (or another tenant's)", body = ErrorBody),
         (status = 409, description = "Already replayed or discarded, or its integration was deleted", body = ErrorBody),
@@ -162,6 +176,7 @@ pub async fn replay(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
+    JsonBody(body): JsonBody<ReplayOne>,
 ) -> ApiResult<(StatusCode, Json<RunQueued>)> {
     who.require(Role::Operator)?;
     let dl = load(&state, &who, &id).await?;
@@ -174,7 +189,7 @@ pub async fn replay(
     }
     let run_id = state
         .queue
-        .replay(dl.id, &who.actor, state.clock.now_ms())
+        .replay(dl.id, body.revision, &who.actor, state.clock.now_ms())
         .await?;
     Ok((StatusCode::ACCEPTED, Json(RunQueued { run_id })))
 }
@@ -186,6 +201,10 @@ pub struct BulkReplay {
     filter: FilterParams,
     #[serde(default)]
     dry_run: bool,
+    /// `current` (the default) or `original`, as for one replay.
+    #[serde(default)]
+    #[schema(value_type = Option<ReplayRevision>)]
+    revision: ReplayRevision,
 }
 
 /// Replays every pending dead letter matching the filter that died before
@@ -217,7 +236,13 @@ pub async fn replay_bulk(
     }
     let op = state
         .queue
-        .start_replay(&filter, &who.actor, &state.node_id, state.clock.now_ms())
+        .start_replay(
+            &filter,
+            body.revision,
+            &who.actor,
+            &state.node_id,
+            state.clock.now_ms(),
+        )
         .await?;
     if op.status == OperationStatus::Running {
         state.operations.spawn(op.id);

@@ -107,7 +107,7 @@ fn valid_tenant(t: &str) -> bool {
 }
 
 /// Checks a spec against its connector: schema, secrets, schedule, retry.
-fn validate(state: &AppState, spec: &IntegrationSpec) -> ApiResult<()> {
+pub(super) fn validate(state: &AppState, spec: &IntegrationSpec) -> ApiResult<()> {
     if spec.name.trim().is_empty() || spec.name.len() > 200 {
         return Err(ApiError::invalid("name: must be 1 to 200 characters"));
     }
@@ -138,7 +138,7 @@ fn validate(state: &AppState, spec: &IntegrationSpec) -> ApiResult<()> {
     Ok(())
 }
 
-fn first_fire(spec: &IntegrationSpec, now: i64) -> ApiResult<Option<i64>> {
+pub(super) fn first_fire(spec: &IntegrationSpec, now: i64) -> ApiResult<Option<i64>> {
     match &spec.schedule {
         Some(s) => Ok(s.compile()?.next_after(now)),
         None => Ok(None),

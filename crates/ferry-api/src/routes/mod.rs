@@ -8,6 +8,7 @@ mod integrations;
 mod misc;
 mod operations;
 mod parked;
+mod revisions;
 mod runs;
 
 use std::sync::OnceLock;
@@ -49,6 +50,9 @@ fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(integrations::resume))
         .routes(routes!(integrations::trigger))
         .routes(routes!(integrations::state))
+        .routes(routes!(revisions::list))
+        .routes(routes!(revisions::diff))
+        .routes(routes!(revisions::restore))
         .routes(routes!(runs::list))
         .routes(routes!(runs::show))
         .routes(routes!(hooks::intake))
