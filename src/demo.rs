@@ -584,13 +584,13 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
         println!(
             "  {c:<14} runs succeeded {:>4}, attempts retried {:>3}, dead {:>3}",
             metric(&format!(
-                "ferry_runs_total{{connector=\"{c}\",outcome=\"succeeded\"}}"
+                "ferry_runs_total{{connector=\"{c}\",outcome=\"succeeded\","
             )),
             metric(&format!(
-                "ferry_runs_total{{connector=\"{c}\",outcome=\"retrying\"}}"
+                "ferry_runs_total{{connector=\"{c}\",outcome=\"retrying\","
             )),
             metric(&format!(
-                "ferry_runs_total{{connector=\"{c}\",outcome=\"dead\"}}"
+                "ferry_runs_total{{connector=\"{c}\",outcome=\"dead\","
             )),
         );
     }

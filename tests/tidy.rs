@@ -178,6 +178,51 @@ fn connectors_reach_http_only_through_the_run_s_client() {
     assert!(checked > 20, "checked {checked} files");
 }
 
+/// Every metric the alert rules and the dashboard in `deploy/` use is one
+/// a node serves: a renamed metric cannot silently empty an alert.
+#[test]
+fn deploy_uses_only_metrics_ferry_serves() {
+    let mut served = String::new();
+    let mut files = Vec::new();
+    rust_files(&Path::new(ROOT).join("crates"), &mut files);
+    for f in &files {
+        served.push_str(&read(f));
+    }
+    let mut used = BTreeSet::new();
+    for file in [
+        "deploy/prometheus/ferry-alerts.yml",
+        "deploy/prometheus/ferry-alerts.test.yml",
+        "deploy/grafana/ferry-dashboard.json",
+    ] {
+        let text = read(&Path::new(ROOT).join(file));
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while let Some(at) = text[i..].find("ferry_") {
+            let start = i + at;
+            let mut end = start;
+            while end < bytes.len() && (bytes[end].is_ascii_lowercase() || bytes[end] == b'_') {
+                end += 1;
+            }
+            let before = start.checked_sub(1).map(|b| bytes[b]);
+            if !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_') {
+                used.insert(text[start..end].to_string());
+            }
+            i = end.max(start + 1);
+        }
+    }
+    assert!(used.len() >= 10, "found {used:?}");
+    for name in &used {
+        let base = ["_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        assert!(
+            served.contains(&format!("\"{base}\"")),
+            "deploy/ uses {name}, which no node serves"
+        );
+    }
+}
+
 /// The `[dependencies]` table of a manifest: Ferry crate → optional.
 fn ferry_dependencies(manifest: &str) -> BTreeMap<String, bool> {
     let mut deps = BTreeMap::new();

@@ -87,15 +87,23 @@ impl Metrics {
     }
 
     /// A finished attempt of a run.
-    pub fn run_finished(&self, connector: &str, outcome: &str, seconds: f64) {
+    /// One attempt of a run ended with `outcome`, on connector `version`
+    /// (the exact version that ran; empty if none could be resolved).
+    /// `connector` and `outcome` come first, so a series still begins
+    /// `ferry_runs_total{connector="…",outcome="…"`.
+    pub fn run_finished(&self, connector: &str, version: &str, outcome: &str, seconds: f64) {
         self.inc(
             "ferry_runs_total",
-            labels(&[("connector", connector), ("outcome", outcome)]),
+            labels(&[
+                ("connector", connector),
+                ("outcome", outcome),
+                ("version", version),
+            ]),
             1,
         );
         self.observe(
             "ferry_run_duration_seconds",
-            labels(&[("connector", connector)]),
+            labels(&[("connector", connector), ("version", version)]),
             seconds,
         );
     }
@@ -160,20 +168,24 @@ mod tests {
     #[test]
     fn renders_counters_gauges_histograms() {
         let m = Metrics::default();
-        m.run_finished("webhook", "succeeded", 0.02);
-        m.run_finished("webhook", "succeeded", 2.0);
+        m.run_finished("webhook", "1.0.0", "succeeded", 0.02);
+        m.run_finished("webhook", "1.0.0", "succeeded", 2.0);
         let text = m.render(&[("ferry_store_up", String::new(), 1.0)]);
         assert!(
-            text.contains("ferry_runs_total{connector=\"webhook\",outcome=\"succeeded\"} 2"),
+            text.contains(
+                "ferry_runs_total{connector=\"webhook\",outcome=\"succeeded\",version=\"1.0.0\"} 2"
+            ),
             "{text}"
         );
         assert!(
             text.contains(
-                "ferry_run_duration_seconds_bucket{connector=\"webhook\",le=\"0.025\"} 1"
+                "ferry_run_duration_seconds_bucket{connector=\"webhook\",version=\"1.0.0\",le=\"0.025\"} 1"
             ),
             "{text}"
         );
-        assert!(text.contains("ferry_run_duration_seconds_count{connector=\"webhook\"} 2"));
+        assert!(text.contains(
+            "ferry_run_duration_seconds_count{connector=\"webhook\",version=\"1.0.0\"} 2"
+        ));
         assert!(text.contains("# TYPE ferry_store_up gauge\nferry_store_up 1"));
     }
 

@@ -558,7 +558,7 @@ impl Worker {
         match reason.load(Ordering::SeqCst) {
             REASON_LEASE_LOST => {
                 self.metrics
-                    .run_finished(&job.connector, "lease_lost", elapsed);
+                    .run_finished(&job.connector, &version, "lease_lost", elapsed);
                 return Outcome::LeaseLost;
             }
             REASON_SHUTDOWN => return Outcome::Release { hold: false },
@@ -566,8 +566,12 @@ impl Worker {
         }
         match result {
             Ok(report) => {
-                self.metrics
-                    .run_finished(&job.connector, RunStatus::Succeeded.as_str(), elapsed);
+                self.metrics.run_finished(
+                    &job.connector,
+                    &version,
+                    RunStatus::Succeeded.as_str(),
+                    elapsed,
+                );
                 span.in_scope(|| {
                     tracing::info!(
                         records_ok = report.records_ok,
@@ -629,7 +633,8 @@ impl Worker {
                     RunStatus::Dead
                 }
                 .as_str();
-                self.metrics.run_finished(&job.connector, outcome, elapsed);
+                self.metrics
+                    .run_finished(&job.connector, &version, outcome, elapsed);
                 span.in_scope(|| tracing::info!(error = %err, class, outcome, "run failed"));
                 Outcome::Failed(self.failure(
                     &job,

@@ -158,6 +158,11 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         ("ferry_spool_depth", String::new(), spool.depth as f64),
         ("ferry_spool_bytes", String::new(), spool.bytes as f64),
         (
+            "ferry_spool_max_bytes",
+            String::new(),
+            spool.max_bytes as f64,
+        ),
+        (
             "ferry_spool_damaged_total",
             String::new(),
             spool.damaged as f64,

@@ -122,6 +122,8 @@ pub struct SpoolStats {
     pub oldest_received_at: Option<i64>,
     /// Damaged stretches found since this node started.
     pub damaged: u64,
+    /// The most bytes it holds before it refuses events (`spool.max_bytes`).
+    pub max_bytes: u64,
 }
 
 pub(crate) struct Shared {
@@ -129,6 +131,7 @@ pub(crate) struct Shared {
     pub bytes: AtomicU64,
     pub damaged: AtomicU64,
     pub arrived: Notify,
+    pub max_bytes: u64,
 }
 
 /// A handle on the spool; cheap to clone.
@@ -262,6 +265,7 @@ impl Spool {
             bytes: AtomicU64::new(bytes),
             damaged: AtomicU64::new(recovery.damage.len() as u64),
             arrived: Notify::new(),
+            max_bytes: config.max_bytes,
         });
         let w =
             Writer::open(config, segments, next_seq, shared.clone(), lock).map_err(io_err(&dir))?;
@@ -353,6 +357,7 @@ impl Spool {
             bytes: self.shared.bytes.load(Ordering::Relaxed),
             oldest_received_at: pending.values().next().map(|e| e.received_at),
             damaged: self.shared.damaged.load(Ordering::Relaxed),
+            max_bytes: self.shared.max_bytes,
         }
     }
 
