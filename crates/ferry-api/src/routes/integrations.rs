@@ -107,7 +107,7 @@ fn valid_tenant(t: &str) -> bool {
 }
 
 /// Checks a spec against its connector: schema, secrets, schedule, retry.
-pub(super) fn validate(state: &AppState, spec: &IntegrationSpec) -> ApiResult<()> {
+fn validate(state: &AppState, spec: &IntegrationSpec) -> ApiResult<()> {
     if spec.name.trim().is_empty() || spec.name.len() > 200 {
         return Err(ApiError::invalid("name: must be 1 to 200 characters"));
     }
@@ -138,7 +138,7 @@ pub(super) fn validate(state: &AppState, spec: &IntegrationSpec) -> ApiResult<()
     Ok(())
 }
 
-pub(super) fn first_fire(spec: &IntegrationSpec, now: i64) -> ApiResult<Option<i64>> {
+fn first_fire(spec: &IntegrationSpec, now: i64) -> ApiResult<Option<i64>> {
     match &spec.schedule {
         Some(s) => Ok(s.compile()?.next_after(now)),
         None => Ok(None),
@@ -315,27 +315,8 @@ pub async fn patch(
         retry: p.retry.unwrap_or(rev.retry),
         enabled: p.enabled.unwrap_or(current.enabled),
     };
-    validate(&state, &spec)?;
     let now = state.clock.now_ms();
-    let next = if schedule_changed {
-        integrations::NextFire::Set(first_fire(&spec, now)?)
-    } else {
-        integrations::NextFire::Keep
-    };
-    let updated = state
-        .queue
-        .edit_integration(
-            &state.key,
-            current.id,
-            current.revision,
-            &spec,
-            next,
-            now,
-            &who.actor,
-        )
-        .await?;
-    // Intake verifies the next webhook against the new revision.
-    state.intake.cache.forget(current.id);
+    let updated = write_revision(&state, &who, &current, &spec, schedule_changed, now).await?;
     let changed: Vec<&str> = [
         ("name", name_changed),
         ("config", p.config.is_some()),
@@ -358,6 +339,39 @@ pub async fn patch(
     )
     .await?;
     Ok(Json(updated.into()))
+}
+
+/// Validates `spec` and writes it as `current`'s next revision (in one
+/// transaction with the jobs it holds or frees); a changed schedule plans
+/// its first fire again. The intake verifies the next webhook against it.
+pub(super) async fn write_revision(
+    state: &AppState,
+    who: &Principal,
+    current: &Integration,
+    spec: &IntegrationSpec,
+    schedule_changed: bool,
+    now: i64,
+) -> ApiResult<Integration> {
+    validate(state, spec)?;
+    let next = if schedule_changed {
+        integrations::NextFire::Set(first_fire(spec, now)?)
+    } else {
+        integrations::NextFire::Keep
+    };
+    let updated = state
+        .queue
+        .edit_integration(
+            &state.key,
+            current.id,
+            current.revision,
+            spec,
+            next,
+            now,
+            &who.actor,
+        )
+        .await?;
+    state.intake.cache.forget(current.id);
+    Ok(updated)
 }
 
 /// Deletes an integration (admin). Its history and dead letters stay readable.

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use super::integrations::{first_fire, load, validate};
+use super::integrations::{load, write_revision};
 use super::{list_body, Page, Query};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
@@ -247,26 +247,9 @@ pub async fn restore(
         retry: old.retry,
         enabled: current.enabled,
     };
-    validate(&state, &spec)?;
     let now = state.clock.now_ms();
-    let next = if spec.schedule != now_rev.schedule {
-        integrations::NextFire::Set(first_fire(&spec, now)?)
-    } else {
-        integrations::NextFire::Keep
-    };
-    let updated = state
-        .queue
-        .edit_integration(
-            &state.key,
-            current.id,
-            current.revision,
-            &spec,
-            next,
-            now,
-            &who.actor,
-        )
-        .await?;
-    state.intake.cache.forget(current.id);
+    let schedule_changed = spec.schedule != now_rev.schedule;
+    let updated = write_revision(&state, &who, &current, &spec, schedule_changed, now).await?;
     ferry_store::audit::record(
         &state.db.pool,
         &who.actor,
