@@ -62,6 +62,15 @@ pub enum RemoteCommand {
         #[command(subcommand)]
         command: OperationCommand,
     },
+    /// Failure groups (failed attempts and dead letters by cause): list,
+    /// show, ack, resolve. Replay one with `ferry dlq replay --all
+    /// --failure-group ID`.
+    Failures {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: FailureCommand,
+    },
     /// Connectors: list.
     Connectors {
         #[command(flatten)]
@@ -93,6 +102,32 @@ impl PageArgs {
         }
         q
     }
+}
+
+#[derive(Subcommand)]
+pub enum FailureCommand {
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        connector: Option<String>,
+        /// open, acknowledged or resolved.
+        #[arg(long)]
+        status: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    Show {
+        id: String,
+    },
+    /// Someone is on it.
+    Ack {
+        id: String,
+    },
+    /// Fixed: the next failure of this cause reopens it.
+    Resolve {
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -187,6 +222,9 @@ pub struct DlqFilter {
     /// Text to find in the errors.
     #[arg(long)]
     q: Option<String>,
+    /// Only this failure group's (`ferry failures list`).
+    #[arg(long)]
+    failure_group: Option<String>,
 }
 
 impl DlqFilter {
@@ -198,6 +236,7 @@ impl DlqFilter {
             ("since", &self.since),
             ("until", &self.until),
             ("q", &self.q),
+            ("failure_group", &self.failure_group),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
@@ -368,6 +407,7 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
         | RemoteCommand::Dlq { remote, .. }
         | RemoteCommand::Parked { remote, .. }
         | RemoteCommand::Operations { remote, .. }
+        | RemoteCommand::Failures { remote, .. }
         | RemoteCommand::Connectors { remote, .. } => remote.clone(),
     };
     if !matches!(remote.output.as_str(), "table" | "json") {
@@ -708,6 +748,67 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                 (None, None) => bail!("give a parked event id, or --integration ID"),
             },
         },
+        RemoteCommand::Failures { command, .. } => {
+            let columns = [
+                "id",
+                "status",
+                "connector",
+                "connector_version",
+                "class",
+                "attempts",
+                "dead_letters",
+                "integrations",
+                "last_seen",
+                "message",
+            ];
+            match command {
+                FailureCommand::List {
+                    tenant,
+                    connector,
+                    status,
+                    page,
+                } => {
+                    let mut q = page.pairs();
+                    for (k, v) in [
+                        ("tenant", tenant),
+                        ("connector", connector),
+                        ("status", status),
+                    ] {
+                        if let Some(v) = v {
+                            q.push((k, v));
+                        }
+                    }
+                    show(
+                        &remote,
+                        &c.call(M::GET, "/v1/failure-groups", &q, None).await?,
+                        &columns,
+                    )
+                }
+                FailureCommand::Show { id } => show(
+                    &remote,
+                    &c.call(M::GET, &format!("/v1/failure-groups/{id}"), &[], None)
+                        .await?,
+                    &[],
+                ),
+                FailureCommand::Ack { id } => show(
+                    &remote,
+                    &c.call(M::POST, &format!("/v1/failure-groups/{id}/ack"), &[], None)
+                        .await?,
+                    &[],
+                ),
+                FailureCommand::Resolve { id } => show(
+                    &remote,
+                    &c.call(
+                        M::POST,
+                        &format!("/v1/failure-groups/{id}/resolve"),
+                        &[],
+                        None,
+                    )
+                    .await?,
+                    &[],
+                ),
+            }
+        }
         RemoteCommand::Operations { command, .. } => match command {
             OperationCommand::List { page } => show(
                 &remote,

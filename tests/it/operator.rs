@@ -172,6 +172,10 @@ async fn every_endpoint_answers_every_caller_as_its_role_and_tenant_allow() {
     .await;
     let mut fresh_dls = dead_letter_ids(&api, &shared).await;
     let shown_dl = fresh_dls.pop().expect("a dead letter to show");
+    let group = api.get(&format!("/v1/dead-letters/{shown_dl}")).await["failure_group"]
+        .as_str()
+        .expect("a dead letter names its failure group")
+        .to_string();
     let (s, op) = api
         .post(
             "/v1/dead-letters/replay",
@@ -441,6 +445,38 @@ async fn every_endpoint_answers_every_caller_as_its_role_and_tenant_allow() {
             ),
             case(
                 Method::GET,
+                "/v1/failure-groups".into(),
+                None,
+                N::Viewer,
+                S::List,
+                200,
+            ),
+            case(
+                Method::GET,
+                format!("/v1/failure-groups/{group}"),
+                None,
+                N::Viewer,
+                S::Resource,
+                200,
+            ),
+            case(
+                Method::POST,
+                format!("/v1/failure-groups/{group}/ack"),
+                None,
+                N::Operator,
+                S::Resource,
+                200,
+            ),
+            case(
+                Method::POST,
+                format!("/v1/failure-groups/{group}/resolve"),
+                None,
+                N::Operator,
+                S::Resource,
+                200,
+            ),
+            case(
+                Method::GET,
                 "/v1/operations".into(),
                 None,
                 N::Viewer,
@@ -575,6 +611,8 @@ async fn every_endpoint_answers_every_caller_as_its_role_and_tenant_allow() {
         "dead_letter.replay",
         "dead_letter.replay_bulk",
         "dead_letter.discard",
+        "failure_group.acknowledge",
+        "failure_group.resolve",
     ] {
         assert!(actions.contains(&a), "audit log lacks {a}: {actions:?}");
     }
@@ -650,6 +688,38 @@ async fn a_failed_receiver_is_repaired_by_replaying_its_dead_letters_through_the
             && dead_letter_ids(&api, &other).await.len() == 5
     })
     .await;
+
+    // One cause, one failure group, over both integrations; the CLI lists
+    // it and counts its dead letters for a replay.
+    let (ok, out, err) = cli(&node, &["failures", "list", "--output", "json"]);
+    assert!(ok, "{err}");
+    let groups: Value = serde_json::from_str(out.trim()).expect("json");
+    let groups = groups["items"].as_array().expect("items").clone();
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    assert_eq!(
+        (
+            groups[0]["dead_letters"].as_i64(),
+            groups[0]["integrations"].as_i64()
+        ),
+        (Some(45), Some(2))
+    );
+    assert_eq!(groups[0]["message"], "HTTP 500");
+    let group = groups[0]["id"].as_str().expect("id").to_string();
+    let (ok, out, err) = cli(
+        &node,
+        &[
+            "dlq",
+            "replay",
+            "--all",
+            "--failure-group",
+            &group,
+            "--dry-run",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "45 dead letters would be replayed");
+    let (ok, out, err) = cli(&node, &["failures", "ack", &group]);
+    assert!(ok && out.contains("acknowledged"), "{out} {err}");
 
     // The dry run counts only this integration's.
     let (ok, out, err) = cli(

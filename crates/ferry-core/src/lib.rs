@@ -8,6 +8,7 @@ pub mod clock;
 pub mod connector;
 pub mod cron;
 pub mod error;
+pub mod failure;
 pub mod http;
 pub mod liveness;
 pub mod metrics;

@@ -73,6 +73,8 @@ pub struct DeadLetter {
     pub connector_version: Option<String>,
     /// The integration revision the failed run used.
     pub revision: i64,
+    /// The failure group its last error belongs to (`GET /v1/failure-groups/{id}`).
+    pub failure_group: Option<String>,
     pub trigger: Trigger,
     pub event_id: Option<Uuid>,
     #[serde(with = "ferry_core::timefmt::opt_ms")]
@@ -131,13 +133,16 @@ pub struct DeadLetterFilter {
     pub until: Option<i64>,
     /// Case-insensitive substring of any attempt's error.
     pub q: Option<String>,
+    /// The failure group (`ferry_core::failure`) the dead letter is in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_group: Option<String>,
 }
 
 const JOB_RUN_COLUMNS: &str =
     "id, integration_id, tenant, connector, revision, trigger, state, attempts, scheduled_for, \
      created_at, started_at, run_at, last_error, event_id, replay_of, attempt_log";
 pub(crate) const DL_COLUMNS: &str = "id, run_id, integration_id, tenant, connector, connector_version, revision, trigger, event_id, scheduled_for, \
-     payload, attempts, attempt_log, last_error, dead_at, replayed_at, replay_run_id, discarded_at, discarded_by";
+     payload, attempts, attempt_log, last_error, dead_at, replayed_at, replay_run_id, discarded_at, discarded_by, failure_group";
 
 /// A live job's status as users see it: `running`, `retrying` (available
 /// again after a failed attempt) or `queued` (waiting, held, or available
@@ -228,6 +233,7 @@ pub(crate) fn dead_letter_from_row(row: &AnyRow) -> Result<DeadLetter> {
             .try_get::<Option<String>, _>("connector_version")?
             .filter(|v| !v.is_empty()),
         revision: row.try_get("revision")?,
+        failure_group: row.try_get("failure_group")?,
         trigger: trigger_col(row)?,
         event_id: opt_uuid_col(row, "event_id")?,
         scheduled_for: row.try_get("scheduled_for")?,
@@ -285,6 +291,15 @@ pub(crate) fn dl_where(f: &DeadLetterFilter, pending_only: bool) -> DlWhere {
     clauses.push("($4 IS NULL OR LOWER(attempt_log) LIKE $4)".into());
     clauses.push("($5 IS NULL OR dead_at >= $5)".into());
     clauses.push("($6 IS NULL OR dead_at < $6)".into());
+    if let Some(g) = &f.failure_group {
+        // A fingerprint is 32 hex digits; only such a text is written into
+        // the statement (so the callers' own parameters keep their numbers).
+        if ferry_core::failure::is_fingerprint(g) {
+            clauses.push(format!("failure_group = '{g}'"));
+        } else {
+            clauses.push("1 = 0".into());
+        }
+    }
     let like = f.q.as_ref().map(|q| {
         let escaped: String = q
             .to_lowercase()

@@ -190,6 +190,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0008_state_checks.sql"),
         postgres: include_str!("../../../migrations/postgres/0008_state_checks.sql"),
     },
+    Migration {
+        version: 9,
+        name: "failure_groups",
+        sqlite: include_str!("../../../migrations/sqlite/0009_failure_groups.sql"),
+        postgres: include_str!("../../../migrations/postgres/0009_failure_groups.sql"),
+    },
 ];
 
 impl Db {

@@ -26,6 +26,8 @@ pub struct FilterParams {
     since: Option<String>,
     until: Option<String>,
     q: Option<String>,
+    /// A failure group's id (`GET /v1/failure-groups`).
+    failure_group: Option<String>,
 }
 
 impl FilterParams {
@@ -62,6 +64,15 @@ impl FilterParams {
             since: time("since", self.since)?,
             until: time("until", self.until)?,
             q: nonempty(self.q),
+            failure_group: match nonempty(self.failure_group) {
+                None => None,
+                Some(g) if ferry_core::failure::is_fingerprint(&g) => Some(g),
+                Some(g) => {
+                    return Err(ApiError::invalid(format!(
+                        "failure_group: {g:?} is not a failure group id"
+                    )))
+                }
+            },
         })
     }
 }
@@ -83,6 +94,7 @@ pub struct ListFilter {
     since: Option<String>,
     until: Option<String>,
     q: Option<String>,
+    failure_group: Option<String>,
 }
 
 /// Dead letters, by filter, in id order.
@@ -94,6 +106,7 @@ pub struct ListFilter {
         ("since" = Option<String>, Query, description = "Died at or after (RFC 3339 or unix ms)"),
         ("until" = Option<String>, Query, description = "Died before (RFC 3339 or unix ms)"),
         ("q" = Option<String>, Query, description = "Text in any attempt's error (case-insensitive)"),
+        ("failure_group" = Option<String>, Query, description = "Failure group id"),
         ("limit" = Option<u32>, Query, description = "1 to 1000, default 50"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
     ),
@@ -117,6 +130,7 @@ pub async fn list(
         since: f.since,
         until: f.until,
         q: f.q,
+        failure_group: f.failure_group,
     }
     .into_filter(&who)?;
     let (items, next) = state

@@ -2,6 +2,7 @@
 //! resource.
 
 mod dead_letters;
+mod failures;
 pub(crate) mod health;
 mod hooks;
 mod integrations;
@@ -60,6 +61,10 @@ fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(dead_letters::replay_bulk))
         .routes(routes!(dead_letters::show, dead_letters::discard))
         .routes(routes!(dead_letters::replay))
+        .routes(routes!(failures::list))
+        .routes(routes!(failures::show))
+        .routes(routes!(failures::ack))
+        .routes(routes!(failures::resolve))
         .routes(routes!(parked::list))
         .routes(routes!(parked::replay_bulk))
         .routes(routes!(parked::show))

@@ -271,13 +271,16 @@ impl Queue {
         match f.retry_at {
             Some(at) => {
                 let mut tx = self.db.pool.begin().await?;
-                let row =
-                    sqlx::query("SELECT attempt_log FROM jobs WHERE id = $1 AND lease_token = $2")
-                        .bind(f.id.to_string())
-                        .bind(&f.lease_token)
-                        .fetch_optional(&mut *tx)
-                        .await?;
+                let row = sqlx::query(
+                    "SELECT attempt_log, connector, tenant FROM jobs WHERE id = $1 AND lease_token = $2",
+                )
+                .bind(f.id.to_string())
+                .bind(&f.lease_token)
+                .fetch_optional(&mut *tx)
+                .await?;
                 let Some(row) = row else { return Ok(false) };
+                let connector: String = row.try_get("connector")?;
+                let tenant: String = row.try_get("tenant")?;
                 let mut log: Vec<AttemptEntry> =
                     serde_json::from_str(&row.try_get::<String, _>("attempt_log")?)?;
                 log.push(f.attempt.clone());
@@ -295,6 +298,25 @@ impl Queue {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+                if n == 1 {
+                    let (fp, error, class) =
+                        fingerprint_of(&connector, &f.connector_version, &f.attempt);
+                    crate::failures::record_in(
+                        &mut tx,
+                        &crate::failures::Struck {
+                            fingerprint: &fp,
+                            connector: &connector,
+                            connector_version: &f.connector_version,
+                            class,
+                            error: &error,
+                            integration_id: f.integration_id,
+                            tenant: &tenant,
+                            dead: false,
+                        },
+                        now,
+                    )
+                    .await?;
+                }
                 tx.commit().await?;
                 Ok(n == 1)
             }
@@ -317,7 +339,8 @@ impl Queue {
         }
     }
 
-    /// Moves a taken job to `runs` (dead) and `dead_letters`.
+    /// Moves a taken job to `runs` (dead) and `dead_letters`, and counts
+    /// it into its failure group.
     pub(crate) async fn bury(
         &self,
         tx: &mut Tx<'_>,
@@ -346,10 +369,26 @@ impl Queue {
         )
         .await?;
         let j = &job.row;
+        let (fp, raw_error, class) = fingerprint_of(&j.connector, connector_version, &last);
+        crate::failures::record_in(
+            tx,
+            &crate::failures::Struck {
+                fingerprint: &fp,
+                connector: &j.connector,
+                connector_version,
+                class,
+                error: &raw_error,
+                integration_id: j.integration_id,
+                tenant: &j.tenant,
+                dead: true,
+            },
+            now,
+        )
+        .await?;
         sqlx::query(
             "INSERT INTO dead_letters (id, run_id, integration_id, tenant, connector, connector_version, revision, trigger, \
-             event_id, scheduled_for, payload, attempts, attempt_log, last_error, dead_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+             event_id, scheduled_for, payload, attempts, attempt_log, last_error, dead_at, failure_group) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         )
         .bind(ferry_core::new_id().to_string())
         .bind(j.id.to_string())
@@ -366,6 +405,7 @@ impl Queue {
         .bind(log_text)
         .bind(error)
         .bind(now)
+        .bind(&fp.id)
         .execute(&mut **tx)
         .await?;
         let keys: Vec<String> = job.row.overlap_key.clone().into_iter().collect();
@@ -389,4 +429,30 @@ impl Queue {
         .rows_affected();
         Ok(n == 1)
     }
+}
+
+/// A failed attempt's fingerprint, its error text and its class.
+fn fingerprint_of(
+    connector: &str,
+    connector_version: &str,
+    attempt: &AttemptEntry,
+) -> (ferry_core::failure::Fingerprint, String, &'static str) {
+    let error = attempt
+        .error
+        .clone()
+        .unwrap_or_else(|| attempt.outcome.clone());
+    let class = match attempt.class.as_deref() {
+        Some("transient") => "transient",
+        Some("rate_limited") => "rate_limited",
+        Some("auth") => "auth",
+        Some("permanent") => "permanent",
+        Some("invalid_config") => "invalid_config",
+        Some(_) => "other",
+        None => "unclassified",
+    };
+    (
+        ferry_core::failure::fingerprint(connector, connector_version, class, &error),
+        error,
+        class,
+    )
 }

@@ -1,0 +1,327 @@
+//! Failure groups: a thousand dead letters from three causes across fifty
+//! integrations form exactly three groups, counted per tenant; a fourth
+//! cause opens a fourth; a resolved group reopens when its cause comes
+//! back; concurrent failures of one cause count into one row; a group's
+//! dead letters replay as one bulk replay.
+
+use ferry_queue::failures::{GroupFilter, GroupStatus};
+use ferry_queue::{DeadLetterFilter, Failure, NewJob, Queue, Step};
+use ferry_store::Db;
+
+use crate::common::*;
+
+const T0: i64 = 1_800_000_000_000;
+
+/// The three causes, as their errors vary from one failure to the next.
+fn cause(kind: usize, n: usize) -> (String, &'static str) {
+    match kind {
+        0 => (
+            format!("Typeform refused the api_token: HTTP 401: token for account {} is invalid", 1000 + n % 7),
+            "auth",
+        ),
+        1 => (
+            format!(
+                "HTTP 500: internal error (request id {}, after {} ms)",
+                uuid::Uuid::new_v4(),
+                100 + n
+            ),
+            "transient",
+        ),
+        _ => (
+            format!("HTTP 422: record {n} (guest{n}@example.com) rejected: mapped field FIRSTNAME is empty"),
+            "permanent",
+        ),
+    }
+}
+
+/// Fails every due job once with `error(n)`; `retry` sends them back
+/// instead of to the dead letters. Returns how many failed.
+async fn fail_all(
+    q: &Queue,
+    now: i64,
+    retry: bool,
+    error: impl Fn(usize) -> (String, &'static str),
+) -> usize {
+    let mut n = 0;
+    loop {
+        let claimed = q.claim("w", 500, 60_000, now, &[]).await.expect("claim");
+        if claimed.is_empty() {
+            return n;
+        }
+        for j in &claimed {
+            let (text, class) = error(n);
+            let f = Failure {
+                id: j.id,
+                integration_id: j.integration_id,
+                overlap: false,
+                lease_token: j.lease_token.clone(),
+                connector_version: "1.0.0".into(),
+                attempt: ferry_queue::AttemptEntry {
+                    attempt: j.attempt,
+                    started_at: now,
+                    finished_at: now,
+                    outcome: "failed".into(),
+                    error: Some(text),
+                    class: Some(class.into()),
+                    worker: Some("w".into()),
+                },
+                retry_at: retry.then_some(now + 1_000_000),
+            };
+            assert!(q.fail(&f, now).await.expect("fail"));
+            n += 1;
+        }
+    }
+}
+
+async fn suite(db: Db) {
+    let q = Queue::new(db.clone());
+    // 50 integrations, 40 of acme and 10 of globex.
+    let mut integrations = Vec::new();
+    for k in 0..50 {
+        let tenant = if k < 40 { "acme" } else { "globex" };
+        integrations.push(integration(&db, &spec("typeform", tenant, None), None, T0).await);
+    }
+    // 1,000 runs, 20 per integration, each cause on a third of them.
+    let jobs: Vec<NewJob> = (0..1000)
+        .map(|n| event_job(&integrations[n % 50], T0, 1, &format!(r#"{{"n":{n}}}"#)))
+        .collect();
+    q.enqueue(&jobs, T0).await.expect("enqueue");
+    let failed = fail_all(&q, T0, false, |n| cause((n / 50) % 3, n)).await;
+    assert_eq!(failed, 1000);
+
+    let (groups, next) = q
+        .list_failure_groups(&GroupFilter::default(), 50, None)
+        .await
+        .expect("groups");
+    assert!(next.is_none());
+    assert_eq!(groups.len(), 3, "{groups:#?}");
+    let total: i64 = groups.iter().map(|g| g.dead_letters).sum();
+    assert_eq!(total, 1000);
+    for g in &groups {
+        assert_eq!(g.attempts, g.dead_letters, "each failed once");
+        assert_eq!(g.integrations, 50, "{}", g.message);
+        assert_eq!(g.status, GroupStatus::Open);
+        assert_eq!((g.first_seen, g.last_seen), (T0, T0));
+    }
+    let by_class = |class: &str| {
+        groups
+            .iter()
+            .find(|g| g.class == class)
+            .unwrap_or_else(|| panic!("no {class} group"))
+            .clone()
+    };
+    let server = by_class("transient");
+    assert_eq!(
+        server.message,
+        "HTTP 500: internal error (request id <id>, after # ms)"
+    );
+    assert!(server
+        .sample
+        .starts_with("HTTP 500: internal error (request id "));
+    assert_eq!(
+        by_class("permanent").message,
+        "HTTP 422: record # (<email>) rejected: mapped field FIRSTNAME is empty"
+    );
+
+    // Counted per tenant: globex sees its 10 integrations' share.
+    let (theirs, _) = q
+        .list_failure_groups(
+            &GroupFilter {
+                tenant: Some("globex".into()),
+                ..Default::default()
+            },
+            50,
+            None,
+        )
+        .await
+        .expect("groups");
+    assert_eq!(theirs.len(), 3);
+    assert_eq!(theirs.iter().map(|g| g.dead_letters).sum::<i64>(), 200);
+    assert!(theirs.iter().all(|g| g.integrations == 10));
+
+    // Each dead letter names its group; a group replays as one bulk replay.
+    let in_group = DeadLetterFilter {
+        failure_group: Some(server.id.clone()),
+        ..Default::default()
+    };
+    assert_eq!(
+        q.count_replayable(&in_group).await.expect("count"),
+        server.dead_letters
+    );
+    let op = q
+        .start_replay(
+            &in_group,
+            ferry_queue::ReplayRevision::Current,
+            "t",
+            "node-a",
+            T0 + 10,
+        )
+        .await
+        .expect("replay");
+    while q
+        .step_operation(op.id, "node-a", T0 + 20)
+        .await
+        .expect("step")
+        != Step::Finished
+    {}
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM jobs WHERE replay_of IS NOT NULL").await,
+        server.dead_letters
+    );
+
+    // The replays fail again, but retry: attempts grow, dead letters not.
+    fail_all(&q, T0 + 100, true, |n| cause(1, n)).await;
+    let again = q.get_failure_group(&server.id, None).await.expect("group");
+    assert_eq!(
+        (again.attempts, again.dead_letters, again.last_seen),
+        (server.attempts * 2, server.dead_letters, T0 + 100)
+    );
+
+    // Resolved, then the cause comes back: it reopens. Acknowledged stays so.
+    q.set_failure_group_status(&server.id, GroupStatus::Resolved, "token:ops", T0 + 200)
+        .await
+        .expect("resolve");
+    let auth = by_class("auth");
+    q.set_failure_group_status(&auth.id, GroupStatus::Acknowledged, "token:ops", T0 + 200)
+        .await
+        .expect("ack");
+    let (resolved, _) = q
+        .list_failure_groups(
+            &GroupFilter {
+                status: Some(GroupStatus::Resolved),
+                ..Default::default()
+            },
+            50,
+            None,
+        )
+        .await
+        .expect("groups");
+    assert_eq!(resolved.len(), 1);
+    let jobs: Vec<NewJob> = (0..4)
+        .map(|n| event_job(&integrations[n], T0 + 300, 1, "{}"))
+        .collect();
+    q.enqueue(&jobs, T0 + 300).await.expect("enqueue");
+    fail_all(&q, T0 + 1_000_200, false, |n| cause(n % 2, n)).await;
+    let reopened = q.get_failure_group(&server.id, None).await.expect("group");
+    assert_eq!((reopened.status, reopened.reopened), (GroupStatus::Open, 1));
+    assert_eq!(
+        reopened.status_by.as_deref(),
+        Some("token:ops"),
+        "who resolved it is kept"
+    );
+    let acked = q.get_failure_group(&auth.id, None).await.expect("group");
+    assert_eq!(acked.status, GroupStatus::Acknowledged);
+
+    // A fourth cause opens a fourth group.
+    let jobs: Vec<NewJob> = (0..3)
+        .map(|n| event_job(&integrations[n], T0 + 2_000_000, 1, "{}"))
+        .collect();
+    q.enqueue(&jobs, T0 + 2_000_000).await.expect("enqueue");
+    fail_all(&q, T0 + 2_000_000, false, |n| {
+        (format!("SMTP: 554 5.7.1 message {n} refused"), "permanent")
+    })
+    .await;
+    let (groups, _) = q
+        .list_failure_groups(&GroupFilter::default(), 50, None)
+        .await
+        .expect("groups");
+    assert_eq!(groups.len(), 4);
+    // Pages by id.
+    let (first, next) = q
+        .list_failure_groups(&GroupFilter::default(), 3, None)
+        .await
+        .expect("page");
+    let (rest, end) = q
+        .list_failure_groups(&GroupFilter::default(), 3, next.as_deref())
+        .await
+        .expect("page");
+    assert_eq!((first.len(), rest.len(), end), (3, 1, None));
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM audit_log WHERE action IN ('failure_group.resolve', 'failure_group.acknowledge')"
+        )
+        .await,
+        2
+    );
+
+    // Failures of one cause on many connections at once count into one row.
+    let jobs: Vec<NewJob> = (0..200)
+        .map(|n| event_job(&integrations[n % 50], T0 + 3_000_000, 1, "{}"))
+        .collect();
+    q.enqueue(&jobs, T0 + 3_000_000).await.expect("enqueue");
+    let claimed = q
+        .claim("w", 200, 60_000, T0 + 3_000_000, &[])
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 200);
+    let tasks: Vec<_> = claimed
+        .chunks(25)
+        .map(|chunk| {
+            let q = q.clone();
+            let chunk = chunk.to_vec();
+            tokio::spawn(async move {
+                for j in chunk {
+                    let f = Failure {
+                        id: j.id,
+                        integration_id: j.integration_id,
+                        overlap: false,
+                        lease_token: j.lease_token.clone(),
+                        connector_version: "9.9.9".into(),
+                        attempt: ferry_queue::AttemptEntry {
+                            attempt: j.attempt,
+                            started_at: T0,
+                            finished_at: T0,
+                            outcome: "failed".into(),
+                            error: Some(format!("HTTP 502: gateway {}", uuid::Uuid::new_v4())),
+                            class: Some("transient".into()),
+                            worker: Some("w".into()),
+                        },
+                        retry_at: None,
+                    };
+                    // A lost race is retried, as the worker's completion does.
+                    loop {
+                        match q.fail(&f, T0 + 3_000_000).await {
+                            Ok(done) => {
+                                assert!(done);
+                                break;
+                            }
+                            Err(e) if e.is_unavailable() => continue,
+                            Err(e) => panic!("fail: {e}"),
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let (groups, _) = q
+        .list_failure_groups(&GroupFilter::default(), 50, None)
+        .await
+        .expect("groups");
+    let gateway: Vec<_> = groups
+        .iter()
+        .filter(|g| g.connector_version == "9.9.9")
+        .collect();
+    assert_eq!(gateway.len(), 1);
+    assert_eq!(
+        (gateway[0].dead_letters, gateway[0].integrations),
+        (200, 50)
+    );
+}
+
+#[tokio::test]
+async fn failures_form_one_group_per_cause_sqlite() {
+    let (db, _dir) = sqlite_db().await;
+    suite(db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_form_one_group_per_cause_postgres() {
+    let Some(db) = pg_db("failure_groups").await else {
+        return;
+    };
+    suite(db).await;
+}
