@@ -221,3 +221,32 @@ pub fn event_job(
         )
     }
 }
+
+/// A failed attempt of claimed job `j` at `at`, with its error and class;
+/// `retry_at` sends it back, `None` to the dead letters.
+pub fn failed(
+    j: &ferry_queue::ClaimedJob,
+    connector_version: &str,
+    error: String,
+    class: &str,
+    at: i64,
+    retry_at: Option<i64>,
+) -> ferry_queue::Failure {
+    ferry_queue::Failure {
+        id: j.id,
+        integration_id: j.integration_id,
+        overlap: false,
+        lease_token: j.lease_token.clone(),
+        connector_version: connector_version.into(),
+        attempt: ferry_queue::AttemptEntry {
+            attempt: j.attempt,
+            started_at: at,
+            finished_at: at,
+            outcome: "failed".into(),
+            error: Some(error),
+            class: Some(class.into()),
+            worker: Some("w".into()),
+        },
+        retry_at,
+    }
+}

@@ -5,7 +5,7 @@
 //! dead letters replay as one bulk replay.
 
 use ferry_queue::failures::{GroupFilter, GroupStatus};
-use ferry_queue::{DeadLetterFilter, Failure, NewJob, Queue, Step};
+use ferry_queue::{DeadLetterFilter, NewJob, Queue, Step};
 use ferry_store::Db;
 
 use crate::common::*;
@@ -50,23 +50,14 @@ async fn fail_all(
         }
         for j in &claimed {
             let (text, class) = error(n);
-            let f = Failure {
-                id: j.id,
-                integration_id: j.integration_id,
-                overlap: false,
-                lease_token: j.lease_token.clone(),
-                connector_version: "1.0.0".into(),
-                attempt: ferry_queue::AttemptEntry {
-                    attempt: j.attempt,
-                    started_at: now,
-                    finished_at: now,
-                    outcome: "failed".into(),
-                    error: Some(text),
-                    class: Some(class.into()),
-                    worker: Some("w".into()),
-                },
-                retry_at: retry.then_some(now + 1_000_000),
-            };
+            let f = failed(
+                j,
+                "1.0.0",
+                text,
+                class,
+                now,
+                retry.then_some(now + 1_000_000),
+            );
             assert!(q.fail(&f, now).await.expect("fail"));
             n += 1;
         }
@@ -86,8 +77,8 @@ async fn suite(db: Db) {
         .map(|n| event_job(&integrations[n % 50], T0, 1, &format!(r#"{{"n":{n}}}"#)))
         .collect();
     q.enqueue(&jobs, T0).await.expect("enqueue");
-    let failed = fail_all(&q, T0, false, |n| cause((n / 50) % 3, n)).await;
-    assert_eq!(failed, 1000);
+    let n = fail_all(&q, T0, false, |n| cause((n / 50) % 3, n)).await;
+    assert_eq!(n, 1000);
 
     let (groups, next) = q
         .list_failure_groups(&GroupFilter::default(), 50, None)
@@ -262,23 +253,14 @@ async fn suite(db: Db) {
             let chunk = chunk.to_vec();
             tokio::spawn(async move {
                 for j in chunk {
-                    let f = Failure {
-                        id: j.id,
-                        integration_id: j.integration_id,
-                        overlap: false,
-                        lease_token: j.lease_token.clone(),
-                        connector_version: "9.9.9".into(),
-                        attempt: ferry_queue::AttemptEntry {
-                            attempt: j.attempt,
-                            started_at: T0,
-                            finished_at: T0,
-                            outcome: "failed".into(),
-                            error: Some(format!("HTTP 502: gateway {}", uuid::Uuid::new_v4())),
-                            class: Some("transient".into()),
-                            worker: Some("w".into()),
-                        },
-                        retry_at: None,
-                    };
+                    let f = failed(
+                        &j,
+                        "9.9.9",
+                        format!("HTTP 502: gateway {}", uuid::Uuid::new_v4()),
+                        "transient",
+                        T0,
+                        None,
+                    );
                     // A lost race is retried, as the worker's completion does.
                     loop {
                         match q.fail(&f, T0 + 3_000_000).await {

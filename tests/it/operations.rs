@@ -2,7 +2,7 @@
 //! a dead node's operation is taken over and finished without replaying
 //! anything twice, and dead letters arriving after the start are left alone.
 
-use ferry_queue::{DeadLetterFilter, Failure, NewJob, OperationStatus, Queue, Step};
+use ferry_queue::{DeadLetterFilter, NewJob, OperationStatus, Queue, Step};
 use ferry_store::Db;
 
 use crate::common::*;
@@ -26,23 +26,14 @@ async fn dead_letters(q: &Queue, i: &ferry_store::Integration, n: usize, now: i6
             .expect("claim");
         assert!(!claimed.is_empty(), "{left} jobs not claimable");
         for j in &claimed {
-            let f = Failure {
-                id: j.id,
-                integration_id: j.integration_id,
-                overlap: false,
-                lease_token: j.lease_token.clone(),
-                connector_version: "1.0.0".into(),
-                attempt: ferry_queue::AttemptEntry {
-                    attempt: j.attempt,
-                    started_at: now,
-                    finished_at: now,
-                    outcome: "failed".into(),
-                    error: Some("HTTP 503: receiver down".into()),
-                    class: Some("transient".into()),
-                    worker: Some("w".into()),
-                },
-                retry_at: None,
-            };
+            let f = failed(
+                j,
+                "1.0.0",
+                "HTTP 503: receiver down".into(),
+                "transient",
+                now,
+                None,
+            );
             assert!(q.fail(&f, dead_at).await.expect("fail"), "dead-lettered");
         }
         left -= claimed.len();

@@ -39,6 +39,16 @@ impl Principal {
             _ => Ok(()),
         }
     }
+
+    /// The tenant a list is for: a scoped token's own (asking for another
+    /// is a 404), else the one `asked` for, if any.
+    pub fn list_tenant(&self, asked: Option<String>) -> Result<Option<String>, ApiError> {
+        match (&self.tenant, asked.filter(|t| !t.is_empty())) {
+            (Some(mine), Some(asked)) if mine != &asked => Err(ApiError::not_found("tenant")),
+            (Some(mine), _) => Ok(Some(mine.clone())),
+            (None, t) => Ok(t),
+        }
+    }
 }
 
 fn unauthorized(msg: &str) -> ApiError {

@@ -50,13 +50,7 @@ impl FilterParams {
                     .map_err(|_| ApiError::invalid(format!("integration: {i:?} is not an id")))?,
             ),
         };
-        let tenant = match (&who.tenant, nonempty(self.tenant)) {
-            (Some(mine), Some(asked)) if mine != &asked => {
-                return Err(ApiError::not_found("tenant"))
-            }
-            (Some(mine), _) => Some(mine.clone()),
-            (None, t) => t,
-        };
+        let tenant = who.list_tenant(self.tenant)?;
         Ok(DeadLetterFilter {
             integration,
             tenant,

@@ -47,11 +47,7 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<ListOf<FailureGroup>>> {
     let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
-    let tenant = match (&who.tenant, nonempty(q.tenant)) {
-        (Some(mine), Some(asked)) if mine != &asked => return Err(ApiError::not_found("tenant")),
-        (Some(mine), _) => Some(mine.clone()),
-        (None, t) => t,
-    };
+    let tenant = who.list_tenant(q.tenant)?;
     let status = match nonempty(q.status) {
         None => None,
         Some(s) => Some(GroupStatus::parse(&s).ok_or_else(|| {
