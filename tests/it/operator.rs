@@ -537,6 +537,44 @@ async fn every_endpoint_answers_every_caller_as_its_role_and_tenant_allow() {
         .get(&format!("/v1/connectors?limit=1&cursor={cursor}"))
         .await;
     assert_ne!(first["items"][0]["id"], second["items"][0]["id"]);
+    // Walked a page at a time, every registered version comes once, by id
+    // then version.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/connectors?limit=2&cursor={c}"),
+            None => "/v1/connectors?limit=2".into(),
+        };
+        let page = api.get(&path).await;
+        for m in page["items"].as_array().expect("items") {
+            seen.push(format!(
+                "{}@{}",
+                m["id"].as_str().unwrap_or(""),
+                m["version"].as_str().unwrap_or("")
+            ));
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    let all = api.get("/v1/connectors?limit=1000").await;
+    assert_eq!(
+        seen.len(),
+        all["items"].as_array().map(Vec::len).unwrap_or(0)
+    );
+    let tf: Vec<&String> = seen.iter().filter(|s| s.starts_with("typeform@")).collect();
+    assert_eq!(tf, ["typeform@1.0.0", "typeform@2.0.0"]);
+    let (s, e) = api
+        .call(
+            Method::GET,
+            "/v1/connectors?cursor=nonsense",
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(s, 422, "{e}");
     for path in [
         "/v1/integrations",
         "/v1/runs",

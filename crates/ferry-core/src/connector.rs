@@ -212,6 +212,12 @@ pub trait Connector: Send + Sync + 'static {
     }
 }
 
+/// `MAJOR.MINOR.PATCH` as numbers, for ordering versions (`10.0.0` after
+/// `2.0.0`); `None` if `s` is not one.
+pub fn semver(s: &str) -> Option<(u64, u64, u64)> {
+    Version::parse(s).map(|v| (v.0, v.1, v.2))
+}
+
 /// A parsed `MAJOR.MINOR.PATCH`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Version(u64, u64, u64);
@@ -383,6 +389,14 @@ mod tests {
         async fn run(&self, _ctx: RunContext) -> Result<RunReport, ConnectorError> {
             Ok(RunReport::default())
         }
+    }
+
+    #[test]
+    fn versions_order_as_numbers() {
+        assert!(semver("10.0.0") > semver("2.0.0"));
+        assert!(semver("2.1.0") > semver("2.0.9"));
+        assert_eq!(semver("2.0"), None);
+        assert_eq!(semver("v2.0.0"), None);
     }
 
     fn dummy(version: &str) -> Dummy {

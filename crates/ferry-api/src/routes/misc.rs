@@ -35,11 +35,32 @@ pub async fn connectors(
 ) -> ApiResult<Json<ListOf<Manifest>>> {
     let limit = page.limit()?;
     let key = |m: &Manifest| format!("{}@{}", m.id, m.version);
+    // By id, then by version as numbers (2.0.0 before 10.0.0).
+    let order = |id: &str, version: &str| {
+        (
+            id.to_string(),
+            ferry_core::connector::semver(version).unwrap_or_default(),
+        )
+    };
+    let after_cursor = match page.cursor.as_deref() {
+        None => None,
+        Some(c) => {
+            let (id, version) = c
+                .split_once('@')
+                .filter(|(_, v)| ferry_core::connector::semver(v).is_some())
+                .ok_or_else(|| ApiError::invalid("cursor: not a cursor this list gave"))?;
+            Some(order(id, version))
+        }
+    };
     let mut all: Vec<Manifest> = state.registry.all().map(|r| r.manifest().clone()).collect();
-    all.sort_by_key(key);
+    all.sort_by_key(|m| order(&m.id, &m.version));
     let after: Vec<Manifest> = all
         .into_iter()
-        .filter(|m| page.cursor.as_deref().is_none_or(|c| key(m).as_str() > c))
+        .filter(|m| {
+            after_cursor
+                .as_ref()
+                .is_none_or(|c| &order(&m.id, &m.version) > c)
+        })
         .take(limit + 1)
         .collect();
     let (items, next) = ferry_store::paginate(after, limit, key);
