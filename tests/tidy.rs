@@ -1,7 +1,7 @@
 //! The house rules, checked on the source tree (as rust-analyzer's tidy
 //! test does): every file says what it is for in a `//!` line; every
-//! connector has the common file roles and reaches HTTP only through its
-//! run's client; a crate depends only on crates
+//! connector has the common file roles, is registered by the default
+//! build, and reaches HTTP only through its run's client; a crate depends only on crates
 //! below it; no module of a crate imports, through others, itself; the
 //! job state machine is the same in the enum, the migrations and the
 //! chart in ARCHITECTURE.md.
@@ -149,6 +149,42 @@ fn every_connector_has_the_common_file_roles() {
         );
     }
     assert!(connectors >= 6, "found {connectors} connectors");
+}
+
+/// Every connector folder is a connector the default build registers: a
+/// folder whose feature is left out of `default` (its code and its tests
+/// then compile out, and `cargo test` passes with none of them run) or
+/// whose registration line is missing fails here instead.
+#[test]
+fn every_connector_folder_is_registered_by_default() {
+    let src = Path::new(ROOT).join("crates/ferry-connectors/src");
+    let manifest = read(&Path::new(ROOT).join("crates/ferry-connectors/Cargo.toml"));
+    let default = manifest
+        .lines()
+        .find(|l| l.starts_with("default = "))
+        .expect("ferry-connectors has default features");
+    let registry = ferry_connectors::builtin().expect("the built-in connectors register");
+    let registered: BTreeSet<String> = registry.all().map(|r| r.manifest().id.clone()).collect();
+    let mut folders = BTreeSet::new();
+    for e in fs::read_dir(&src).expect("connectors").flatten() {
+        if !e.path().is_dir() {
+            continue;
+        }
+        let id = e.file_name().to_string_lossy().to_string();
+        assert!(
+            default.contains(&format!("\"{id}\"")),
+            "crates/ferry-connectors/src/{id} has no feature in `default`: its code and tests are compiled out"
+        );
+        assert!(
+            registered.contains(&id),
+            "crates/ferry-connectors/src/{id} is not registered in builtin()"
+        );
+        folders.insert(id);
+    }
+    assert_eq!(
+        registered, folders,
+        "every registered connector has its folder"
+    );
 }
 
 /// A connector reaches HTTP only through `RunContext::http`: no file of a
