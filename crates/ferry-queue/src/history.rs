@@ -254,25 +254,26 @@ pub(crate) fn dead_letter_from_row(row: &AnyRow) -> Result<DeadLetter> {
 }
 
 /// The WHERE clause for a dead-letter filter and its binds, parameters
-/// `$1` to `$6`.
+/// `$1` to `$7`.
 pub(crate) struct DlWhere {
     pub clause: String,
-    texts: [Option<String>; 4],
+    texts: [Option<String>; 5],
     times: [Option<i64>; 2],
 }
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
 impl DlWhere {
-    /// Binds `$1` to `$6`; the caller binds from `$7` on.
+    /// Binds `$1` to `$7`; the caller binds from `$8` on.
     pub fn bind(self, mut q: AnyQuery<'_>) -> AnyQuery<'_> {
-        for t in self.texts {
+        let [integration, tenant, connector, like, group] = self.texts;
+        for t in [integration, tenant, connector, like] {
             q = q.bind(t);
         }
         for t in self.times {
             q = q.bind(t);
         }
-        q
+        q.bind(group)
     }
 }
 
@@ -291,15 +292,7 @@ pub(crate) fn dl_where(f: &DeadLetterFilter, pending_only: bool) -> DlWhere {
     clauses.push("($4 IS NULL OR LOWER(attempt_log) LIKE $4)".into());
     clauses.push("($5 IS NULL OR dead_at >= $5)".into());
     clauses.push("($6 IS NULL OR dead_at < $6)".into());
-    if let Some(g) = &f.failure_group {
-        // A fingerprint is 32 hex digits; only such a text is written into
-        // the statement (so the callers' own parameters keep their numbers).
-        if ferry_core::failure::is_fingerprint(g) {
-            clauses.push(format!("failure_group = '{g}'"));
-        } else {
-            clauses.push("1 = 0".into());
-        }
-    }
+    clauses.push("($7 IS NULL OR failure_group = $7)".into());
     let like = f.q.as_ref().map(|q| {
         let escaped: String = q
             .to_lowercase()
@@ -315,6 +308,7 @@ pub(crate) fn dl_where(f: &DeadLetterFilter, pending_only: bool) -> DlWhere {
             f.tenant.clone(),
             f.connector.clone(),
             like,
+            f.failure_group.clone(),
         ],
         times: [f.since, f.until],
     }
@@ -430,7 +424,7 @@ impl Queue {
         cursor: Option<&str>,
     ) -> Result<(Vec<DeadLetter>, Option<String>)> {
         let w = dl_where(f, false);
-        let sql = format!("SELECT {DL_COLUMNS} FROM dead_letters WHERE {} AND ($7 IS NULL OR id < $7) ORDER BY id DESC LIMIT $8", w.clause);
+        let sql = format!("SELECT {DL_COLUMNS} FROM dead_letters WHERE {} AND ($8 IS NULL OR id < $8) ORDER BY id DESC LIMIT $9", w.clause);
         let rows = w
             .bind(sqlx::query(&sql))
             .bind(cursor)

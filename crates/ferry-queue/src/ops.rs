@@ -201,7 +201,7 @@ impl Queue {
         // Keyset pagination: each page starts past the last one, so a page
         // costs the same at the end of 100,000 as at the start.
         let sql = format!(
-            "SELECT {DL_COLUMNS} FROM dead_letters WHERE {} AND ($7 IS NULL OR id > $7) \
+            "SELECT {DL_COLUMNS} FROM dead_letters WHERE {} AND ($8 IS NULL OR id > $8) \
              ORDER BY id LIMIT {REPLAY_PAGE}",
             w.clause
         );
