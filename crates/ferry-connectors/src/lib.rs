@@ -9,6 +9,8 @@
 pub mod cursor;
 #[cfg(feature = "eventbrite")]
 pub mod eventbrite;
+#[cfg(feature = "events")]
+pub mod events;
 #[cfg(feature = "google_sheets")]
 pub mod google_sheets;
 pub mod http;
@@ -63,5 +65,7 @@ pub fn builtin() -> ferry_core::Result<Registry> {
     registry.register(zoom::ZoomConnector::new())?;
     #[cfg(feature = "sms_email")]
     registry.register(sms_email::SmsEmailConnector::new())?;
+    #[cfg(feature = "events")]
+    registry.register(events::EventsConnector::new())?;
     Ok(registry)
 }

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod connector;
 pub mod cron;
 pub mod error;
+pub mod events;
 pub mod failure;
 pub mod http;
 pub mod liveness;

@@ -3,6 +3,7 @@
 //! in the failure's own transaction (`record_in`); read, acknowledged and
 //! resolved by operators. A resolved group that fails again reopens.
 
+use ferry_core::events::{Event, EventType};
 use ferry_core::failure::Fingerprint;
 use serde::Serialize;
 use sqlx::any::AnyRow;
@@ -104,19 +105,35 @@ pub(crate) struct Struck<'a> {
 /// Samples are cut to this many characters.
 const MAX_SAMPLE: usize = 1000;
 
+/// What counting a failure did to its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Counted {
+    /// Counted into a group that was already open (or acknowledged).
+    Counted,
+    /// This failure opened the group.
+    Opened,
+    /// This failure reopened a resolved group.
+    Reopened,
+}
+
 /// Counts one failed attempt into its group, inside the failure's
 /// transaction. Upserts, so nodes failing the same cause at once count
-/// into one row.
-pub(crate) async fn record_in(tx: &mut Tx<'_>, s: &Struck<'_>, now: i64) -> Result<()> {
+/// into one row; the row remembers which failure opened it (a token this
+/// call chose), so exactly one transaction learns it opened the group,
+/// whatever the number of nodes.
+pub(crate) async fn record_in(tx: &mut Tx<'_>, s: &Struck<'_>, now: i64) -> Result<Counted> {
     let sample: String = s.error.chars().take(MAX_SAMPLE).collect();
-    sqlx::query(
-        "INSERT INTO failure_groups (id, connector, connector_version, class, message, sample, status, first_seen, last_seen, reopened) \
-         VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $7, 0) \
+    let token = ferry_core::new_id().to_string();
+    let row = sqlx::query(
+        "INSERT INTO failure_groups (id, connector, connector_version, class, message, sample, status, first_seen, last_seen, reopened, opened_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $7, 0, $8) \
          ON CONFLICT (id) DO UPDATE SET \
            sample = excluded.sample, \
            last_seen = CASE WHEN excluded.last_seen > failure_groups.last_seen THEN excluded.last_seen ELSE failure_groups.last_seen END, \
            reopened = failure_groups.reopened + CASE WHEN failure_groups.status = 'resolved' THEN 1 ELSE 0 END, \
-           status = CASE WHEN failure_groups.status = 'resolved' THEN 'open' ELSE failure_groups.status END",
+           opened_by = CASE WHEN failure_groups.status = 'resolved' THEN excluded.opened_by ELSE failure_groups.opened_by END, \
+           status = CASE WHEN failure_groups.status = 'resolved' THEN 'open' ELSE failure_groups.status END \
+         RETURNING opened_by, reopened",
     )
     .bind(&s.fingerprint.id)
     .bind(s.connector)
@@ -125,8 +142,16 @@ pub(crate) async fn record_in(tx: &mut Tx<'_>, s: &Struck<'_>, now: i64) -> Resu
     .bind(&s.fingerprint.message)
     .bind(sample)
     .bind(now)
-    .execute(&mut **tx)
+    .bind(&token)
+    .fetch_one(&mut **tx)
     .await?;
+    let opened_by: Option<String> = row.try_get("opened_by")?;
+    let reopened: i64 = row.try_get("reopened")?;
+    let counted = match opened_by {
+        Some(t) if t == token && reopened == 0 => Counted::Opened,
+        Some(t) if t == token => Counted::Reopened,
+        _ => Counted::Counted,
+    };
     sqlx::query(
         "INSERT INTO failure_group_members (group_id, integration_id, tenant, attempts, dead_letters, last_seen) \
          VALUES ($1, $2, $3, 1, $4, $5) \
@@ -142,7 +167,45 @@ pub(crate) async fn record_in(tx: &mut Tx<'_>, s: &Struck<'_>, now: i64) -> Resu
     .bind(now)
     .execute(&mut **tx)
     .await?;
-    Ok(())
+    Ok(counted)
+}
+
+impl Queue {
+    /// Counts a failure into its group and, when that opened or reopened
+    /// the group, sends `failure_group.opened` / `.reopened` in the same
+    /// transaction. Failures of event endpoints are counted, not announced.
+    pub(crate) async fn count_failure_in(
+        &self,
+        tx: &mut Tx<'_>,
+        s: &Struck<'_>,
+        now: i64,
+    ) -> Result<()> {
+        let kind = match record_in(tx, s, now).await? {
+            Counted::Counted => return Ok(()),
+            Counted::Opened => EventType::FailureGroupOpened,
+            Counted::Reopened => EventType::FailureGroupReopened,
+        };
+        if s.connector == ferry_core::events::CONNECTOR {
+            return Ok(());
+        }
+        let event = Event::new(
+            kind,
+            Some(s.tenant),
+            now,
+            serde_json::json!({
+                "group_id": s.fingerprint.id,
+                "connector": s.connector,
+                "connector_version": s.connector_version,
+                "class": s.class,
+                "message": s.fingerprint.message,
+                "sample": s.error.chars().take(MAX_SAMPLE).collect::<String>(),
+                "integration_id": s.integration_id,
+                "dead": s.dead,
+            }),
+        );
+        self.emit_in(tx, &event, now).await?;
+        Ok(())
+    }
 }
 
 const GROUP_SELECT: &str = "SELECT g.id, g.connector, g.connector_version, g.class, g.message, g.sample, g.status, \

@@ -196,6 +196,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0009_failure_groups.sql"),
         postgres: include_str!("../../../migrations/postgres/0009_failure_groups.sql"),
     },
+    Migration {
+        version: 10,
+        name: "operational_events",
+        sqlite: include_str!("../../../migrations/sqlite/0010_operational_events.sql"),
+        postgres: include_str!("../../../migrations/postgres/0010_operational_events.sql"),
+    },
 ];
 
 impl Db {

@@ -11,14 +11,36 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::config::{Security, SmsEmailConfig};
 
-pub async fn send(
+/// The SMTP server a message goes through (the `events` connector's email
+/// channel sends through it too).
+pub(crate) struct SmtpServer<'a> {
+    pub host: &'a str,
+    pub port: u16,
+    pub security: Security,
+    pub username: Option<&'a str>,
+    pub timeout_ms: u64,
+}
+
+impl<'a> From<&'a SmsEmailConfig> for SmtpServer<'a> {
+    fn from(c: &'a SmsEmailConfig) -> Self {
+        SmtpServer {
+            host: &c.smtp_host,
+            port: c.smtp_port,
+            security: c.smtp_security,
+            username: c.smtp_username.as_deref(),
+            timeout_ms: c.smtp_timeout_ms,
+        }
+    }
+}
+
+pub(crate) async fn send(
     http: &HttpClient,
-    config: &SmsEmailConfig,
+    config: &SmtpServer<'_>,
     password: Option<&str>,
     message: Message,
 ) -> Result<(), ConnectorError> {
-    let host = config.smtp_host.as_str();
-    let builder = match config.smtp_security {
+    let host = config.host;
+    let builder = match config.security {
         Security::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
         Security::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)
             .map_err(|e| ConnectorError::InvalidConfig(format!("config.smtp_host: {e}")))?,
@@ -26,11 +48,11 @@ pub async fn send(
             .map_err(|e| ConnectorError::InvalidConfig(format!("config.smtp_host: {e}")))?,
     };
     let mut builder = builder
-        .port(config.smtp_port)
-        .timeout(Some(Duration::from_millis(config.smtp_timeout_ms)));
-    if let Some(user) = &config.smtp_username {
+        .port(config.port)
+        .timeout(Some(Duration::from_millis(config.timeout_ms)));
+    if let Some(user) = config.username {
         builder = builder.credentials(Credentials::new(
-            user.clone(),
+            user.to_string(),
             password.unwrap_or("").to_string(),
         ));
     }

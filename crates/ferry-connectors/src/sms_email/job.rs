@@ -65,7 +65,7 @@ pub async fn run(ctx: RunContext) -> Result<RunReport, ConnectorError> {
         .map_err(|e| ConnectorError::Permanent(format!("building the email: {e}")))?;
     client::send(
         &ctx.http,
-        &config,
+        &(&config).into(),
         ctx.secrets.get(SMTP_PASSWORD).map(String::as_str),
         message,
     )

@@ -3,7 +3,7 @@
 //! recipients. The `MessageSid` is the idempotency key, so a provider retry
 //! is one email.
 
-mod client;
+pub(crate) mod client;
 mod config;
 mod job;
 #[cfg(test)]
@@ -15,7 +15,7 @@ use ferry_core::{
     WebhookContext, WebhookError,
 };
 
-pub use config::SmsEmailConfig;
+pub use config::{Security, SmsEmailConfig};
 
 pub struct SmsEmailConnector {
     manifest: Manifest,

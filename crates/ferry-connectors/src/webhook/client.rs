@@ -7,7 +7,7 @@ use ferry_core::http::HttpClient;
 use ferry_core::signing;
 use ferry_core::ConnectorError;
 
-pub struct Delivery<'a> {
+pub(crate) struct Delivery<'a> {
     pub url: &'a str,
     pub webhook_id: &'a str,
     pub timestamp_s: i64,
@@ -18,7 +18,7 @@ pub struct Delivery<'a> {
     pub now_ms: i64,
 }
 
-pub async fn deliver(http: &HttpClient, d: Delivery<'_>) -> Result<(), ConnectorError> {
+pub(crate) async fn deliver(http: &HttpClient, d: Delivery<'_>) -> Result<(), ConnectorError> {
     let signature = signing::sign(d.key, d.webhook_id, d.timestamp_s, d.body);
     let mut req = http
         .post(d.url)

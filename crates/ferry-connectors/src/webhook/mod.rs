@@ -6,7 +6,7 @@
 //! receivers can deduplicate); a scheduled or manual run posts a small JSON
 //! envelope with `webhook-id` = the run id.
 
-mod client;
+pub(crate) mod client;
 mod config;
 mod job;
 #[cfg(test)]

@@ -301,7 +301,7 @@ impl Queue {
                 if n == 1 {
                     let (fp, error, class) =
                         fingerprint_of(&connector, &f.connector_version, &f.attempt);
-                    crate::failures::record_in(
+                    self.count_failure_in(
                         &mut tx,
                         &crate::failures::Struck {
                             fingerprint: &fp,
@@ -370,7 +370,7 @@ impl Queue {
         .await?;
         let j = &job.row;
         let (fp, raw_error, class) = fingerprint_of(&j.connector, connector_version, &last);
-        crate::failures::record_in(
+        self.count_failure_in(
             tx,
             &crate::failures::Struck {
                 fingerprint: &fp,
