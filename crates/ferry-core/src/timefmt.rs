@@ -11,6 +11,23 @@ pub fn format(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
+/// A span as a person writes it: `90s`, `15m`, `24h`, `2d`, or the
+/// largest exact unit (`1h30m` is `90m`).
+pub fn span(ms: i64) -> String {
+    let s = ms / 1000;
+    if s > 0 && s % 86_400 == 0 {
+        format!("{}d", s / 86_400)
+    } else if s > 0 && s % 3600 == 0 {
+        format!("{}h", s / 3600)
+    } else if s > 0 && s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else if ms % 1000 == 0 {
+        format!("{s}s")
+    } else {
+        format!("{ms}ms")
+    }
+}
+
 /// Parses RFC 3339 or a unix time in milliseconds.
 pub fn parse(text: &str) -> Option<i64> {
     let t = text.trim();

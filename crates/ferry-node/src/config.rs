@@ -25,6 +25,7 @@ pub struct Config {
     pub intake: IntakeSection,
     pub spool: SpoolSection,
     pub history: HistorySection,
+    pub events: EventsSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -124,6 +125,70 @@ pub struct HistorySection {
     pub retention: Duration,
 }
 
+/// Operational events: the detector's thresholds and the store events.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsSection {
+    /// How often a scheduler node runs the detector.
+    #[serde(with = "humantime_serde")]
+    pub detect_every: Duration,
+    #[serde(with = "humantime_serde")]
+    pub failing_window: Duration,
+    pub failing_rate: f64,
+    pub failing_min_runs: u32,
+    pub auto_pause: bool,
+    #[serde(with = "humantime_serde")]
+    pub auto_pause_after: Duration,
+    pub auto_pause_min_runs: u32,
+    pub auto_pause_off_tenants: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub dead_letter_every: Duration,
+    /// How often a node rereads the endpoints it must tell about its
+    /// store (it cannot read them while the store is away).
+    #[serde(with = "humantime_serde")]
+    pub endpoint_refresh: Duration,
+    /// The store must answer this long before `node.store_recovered`.
+    #[serde(with = "humantime_serde")]
+    pub store_recovered_after: Duration,
+}
+
+impl Default for EventsSection {
+    fn default() -> Self {
+        let t = ferry_queue::detect::Thresholds::default();
+        let ms = |v: i64| Duration::from_millis(v.max(0) as u64);
+        EventsSection {
+            detect_every: Duration::from_secs(15),
+            failing_window: ms(t.failing_window_ms),
+            failing_rate: t.failing_rate,
+            failing_min_runs: t.failing_min_runs as u32,
+            auto_pause: t.auto_pause,
+            auto_pause_after: ms(t.auto_pause_after_ms),
+            auto_pause_min_runs: t.auto_pause_min_runs as u32,
+            auto_pause_off_tenants: t.auto_pause_off_tenants,
+            dead_letter_every: ms(t.dead_letter_every_ms),
+            endpoint_refresh: Duration::from_secs(10),
+            store_recovered_after: Duration::from_secs(3),
+        }
+    }
+}
+
+impl EventsSection {
+    pub fn thresholds(&self) -> ferry_queue::detect::Thresholds {
+        let ms = |d: Duration| d.as_millis().min(i64::MAX as u128) as i64;
+        ferry_queue::detect::Thresholds {
+            failing_window_ms: ms(self.failing_window),
+            failing_rate: self.failing_rate,
+            failing_min_runs: i64::from(self.failing_min_runs),
+            auto_pause: self.auto_pause,
+            auto_pause_after_ms: ms(self.auto_pause_after),
+            auto_pause_min_runs: i64::from(self.auto_pause_min_runs),
+            auto_pause_off_tenants: self.auto_pause_off_tenants.clone(),
+            dead_letter_every_ms: ms(self.dead_letter_every),
+            ..Default::default()
+        }
+    }
+}
+
 mod humantime_serde {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
@@ -147,6 +212,7 @@ impl Default for Config {
             intake: IntakeSection::default(),
             spool: SpoolSection::default(),
             history: HistorySection::default(),
+            events: EventsSection::default(),
         }
     }
 }
@@ -347,6 +413,31 @@ pub const ENV: &[(&str, &str, &str)] = &[
         "events moved into the store per transaction",
     ),
     (
+        "FERRY_EVENTS_DETECT_EVERY",
+        "events.detect_every",
+        "how often the detector looks for failing integrations",
+    ),
+    (
+        "FERRY_EVENTS_AUTO_PAUSE",
+        "events.auto_pause",
+        "true or false: pause integrations whose runs all fail",
+    ),
+    (
+        "FERRY_EVENTS_AUTO_PAUSE_AFTER",
+        "events.auto_pause_after",
+        "how long all runs must fail before a pause",
+    ),
+    (
+        "FERRY_EVENTS_AUTO_PAUSE_MIN_RUNS",
+        "events.auto_pause_min_runs",
+        "fewest failed runs in that span",
+    ),
+    (
+        "FERRY_EVENTS_AUTO_PAUSE_OFF_TENANTS",
+        "events.auto_pause_off_tenants",
+        "comma-separated tenants never auto-paused",
+    ),
+    (
         "FERRY_HISTORY_RETENTION",
         "history.retention",
         "how long finished runs are kept",
@@ -457,6 +548,27 @@ impl Config {
                 "must be at least twice worker.node_heartbeat",
             );
         }
+        let e = &self.events;
+        if !(e.failing_rate > 0.0 && e.failing_rate <= 1.0) {
+            return bad("events.failing_rate", "must be above 0 and at most 1");
+        }
+        if e.failing_min_runs == 0 || e.auto_pause_min_runs == 0 {
+            return bad(
+                "events",
+                "failing_min_runs and auto_pause_min_runs must be at least 1",
+            );
+        }
+        if e.detect_every < Duration::from_millis(100)
+            || e.endpoint_refresh < Duration::from_millis(100)
+        {
+            return bad(
+                "events",
+                "detect_every and endpoint_refresh must be at least 100ms",
+            );
+        }
+        if e.auto_pause_after < Duration::from_secs(1) {
+            return bad("events.auto_pause_after", "must be at least 1s");
+        }
         Ok(())
     }
 
@@ -488,6 +600,8 @@ fn parse_env_value(key: &str, value: &str) -> Result<toml::Value, String> {
         "intake.dedup_window",
         "spool.max_bytes",
         "spool.forward_batch",
+        "events.failing_min_runs",
+        "events.auto_pause_min_runs",
     ];
     if numeric.contains(&key) {
         return value
@@ -496,7 +610,14 @@ fn parse_env_value(key: &str, value: &str) -> Result<toml::Value, String> {
             .map(toml::Value::Integer)
             .map_err(|_| format!("{value:?} is not a whole number"));
     }
-    if key == "roles" || key == "security.secret_keys_extra" {
+    if key == "events.auto_pause" {
+        return match value.trim() {
+            "true" => Ok(toml::Value::Boolean(true)),
+            "false" => Ok(toml::Value::Boolean(false)),
+            _ => Err(format!("{value:?} is not true or false")),
+        };
+    }
+    if key == "roles" || key == "security.secret_keys_extra" || key == "events.auto_pause_off_tenants" {
         return Ok(toml::Value::Array(
             value
                 .split(',')

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub mod config;
+mod store_events;
 
 pub use config::Config;
 use ferry_api::intake::{ConfigCache, HeldVerifier, Inbound, Intake};
@@ -138,7 +139,7 @@ async fn migrated(db: &Db, health: &StoreHealth, cancel: &CancellationToken) -> 
         match db.migrate().await {
             Ok(()) => return true,
             Err(e) => {
-                if health.mark_down() {
+                if health.mark_down_because(&e.to_string()) {
                     tracing::warn!(error = %e, "store unreachable; accepting webhooks into the spool until it answers");
                 }
             }
@@ -320,8 +321,25 @@ pub async fn start(
     let scheduler = config
         .has_role("scheduler")
         .then(|| new_scheduler(config, &queue, &clock));
+    let http = ferry_core::http::HttpClient::new(transport, config.worker.http_per_host);
+    tracker.spawn(
+        store_events::StoreEvents {
+            node_id: node_id.clone(),
+            queue: queue.clone(),
+            key: key.clone(),
+            registry: registry.clone(),
+            http: http.clone(),
+            health: health.clone(),
+            spool: forwarder.spool.clone(),
+            clock: clock.clone(),
+            metrics: metrics.clone(),
+            dir: config.data_dir.join("events"),
+            refresh: config.events.endpoint_refresh,
+            recovered_after: config.events.store_recovered_after,
+        }
+        .run(cancel.clone()),
+    );
     let worker = config.has_role("worker").then(|| {
-        let http = ferry_core::http::HttpClient::new(transport, config.worker.http_per_host);
         new_worker(
             config, &node_id, &queue, &key, &registry, &clock, &liveness, &metrics, http,
         )
@@ -516,13 +534,51 @@ impl AfterMigrations {
                 cancel.clone(),
             ));
         }
+        let queue = forwarder.queue.clone();
         tracker.spawn(forwarder.run(cancel.clone()));
         tracker.spawn(ferry_api::operations::Operations::clone(&operations).sweep());
         if let Some(s) = scheduler {
             tracker.spawn(s.run(cancel.clone()));
+            tracker.spawn(detect(
+                queue,
+                config.events.thresholds(),
+                config.events.detect_every,
+                health.clone(),
+                clock.clone(),
+                cancel.clone(),
+            ));
         }
         if let Some(w) = worker {
             tracker.spawn(w.run(cancel.clone()));
+        }
+    }
+}
+
+/// The detector (`ferry_queue::detect`) on a node with the `scheduler`
+/// role; several such nodes may run it at once.
+async fn detect(
+    queue: Queue,
+    thresholds: ferry_queue::detect::Thresholds,
+    every: Duration,
+    health: Arc<StoreHealth>,
+    clock: Arc<dyn Clock>,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if !health.is_up() {
+            continue;
+        }
+        match queue.detect(&thresholds, clock.now_ms()).await {
+            Ok(d) => {
+                for id in &d.paused {
+                    tracing::warn!(integration_id = %id, "integration auto-paused: its runs have all failed");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "the detector could not finish a pass"),
         }
     }
 }
@@ -760,12 +816,15 @@ async fn beat(
             }
         }
         Ok(Err(e)) => {
-            if state.health.mark_down() {
+            if state.health.mark_down_because(&e.to_string()) {
                 tracing::warn!(error = %e, "store unreachable; webhooks go on into the spool");
             }
         }
         Err(_) => {
-            if state.health.mark_down() {
+            if state
+                .health
+                .mark_down_because("the store did not answer the heartbeat within 2s")
+            {
                 tracing::warn!("store heartbeat timed out; webhooks go on into the spool");
             }
         }

@@ -220,7 +220,7 @@ impl Forwarder {
                     }
                 }
                 Err(e) => {
-                    if self.health.mark_down() {
+                    if self.health.mark_down_because(&e.to_string()) {
                         tracing::warn!(error = %e, pending = self.spool.stats().depth, "cannot forward spooled events; keeping them and retrying");
                     }
                     tokio::select! {

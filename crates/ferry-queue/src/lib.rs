@@ -18,6 +18,7 @@
 //! nor what a job does (connectors): it moves rows.
 
 pub mod events;
+pub mod detect;
 pub mod failures;
 pub mod forward;
 pub mod history;

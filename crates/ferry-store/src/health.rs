@@ -10,6 +10,8 @@ pub struct StoreHealth {
     /// Migrations applied and this node's key accepted: the node may serve
     /// what needs the schema.
     schema_ready: AtomicBool,
+    /// Why it was last found down.
+    error: std::sync::Mutex<Option<String>>,
 }
 
 impl Default for StoreHealth {
@@ -18,6 +20,7 @@ impl Default for StoreHealth {
         StoreHealth {
             up: AtomicBool::new(true),
             schema_ready: AtomicBool::new(false),
+            error: std::sync::Mutex::new(None),
         }
     }
 }
@@ -43,6 +46,17 @@ impl StoreHealth {
     /// Returns true if the store was up until now.
     pub fn mark_down(&self) -> bool {
         self.up.swap(false, Ordering::Relaxed)
+    }
+
+    /// As `mark_down`, keeping why (the node's store events say it).
+    pub fn mark_down_because(&self, error: &str) -> bool {
+        *self.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
+        self.mark_down()
+    }
+
+    /// Why the store was last found down.
+    pub fn last_error(&self) -> Option<String> {
+        self.error.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 

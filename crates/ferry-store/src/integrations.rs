@@ -48,6 +48,10 @@ pub struct Integration {
     #[serde(with = "ferry_core::timefmt::opt_ms")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub next_fire_at: Option<i64>,
+    /// Why Ferry paused it (auto-pause); cleared by a resume.
+    pub paused_reason: Option<String>,
+    /// This integration's auto-pause settings (absent fields: the node's).
+    pub auto_pause: AutoPauseSetting,
     #[serde(skip)]
     pub url_token: String,
     #[serde(with = "ferry_core::timefmt::ms")]
@@ -56,6 +60,22 @@ pub struct Integration {
     #[serde(with = "ferry_core::timefmt::ms")]
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: i64,
+}
+
+/// Auto-pause for one integration; each field left out takes the node's
+/// default (`[events]` in the node config).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AutoPauseSetting {
+    /// `false` turns auto-pause off for this integration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// How long all its runs must have failed, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_s: Option<u64>,
+    /// The fewest failed runs in that span.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_runs: Option<u32>,
 }
 
 /// One immutable revision with its secrets decrypted, for running and for
@@ -72,7 +92,7 @@ pub struct Revision {
 }
 
 const SELECT: &str = "SELECT i.id, i.tenant, i.name, i.connector, i.revision, i.enabled, i.next_fire_at, i.url_token, \
-     i.created_at, i.updated_at, r.connector_version, r.config, r.secret_names, r.schedule, r.retry \
+     i.created_at, i.updated_at, i.paused_reason, i.auto_pause_off, i.auto_pause_after_ms, i.auto_pause_min_runs, r.connector_version, r.config, r.secret_names, r.schedule, r.retry \
      FROM integrations i JOIN integration_revisions r ON r.integration_id = i.id AND r.revision = i.revision";
 
 pub(crate) fn parse_uuid(s: &str) -> Result<Uuid> {
@@ -94,6 +114,18 @@ fn from_row(row: &AnyRow) -> Result<Integration> {
         secrets: serde_json::from_str(&row.try_get::<String, _>("secret_names")?)?,
         retry: serde_json::from_str(&row.try_get::<String, _>("retry")?)?,
         next_fire_at: row.try_get("next_fire_at")?,
+        paused_reason: row.try_get("paused_reason")?,
+        auto_pause: AutoPauseSetting {
+            enabled: row
+                .try_get::<Option<i64>, _>("auto_pause_off")?
+                .map(|off| off == 0),
+            after_s: row
+                .try_get::<Option<i64>, _>("auto_pause_after_ms")?
+                .map(|ms| (ms / 1000).max(0) as u64),
+            min_runs: row
+                .try_get::<Option<i64>, _>("auto_pause_min_runs")?
+                .map(|n| n.clamp(0, i64::from(u32::MAX)) as u32),
+        },
         url_token: row.try_get("url_token")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
@@ -281,7 +313,12 @@ pub async fn set_enabled_in(
     enabled: bool,
     now: i64,
 ) -> Result<()> {
-    let n = sqlx::query("UPDATE integrations SET enabled = $1, updated_at = $2 WHERE id = $3 AND deleted_at IS NULL")
+    // A resume clears an auto-pause's reason, and the detector judges the
+    // integration's runs from now on, not the failures that paused it.
+    let n = sqlx::query(
+        "UPDATE integrations SET enabled = $1, updated_at = $2, paused_reason = NULL, \
+         watched_from = CASE WHEN $1 = 1 THEN $2 ELSE watched_from END WHERE id = $3 AND deleted_at IS NULL",
+    )
         .bind(enabled as i64)
         .bind(now)
         .bind(id.to_string())
@@ -292,6 +329,31 @@ pub async fn set_enabled_in(
         return Err(Error::NotFound);
     }
     Ok(())
+}
+
+/// Sets the integration's auto-pause overrides (all three at once).
+pub async fn set_auto_pause(
+    db: &Db,
+    id: Uuid,
+    setting: &AutoPauseSetting,
+    now: i64,
+) -> Result<Integration> {
+    let n = sqlx::query(
+        "UPDATE integrations SET auto_pause_off = $1, auto_pause_after_ms = $2, auto_pause_min_runs = $3, updated_at = $4 \
+         WHERE id = $5 AND deleted_at IS NULL",
+    )
+    .bind(setting.enabled.map(|e| i64::from(!e)))
+    .bind(setting.after_s.map(|s| (s as i64).saturating_mul(1000)))
+    .bind(setting.min_runs.map(i64::from))
+    .bind(now)
+    .bind(id.to_string())
+    .execute(&db.pool)
+    .await?
+    .rows_affected();
+    if n == 0 {
+        return Err(Error::NotFound);
+    }
+    get(db, id).await
 }
 
 /// Soft delete, inside the caller's transaction: revisions stay, so runs

@@ -50,7 +50,7 @@ pub async fn probe_store(state: &AppState) -> Result<u64, String> {
 }
 
 fn down(state: &AppState, error: String) -> String {
-    if state.health.mark_down() {
+    if state.health.mark_down_because(&error) {
         tracing::warn!(error = %error, "store unreachable; webhooks go on into the spool");
     }
     error

@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use ferry_core::connector::TriggerKind;
+use ferry_core::events;
 use ferry_core::{RetryPolicy, Schedule, Trigger};
 use ferry_queue::NewJob;
 use ferry_store::integrations::{self, Integration, IntegrationSpec};
@@ -106,8 +107,9 @@ fn valid_tenant(t: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
-/// Checks a spec against its connector: schema, secrets, schedule, retry.
-fn validate(state: &AppState, spec: &IntegrationSpec) -> ApiResult<()> {
+/// Checks a spec against its connector: schema, secrets, schedule, retry;
+/// and, for an event endpoint, who may set its scope.
+fn validate(state: &AppState, who: &Principal, spec: &IntegrationSpec) -> ApiResult<()> {
     if spec.name.trim().is_empty() || spec.name.len() > 200 {
         return Err(ApiError::invalid("name: must be 1 to 200 characters"));
     }
@@ -135,6 +137,37 @@ fn validate(state: &AppState, spec: &IntegrationSpec) -> ApiResult<()> {
     }
     spec.retry.validate()?;
     registered.validate(&spec.config, &spec.secrets)?;
+    if spec.connector == events::CONNECTOR {
+        validate_endpoint(who, spec)?;
+    }
+    Ok(())
+}
+
+/// An event endpoint: a global one sees every tenant's events, so only an
+/// admin without a tenant may make one; a type filter that matches no
+/// event is a mistake; a signed channel needs its secret.
+fn validate_endpoint(who: &Principal, spec: &IntegrationSpec) -> ApiResult<()> {
+    let filter = events::Filter::from_config(&spec.config);
+    if filter.global && who.tenant.is_some() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "config.global: only an admin token without a tenant may receive every tenant's events",
+        ));
+    }
+    let unknown = filter.unknown_patterns();
+    if !unknown.is_empty() {
+        return Err(ApiError::invalid(format!(
+            "config.event_types: {} match no event type (known: {})",
+            unknown.join(", "),
+            events::EventType::ALL.map(|t| t.as_str()).join(", ")
+        )));
+    }
+    if spec.config["channel"] == "webhook" && !spec.secrets.contains_key("signing_secret") {
+        return Err(ApiError::invalid(
+            "secrets.signing_secret: the webhook channel signs every delivery and needs it",
+        ));
+    }
     Ok(())
 }
 
@@ -190,7 +223,7 @@ pub async fn create(
         retry: body.retry.unwrap_or_default(),
         enabled: body.enabled,
     };
-    validate(&state, &spec)?;
+    validate(&state, &who, &spec)?;
     let now = state.clock.now_ms();
     let created = integrations::create(
         &state.db,
@@ -352,7 +385,7 @@ pub(super) async fn write_revision(
     schedule_changed: bool,
     now: i64,
 ) -> ApiResult<Integration> {
-    validate(state, spec)?;
+    validate(state, who, spec)?;
     let next = if schedule_changed {
         integrations::NextFire::Set(first_fire(spec, now)?)
     } else {
@@ -453,6 +486,45 @@ pub async fn resume(
     Path(id): Path<String>,
 ) -> ApiResult<Json<IntegrationView>> {
     set_enabled(&state, &who, &id, true).await
+}
+
+/// Sets this integration's auto-pause (operator): `{"enabled":false}`
+/// turns it off; `after_s` and `min_runs` override the node's span and
+/// fewest runs. Fields left out take the node's defaults. Audited.
+#[utoipa::path(put, path = "/v1/integrations/{id}/auto-pause", tag = "integrations", params(("id" = String, Path, description = "Integration id")),
+    request_body = ferry_store::integrations::AutoPauseSetting,
+    responses(
+        (status = 200, description = "The integration", body = IntegrationView),
+        (status = 400, description = "Malformed JSON", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Role too weak, or another tenant", body = ErrorBody), (status = 404, description = "No such integration (or another tenant's)", body = ErrorBody), (status = 422, description = "A field is invalid; the message names it", body = ErrorBody),
+    ))]
+pub async fn auto_pause(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    JsonBody(setting): JsonBody<integrations::AutoPauseSetting>,
+) -> ApiResult<Json<IntegrationView>> {
+    who.require(Role::Operator)?;
+    if setting.after_s.is_some_and(|s| !(60..=30 * 86_400).contains(&s)) {
+        return Err(ApiError::invalid(
+            "after_s: must be 60 to 2592000 seconds (one minute to 30 days)",
+        ));
+    }
+    if setting.min_runs == Some(0) {
+        return Err(ApiError::invalid("min_runs: must be at least 1"));
+    }
+    let i = load(&state, &who, &id).await?;
+    let now = state.clock.now_ms();
+    let updated = integrations::set_auto_pause(&state.db, i.id, &setting, now).await?;
+    ferry_store::audit::record(
+        &state.db.pool,
+        &who.actor,
+        "integration.auto_pause_setting",
+        &id,
+        Some(&serde_json::to_value(&setting).unwrap_or_default()),
+        now,
+    )
+    .await?;
+    Ok(Json(updated.into()))
 }
 
 /// Runs an integration now (operator), with an optional JSON payload.

@@ -49,6 +49,7 @@ fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         ))
         .routes(routes!(integrations::pause))
         .routes(routes!(integrations::resume))
+        .routes(routes!(integrations::auto_pause))
         .routes(routes!(integrations::trigger))
         .routes(routes!(integrations::state))
         .routes(routes!(revisions::list))

@@ -98,7 +98,7 @@ impl Queue {
 
     /// Holds the integration's queued jobs and withdraws its early fires
     /// (whose `next_fire_at` comes back).
-    async fn hold_in(&self, tx: &mut Tx<'_>, id: Uuid, now: i64) -> Result<()> {
+    pub(crate) async fn hold_in(&self, tx: &mut Tx<'_>, id: Uuid, now: i64) -> Result<()> {
         let earliest = self.withdraw_early_fires(tx, id, now).await?;
         integrations::refire_from(tx, id, earliest).await?;
         self.set_held_in(tx, id, true, now).await?;
