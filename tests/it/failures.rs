@@ -44,7 +44,11 @@ async fn fail_all(
 ) -> usize {
     let mut n = 0;
     loop {
-        let claimed = q.claim("w", 500, 60_000, now, &[]).await.expect("claim");
+        // The event endpoint's deliveries (tenant ops) are left queued.
+        let claimed = q
+            .claim("w", 500, 60_000, now, &["ops".to_string()])
+            .await
+            .expect("claim");
         if claimed.is_empty() {
             return n;
         }
@@ -64,8 +68,26 @@ async fn fail_all(
     }
 }
 
-async fn suite(db: Db) {
+/// The `failure_group.*` events queued for the endpoint, by type.
+async fn group_events(db: &Db) -> (i64, i64) {
+    let of = |kind: &str| {
+        format!("SELECT COUNT(*) FROM jobs WHERE connector = 'events' AND payload LIKE '%\"type\":\"{kind}\"%'")
+    };
+    (
+        count(db, &of("failure_group.opened")).await,
+        count(db, &of("failure_group.reopened")).await,
+    )
+}
+
+async fn suite(db: Db, second: Option<Db>) {
     let q = Queue::new(db.clone());
+    // A global endpoint for failure-group events.
+    let mut endpoint = spec("events", "ops", None);
+    endpoint.config = serde_json::json!({
+        "channel": "webhook", "url": "http://127.0.0.1:9/events", "global": true,
+        "event_types": ["failure_group.*"]
+    });
+    integration(&db, &endpoint, None, T0).await;
     // 50 integrations, 40 of acme and 10 of globex.
     let mut integrations = Vec::new();
     for k in 0..50 {
@@ -86,6 +108,7 @@ async fn suite(db: Db) {
         .expect("groups");
     assert!(next.is_none());
     assert_eq!(groups.len(), 3, "{groups:#?}");
+    assert_eq!(group_events(&db).await, (3, 0), "one opened event per group");
     let total: i64 = groups.iter().map(|g| g.dead_letters).sum();
     assert_eq!(total, 1000);
     for g in &groups {
@@ -202,6 +225,7 @@ async fn suite(db: Db) {
     );
     let acked = q.get_failure_group(&auth.id, None).await.expect("group");
     assert_eq!(acked.status, GroupStatus::Acknowledged);
+    assert_eq!(group_events(&db).await, (3, 1), "the reopening is sent once");
 
     // A fourth cause opens a fourth group.
     let jobs: Vec<NewJob> = (0..3)
@@ -217,6 +241,11 @@ async fn suite(db: Db) {
         .await
         .expect("groups");
     assert_eq!(groups.len(), 4);
+    assert_eq!(
+        group_events(&db).await,
+        (4, 1),
+        "the fourth cause sends one failure_group.opened"
+    );
     // Pages by id.
     let (first, next) = q
         .list_failure_groups(&GroupFilter::default(), 3, None)
@@ -242,14 +271,18 @@ async fn suite(db: Db) {
         .collect();
     q.enqueue(&jobs, T0 + 3_000_000).await.expect("enqueue");
     let claimed = q
-        .claim("w", 200, 60_000, T0 + 3_000_000, &[])
+        .claim("w", 200, 60_000, T0 + 3_000_000, &["ops".to_string()])
         .await
         .expect("claim");
     assert_eq!(claimed.len(), 200);
+    // Half the failures through another connection pool (another node,
+    // on PostgreSQL).
+    let other = second.map(Queue::new).unwrap_or_else(|| q.clone());
     let tasks: Vec<_> = claimed
         .chunks(25)
-        .map(|chunk| {
-            let q = q.clone();
+        .enumerate()
+        .map(|(i, chunk)| {
+            let q = if i % 2 == 0 { q.clone() } else { other.clone() };
             let chunk = chunk.to_vec();
             tokio::spawn(async move {
                 for j in chunk {
@@ -292,12 +325,22 @@ async fn suite(db: Db) {
         (gateway[0].dead_letters, gateway[0].integrations),
         (200, 50)
     );
+    assert_eq!(
+        group_events(&db).await,
+        (5, 1),
+        "200 concurrent failures of a new cause on two nodes send one event"
+    );
+    // Every delivery goes to the endpoint, as a queued run of it.
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM jobs WHERE connector = 'events' AND tenant = 'ops' AND state = 'available'").await,
+        6
+    );
 }
 
 #[tokio::test]
 async fn failures_form_one_group_per_cause_sqlite() {
     let (db, _dir) = sqlite_db().await;
-    suite(db).await;
+    suite(db, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -305,5 +348,8 @@ async fn failures_form_one_group_per_cause_postgres() {
     let Some(db) = pg_db("failure_groups").await else {
         return;
     };
-    suite(db).await;
+    let second = ferry_store::Db::connect(&ferry_store::DbOptions::new(db.url.clone()))
+        .await
+        .expect("a second pool");
+    suite(db, Some(second)).await;
 }

@@ -7,6 +7,7 @@ mod conformance;
 mod connectors;
 mod demo;
 mod e2e;
+mod events;
 mod failures;
 mod harness;
 mod house;
