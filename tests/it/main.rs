@@ -13,6 +13,7 @@ mod harness;
 mod house;
 mod multinode;
 mod node_failure;
+mod operational;
 mod operations;
 mod operator;
 mod outage;

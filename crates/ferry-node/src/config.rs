@@ -438,6 +438,11 @@ pub const ENV: &[(&str, &str, &str)] = &[
         "comma-separated tenants never auto-paused",
     ),
     (
+        "FERRY_EVENTS_ENDPOINT_REFRESH",
+        "events.endpoint_refresh",
+        "how often a node rereads the endpoints for its store events",
+    ),
+    (
         "FERRY_HISTORY_RETENTION",
         "history.retention",
         "how long finished runs are kept",
