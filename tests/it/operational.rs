@@ -141,6 +141,92 @@ async fn each_node_sends_its_store_events_once_per_outage_postgres() {
     node_b.stop();
 }
 
+/// Endpoints and auto-pause settings that are wrong get a clear 4xx and
+/// change nothing.
+async fn refuses_bad_endpoints(api: &Api) {
+    let (s, v) = api
+        .post(
+            "/v1/tokens",
+            &json!({"role": "admin", "tenant": "acme"}).to_string(),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let acme_admin = v["token"].as_str().expect("token").to_string();
+    let body = |config: Value, secrets: Value| {
+        json!({"name": "ep", "tenant": "acme", "connector": "events", "config": config, "secrets": secrets})
+            .to_string()
+    };
+    let signed = json!({"signing_secret": OUT_SECRET});
+    let cases = [
+        (
+            body(json!({"channel": "webhook", "url": "http://127.0.0.1:9/x", "global": true}), signed.clone()),
+            403,
+            "config.global",
+        ),
+        (
+            body(json!({"channel": "webhook", "url": "http://127.0.0.1:9/x", "event_types": ["nope.*"]}), signed.clone()),
+            422,
+            "nope.*",
+        ),
+        (
+            body(json!({"channel": "webhook", "url": "http://127.0.0.1:9/x"}), json!({})),
+            422,
+            "secrets.signing_secret",
+        ),
+        (
+            body(json!({"channel": "email", "to": ["ops@example.com"]}), json!({})),
+            422,
+            "config",
+        ),
+        (
+            body(json!({"channel": "pager", "url": "http://127.0.0.1:9/x"}), signed.clone()),
+            422,
+            "config.channel",
+        ),
+    ];
+    for (b, status, names) in cases {
+        let (s, v) = api
+            .call(reqwest::Method::POST, "/v1/integrations", Some(&acme_admin), Some(&b))
+            .await;
+        assert_eq!(s, status, "{b}: {v}");
+        assert!(v.to_string().contains(names), "{b}: {v} names {names}");
+    }
+    let listed = api.get("/v1/integrations?tenant=acme").await;
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(0), "nothing created");
+    // A tenant's own endpoint is fine.
+    let (s, v) = api
+        .call(
+            reqwest::Method::POST,
+            "/v1/integrations",
+            Some(&acme_admin),
+            Some(&body(json!({"channel": "slack", "url": "http://127.0.0.1:9/x"}), json!({}))),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_str().expect("id").to_string();
+    for (b, names) in [
+        (r#"{"after_s":5}"#, "after_s"),
+        (r#"{"min_runs":0}"#, "min_runs"),
+        (r#"{"enabled":"no"}"#, "enabled"),
+        (r#"{"later":1}"#, "later"),
+    ] {
+        let (s, v) = api
+            .call(reqwest::Method::PUT, &format!("/v1/integrations/{id}/auto-pause"), Some(crate::harness::ADMIN), Some(b))
+            .await;
+        assert!(s == 422 || s == 400, "{b}: {s} {v}");
+        assert!(v.to_string().contains(names), "{b}: {v}");
+    }
+    let (s, v) = api
+        .call(reqwest::Method::PUT, &format!("/v1/integrations/{id}/auto-pause"), Some(crate::harness::ADMIN), Some(r#"{"enabled":false}"#))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["auto_pause"], json!({"enabled": false}));
+    let (s, _) = api
+        .call(reqwest::Method::DELETE, &format!("/v1/integrations/{id}"), Some(crate::harness::ADMIN), None)
+        .await;
+    assert_eq!(s, 204);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_pause_and_broken_endpoints_block_nothing() {
     let dir = TempDir::new("ferry-ev");
@@ -153,6 +239,7 @@ async fn auto_pause_and_broken_endpoints_block_nothing() {
         ],
     )
     .await;
+    refuses_bad_endpoints(&api).await;
     let (good, good_url) = Receiver::start().await;
     let (gone, gone_url) = Receiver::start().await;
     gone.status.store(410, std::sync::atomic::Ordering::SeqCst);

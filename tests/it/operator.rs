@@ -340,6 +340,14 @@ async fn every_endpoint_answers_every_caller_as_its_role_and_tenant_allow() {
                 200,
             ),
             case(
+                Method::PUT,
+                format!("/v1/integrations/{quiet}/auto-pause"),
+                Some(r#"{"after_s":3600,"min_runs":5}"#),
+                N::Operator,
+                S::Resource,
+                200,
+            ),
+            case(
                 Method::POST,
                 format!("/v1/integrations/{quiet}/runs"),
                 None,
@@ -645,6 +653,7 @@ async fn every_endpoint_answers_every_caller_as_its_role_and_tenant_allow() {
         "integration.delete",
         "integration.pause",
         "integration.resume",
+        "integration.auto_pause_setting",
         "integration.trigger",
         "dead_letter.replay",
         "dead_letter.replay_bulk",

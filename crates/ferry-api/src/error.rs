@@ -134,8 +134,18 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> 
     } else {
         bytes
     };
-    serde_json::from_slice(text).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::invalid(e.to_string()),
-        _ => ApiError::bad_request("invalid_json", format!("body is not valid JSON: {e}")),
+    // The error names the field at fault (`enabled: invalid type: …`).
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let parsed = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| (e.path().to_string(), e.into_inner()))
+        .and_then(|v| de.end().map(|()| v).map_err(|e| (String::new(), e)));
+    parsed.map_err(|(path, inner)| {
+        match inner.classify() {
+            serde_json::error::Category::Data if path == "." || path.is_empty() => {
+                ApiError::invalid(inner.to_string())
+            }
+            serde_json::error::Category::Data => ApiError::invalid(format!("{path}: {inner}")),
+            _ => ApiError::bad_request("invalid_json", format!("body is not valid JSON: {inner}")),
+        }
     })
 }
