@@ -21,6 +21,8 @@ use ferry_core::signing;
 use serde_json::{json, Value};
 
 const OUT_SECRET: &str = "whsec_ZGVtby1vdXRib3VuZC1zaWduaW5nLWtleS0wMDAx";
+/// Where the sandbox's receiver keeps the operational events.
+const EVENTS_PATH: &str = "ops-events";
 const IN_SECRET: &str = "whsec_ZGVtby1pbmJvdW5kLXNpZ25pbmcta2V5LTAwMDE=";
 
 #[derive(Default)]
@@ -82,6 +84,24 @@ async fn start_receiver(r: Arc<Receiver>) -> anyhow::Result<String> {
         let _ = axum::serve(listener, app).await;
     });
     Ok(format!("http://{addr}/hook"))
+}
+
+/// The operational events the receiver got, counted by type.
+fn events_summary(sandbox: &ferry_sandbox::Sandbox) -> String {
+    let w = sandbox.world();
+    let mut by_type: std::collections::BTreeMap<String, usize> = Default::default();
+    for r in w.received.iter().filter(|r| r["path"] == EVENTS_PATH) {
+        let body: Value = r["body"]
+            .as_str()
+            .and_then(|b| serde_json::from_str(b).ok())
+            .unwrap_or_default();
+        *by_type
+            .entry(body["type"].as_str().unwrap_or("?").to_string())
+            .or_default() += 1;
+    }
+    let total: usize = by_type.values().sum();
+    let kinds: Vec<String> = by_type.iter().map(|(k, n)| format!("{k} ×{n}")).collect();
+    format!("{total} received: {}", kinds.join(", "))
 }
 
 struct Api {
@@ -187,6 +207,9 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
     config.scheduler.tick = Duration::from_millis(100);
     config.worker.poll = Duration::from_millis(100);
     config.worker.shutdown_grace = Duration::from_secs(2);
+    config.events.detect_every = Duration::from_secs(1);
+    config.events.endpoint_refresh = Duration::from_millis(500);
+    config.events.dead_letter_every = Duration::from_secs(5);
     let outage = ferry_store::OutageSwitch::default();
     config.database.outage = Some(outage.clone());
     let token = format!("demo-{}", uuid::Uuid::new_v4().simple());
@@ -257,6 +280,24 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
     let smtp = sandbox.serve_smtp("127.0.0.1:0".parse()?).await?;
     println!("  sandbox providers on {sandbox_base} (GET /_sandbox/state), SMTP sink on {smtp}");
     let prov = providers::create(&api, &sandbox_base, smtp).await?;
+    // Operational events: a global endpoint, the sandbox's receiver.
+    let (s, v) = api
+        .send(
+            reqwest::Method::POST,
+            "/v1/integrations",
+            Some(json!({
+                "name": "on call", "tenant": "ops", "connector": "events",
+                "config": {"channel": "webhook", "url": format!("{sandbox_base}/receiver/{EVENTS_PATH}"), "global": true},
+                "secrets": {"signing_secret": OUT_SECRET},
+                "retry": {"max_attempts": 5, "initial_backoff_ms": 200, "max_backoff_ms": 2000}
+            })),
+        )
+        .await?;
+    anyhow::ensure!(s == 201, "creating the event endpoint failed: {v}");
+    println!(
+        "  created integration {} (operational events → the sandbox's receiver)",
+        v["id"].as_str().unwrap_or("?")
+    );
     let (s, v) = api
         .send(
             reqwest::Method::POST,
@@ -595,6 +636,7 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
         );
     }
     println!("  dead letters (all time)  {dead}, replayed by the operator: {replayed}");
+    println!("  operational events       {}", events_summary(&sandbox));
     running.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

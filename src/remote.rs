@@ -190,6 +190,30 @@ pub enum IntegrationCommand {
         id: String,
         revision: i64,
     },
+    /// Set this integration's auto-pause (operator). Options left out take
+    /// the node's defaults (`[events]`).
+    AutoPause {
+        id: String,
+        /// Never auto-pause this integration.
+        #[arg(long, conflicts_with = "on")]
+        off: bool,
+        /// Auto-pause it even if the node's default is off.
+        #[arg(long)]
+        on: bool,
+        /// How long all its runs must have failed (e.g. 6h, 2d).
+        #[arg(long, value_parser = parse_span_s)]
+        after: Option<u64>,
+        /// The fewest failed runs in that span.
+        #[arg(long)]
+        min_runs: Option<u32>,
+    },
+}
+
+/// A span such as `90s`, `6h`, `2d`, in whole seconds.
+fn parse_span_s(text: &str) -> Result<u64, String> {
+    humantime::parse_duration(text)
+        .map(|d| d.as_secs())
+        .map_err(|e| format!("{text:?} is not a span like 6h or 2d: {e}"))
 }
 
 #[derive(Subcommand)]
@@ -536,6 +560,33 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                     }
                 }
                 Ok(())
+            }
+            IntegrationCommand::AutoPause {
+                id,
+                off,
+                on,
+                after,
+                min_runs,
+            } => {
+                let mut body = serde_json::Map::new();
+                if off || on {
+                    body.insert("enabled".into(), Value::Bool(on));
+                }
+                if let Some(s) = after {
+                    body.insert("after_s".into(), s.into());
+                }
+                if let Some(n) = min_runs {
+                    body.insert("min_runs".into(), n.into());
+                }
+                let i = c
+                    .call(
+                        M::PUT,
+                        &format!("/v1/integrations/{id}/auto-pause"),
+                        &[],
+                        Some(Value::Object(body)),
+                    )
+                    .await?;
+                show(&remote, &i, &[])
             }
             IntegrationCommand::Restore { id, revision } => show(
                 &remote,

@@ -52,6 +52,16 @@ fn the_demo_runs_every_phase_and_delivers_what_it_accepted() {
         "{stdout}"
     );
 
+    // Operational events: the outage and the fragile integration's dead
+    // letters were announced.
+    let events = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("operational events"))
+        .unwrap_or_else(|| panic!("no operational events line:\n{stdout}"));
+    assert!(events.contains("node.store_degraded ×1"), "{events}");
+    assert!(events.contains("node.store_recovered ×1"), "{events}");
+    assert!(events.contains("failure_group.opened"), "{events}");
+
     // Every connector ran against the sandbox.
     assert!(figure(&stdout, "platform contacts") > 0, "{stdout}");
     let registry = ferry_connectors::builtin().expect("the built-in connectors");

@@ -44,7 +44,9 @@ async fn queued(db: &Db, kind: EventType) -> i64 {
 
 /// Runs one job of `i` at `at`, ending dead (`ok = false`) or succeeded.
 async fn run_once(q: &Queue, i: &Integration, at: i64, ok: bool) {
-    q.enqueue(&[event_job(i, at, 1, "{}")], at).await.expect("enqueue");
+    q.enqueue(&[event_job(i, at, 1, "{}")], at)
+        .await
+        .expect("enqueue");
     let claimed = q.claim("w", 50, 60_000, at, &[]).await.expect("claim");
     // Event deliveries queued meanwhile are given back.
     for other in claimed.iter().filter(|j| j.integration_id != i.id) {
@@ -52,7 +54,10 @@ async fn run_once(q: &Queue, i: &Integration, at: i64, ok: bool) {
             .await
             .expect("release");
     }
-    let mine: Vec<_> = claimed.iter().filter(|j| j.integration_id == i.id).collect();
+    let mine: Vec<_> = claimed
+        .iter()
+        .filter(|j| j.integration_id == i.id)
+        .collect();
     assert_eq!(mine.len(), 1, "the run of {} at {at} starts", i.name);
     let j = mine[0];
     if ok {
@@ -155,7 +160,10 @@ async fn suite(db: Db, second: Option<Db>) {
     let b_now = integrations::get(&db, broken.id).await.expect("get");
     assert!(!b_now.enabled);
     let reason = b_now.paused_reason.clone().expect("a reason");
-    assert!(reason.contains("all 4 runs in the last 1h failed"), "{reason}");
+    assert!(
+        reason.contains("all 4 runs in the last 1h failed"),
+        "{reason}"
+    );
     assert_eq!(
         count(
             &db,
@@ -180,7 +188,9 @@ async fn suite(db: Db, second: Option<Db>) {
         .expect("claim");
     assert!(claimed.iter().all(|j| j.integration_id != broken.id));
     for j in &claimed {
-        q.release(j.id, &j.lease_token, false, now).await.expect("release");
+        q.release(j.id, &j.lease_token, false, now)
+            .await
+            .expect("release");
     }
     // Later passes pause nothing again.
     let d = q.detect(&t, now + 5 * MIN).await.expect("detect");
@@ -274,7 +284,11 @@ async fn failing_and_dead_letters(db: Db, second: Option<Db>) {
     assert_eq!(queued(&db, EventType::IntegrationRecovered).await, 1);
     // The endpoint's own deliveries are runs of it, queued for the worker.
     assert_eq!(
-        count(&db, "SELECT COUNT(*) FROM jobs WHERE connector = 'events' AND state = 'available'").await,
+        count(
+            &db,
+            "SELECT COUNT(*) FROM jobs WHERE connector = 'events' AND state = 'available'"
+        )
+        .await,
         4
     );
 }

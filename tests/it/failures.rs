@@ -108,7 +108,11 @@ async fn suite(db: Db, second: Option<Db>) {
         .expect("groups");
     assert!(next.is_none());
     assert_eq!(groups.len(), 3, "{groups:#?}");
-    assert_eq!(group_events(&db).await, (3, 0), "one opened event per group");
+    assert_eq!(
+        group_events(&db).await,
+        (3, 0),
+        "one opened event per group"
+    );
     let total: i64 = groups.iter().map(|g| g.dead_letters).sum();
     assert_eq!(total, 1000);
     for g in &groups {
@@ -225,7 +229,11 @@ async fn suite(db: Db, second: Option<Db>) {
     );
     let acked = q.get_failure_group(&auth.id, None).await.expect("group");
     assert_eq!(acked.status, GroupStatus::Acknowledged);
-    assert_eq!(group_events(&db).await, (3, 1), "the reopening is sent once");
+    assert_eq!(
+        group_events(&db).await,
+        (3, 1),
+        "the reopening is sent once"
+    );
 
     // A fourth cause opens a fourth group.
     let jobs: Vec<NewJob> = (0..3)

@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 
 use crate::common::TempDir;
 use crate::harness::{
-    create_hook_integration, eventually, metric, ready_node, send_hook, Api, Receiver,
-    IN_SECRET, OUT_SECRET,
+    create_hook_integration, eventually, metric, ready_node, send_hook, Api, Receiver, IN_SECRET,
+    OUT_SECRET,
 };
 use crate::outage::pg_behind_proxy;
 
@@ -72,9 +72,11 @@ async fn each_node_sends_its_store_events_once_per_outage_postgres() {
     let hooks = create_hook_integration(&api_a, &url, None).await;
 
     proxy.cut();
-    eventually(10, "one node.store_degraded per node within 10 s", || async {
-        of_type(&events(&receiver), "node.store_degraded").len() >= 2
-    })
+    eventually(
+        10,
+        "one node.store_degraded per node within 10 s",
+        || async { of_type(&events(&receiver), "node.store_degraded").len() >= 2 },
+    )
     .await;
     // Intake goes on into the spool meanwhile.
     for i in 0..5 {
@@ -107,15 +109,16 @@ async fn each_node_sends_its_store_events_once_per_outage_postgres() {
         n.sort();
         n
     };
-    assert_eq!(degraded.len(), 2, "once per node, not once per probe: {got:?}");
+    assert_eq!(
+        degraded.len(),
+        2,
+        "once per node, not once per probe: {got:?}"
+    );
     assert_eq!(recovered.len(), 2, "{got:?}");
     assert_eq!(nodes(&degraded), nodes(&recovered));
     assert_ne!(nodes(&degraded)[0], nodes(&degraded)[1]);
     for e in &degraded {
-        assert!(
-            !e["data"]["error"].as_str().unwrap_or("").is_empty(),
-            "{e}"
-        );
+        assert!(!e["data"]["error"].as_str().unwrap_or("").is_empty(), "{e}");
         assert!(e["data"]["spool"]["depth"].is_u64(), "{e}");
         assert!(e["data"]["degraded_at"].is_string(), "{e}");
     }
@@ -159,47 +162,74 @@ async fn refuses_bad_endpoints(api: &Api) {
     let signed = json!({"signing_secret": OUT_SECRET});
     let cases = [
         (
-            body(json!({"channel": "webhook", "url": "http://127.0.0.1:9/x", "global": true}), signed.clone()),
+            body(
+                json!({"channel": "webhook", "url": "http://127.0.0.1:9/x", "global": true}),
+                signed.clone(),
+            ),
             403,
             "config.global",
         ),
         (
-            body(json!({"channel": "webhook", "url": "http://127.0.0.1:9/x", "event_types": ["nope.*"]}), signed.clone()),
+            body(
+                json!({"channel": "webhook", "url": "http://127.0.0.1:9/x", "event_types": ["nope.*"]}),
+                signed.clone(),
+            ),
             422,
             "nope.*",
         ),
         (
-            body(json!({"channel": "webhook", "url": "http://127.0.0.1:9/x"}), json!({})),
+            body(
+                json!({"channel": "webhook", "url": "http://127.0.0.1:9/x"}),
+                json!({}),
+            ),
             422,
             "secrets.signing_secret",
         ),
         (
-            body(json!({"channel": "email", "to": ["ops@example.com"]}), json!({})),
+            body(
+                json!({"channel": "email", "to": ["ops@example.com"]}),
+                json!({}),
+            ),
             422,
             "config",
         ),
         (
-            body(json!({"channel": "pager", "url": "http://127.0.0.1:9/x"}), signed.clone()),
+            body(
+                json!({"channel": "pager", "url": "http://127.0.0.1:9/x"}),
+                signed.clone(),
+            ),
             422,
             "config.channel",
         ),
     ];
     for (b, status, names) in cases {
         let (s, v) = api
-            .call(reqwest::Method::POST, "/v1/integrations", Some(&acme_admin), Some(&b))
+            .call(
+                reqwest::Method::POST,
+                "/v1/integrations",
+                Some(&acme_admin),
+                Some(&b),
+            )
             .await;
         assert_eq!(s, status, "{b}: {v}");
         assert!(v.to_string().contains(names), "{b}: {v} names {names}");
     }
     let listed = api.get("/v1/integrations?tenant=acme").await;
-    assert_eq!(listed["items"].as_array().map(Vec::len), Some(0), "nothing created");
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(0),
+        "nothing created"
+    );
     // A tenant's own endpoint is fine.
     let (s, v) = api
         .call(
             reqwest::Method::POST,
             "/v1/integrations",
             Some(&acme_admin),
-            Some(&body(json!({"channel": "slack", "url": "http://127.0.0.1:9/x"}), json!({}))),
+            Some(&body(
+                json!({"channel": "slack", "url": "http://127.0.0.1:9/x"}),
+                json!({}),
+            )),
         )
         .await;
     assert_eq!(s, 201, "{v}");
@@ -211,18 +241,33 @@ async fn refuses_bad_endpoints(api: &Api) {
         (r#"{"later":1}"#, "later"),
     ] {
         let (s, v) = api
-            .call(reqwest::Method::PUT, &format!("/v1/integrations/{id}/auto-pause"), Some(crate::harness::ADMIN), Some(b))
+            .call(
+                reqwest::Method::PUT,
+                &format!("/v1/integrations/{id}/auto-pause"),
+                Some(crate::harness::ADMIN),
+                Some(b),
+            )
             .await;
         assert!(s == 422 || s == 400, "{b}: {s} {v}");
         assert!(v.to_string().contains(names), "{b}: {v}");
     }
     let (s, v) = api
-        .call(reqwest::Method::PUT, &format!("/v1/integrations/{id}/auto-pause"), Some(crate::harness::ADMIN), Some(r#"{"enabled":false}"#))
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/integrations/{id}/auto-pause"),
+            Some(crate::harness::ADMIN),
+            Some(r#"{"enabled":false}"#),
+        )
         .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["auto_pause"], json!({"enabled": false}));
     let (s, _) = api
-        .call(reqwest::Method::DELETE, &format!("/v1/integrations/{id}"), Some(crate::harness::ADMIN), None)
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/integrations/{id}"),
+            Some(crate::harness::ADMIN),
+            None,
+        )
         .await;
     assert_eq!(s, 204);
 }
@@ -245,7 +290,9 @@ async fn auto_pause_and_broken_endpoints_block_nothing() {
     gone.status.store(410, std::sync::atomic::Ordering::SeqCst);
     let (healthy, healthy_url) = Receiver::start().await;
     let (failing, failing_url) = Receiver::start().await;
-    failing.status.store(500, std::sync::atomic::Ordering::SeqCst);
+    failing
+        .status
+        .store(500, std::sync::atomic::Ordering::SeqCst);
 
     let all = endpoint(&api, "on call", &good_url, &[], 5).await;
     let gone_ep = endpoint(&api, "gone", &gone_url, &[], 3).await;
@@ -316,10 +363,15 @@ async fn auto_pause_and_broken_endpoints_block_nothing() {
     let attempts_of = |id: String| {
         let api = api.clone();
         async move {
-            let runs = api.get(&format!("/v1/runs?integration={id}&limit=1000")).await;
+            let runs = api
+                .get(&format!("/v1/runs?integration={id}&limit=1000"))
+                .await;
             let items = runs["items"].as_array().cloned().unwrap_or_default();
             let running = items.iter().any(|r| r["status"] == "running");
-            let attempts: i64 = items.iter().map(|r| r["attempts"].as_i64().unwrap_or(0)).sum();
+            let attempts: i64 = items
+                .iter()
+                .map(|r| r["attempts"].as_i64().unwrap_or(0))
+                .sum();
             (running, attempts)
         }
     };
@@ -361,11 +413,15 @@ async fn auto_pause_and_broken_endpoints_block_nothing() {
     // The broken endpoints' deliveries are dead letters of theirs; their
     // failures are never announced (no endpoint feeds on its own failures).
     for (id, what) in [(&gone_ep, "gone"), (&unreachable, "unreachable")] {
-        eventually(60, &format!("the {what} endpoint's dead letters"), || async {
-            api.get(&format!("/v1/dead-letters?integration={id}")).await["items"]
-                .as_array()
-                .is_some_and(|d| !d.is_empty())
-        })
+        eventually(
+            60,
+            &format!("the {what} endpoint's dead letters"),
+            || async {
+                api.get(&format!("/v1/dead-letters?integration={id}")).await["items"]
+                    .as_array()
+                    .is_some_and(|d| !d.is_empty())
+            },
+        )
         .await;
     }
     let got = events(&good);
@@ -373,7 +429,9 @@ async fn auto_pause_and_broken_endpoints_block_nothing() {
         got.iter().all(|(_, e)| e["data"]["connector"] != "events"),
         "an endpoint's failure was announced: {got:?}"
     );
-    let on_call = api.get(&format!("/v1/runs?integration={all}&limit=1000")).await;
+    let on_call = api
+        .get(&format!("/v1/runs?integration={all}&limit=1000"))
+        .await;
     assert!(on_call["items"]
         .as_array()
         .is_some_and(|r| r.iter().all(|r| r["status"] == "succeeded")));
@@ -381,7 +439,9 @@ async fn auto_pause_and_broken_endpoints_block_nothing() {
     // Fixed, the gone endpoint's dead letters replay and arrive, each once.
     gone.status.store(200, std::sync::atomic::Ordering::SeqCst);
     let dead = api
-        .get(&format!("/v1/dead-letters?integration={gone_ep}&limit=1000"))
+        .get(&format!(
+            "/v1/dead-letters?integration={gone_ep}&limit=1000"
+        ))
         .await;
     let n = dead["items"].as_array().map(Vec::len).unwrap_or(0);
     let (s, v) = api

@@ -139,13 +139,11 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> 
     let parsed = serde_path_to_error::deserialize(&mut de)
         .map_err(|e| (e.path().to_string(), e.into_inner()))
         .and_then(|v| de.end().map(|()| v).map_err(|e| (String::new(), e)));
-    parsed.map_err(|(path, inner)| {
-        match inner.classify() {
-            serde_json::error::Category::Data if path == "." || path.is_empty() => {
-                ApiError::invalid(inner.to_string())
-            }
-            serde_json::error::Category::Data => ApiError::invalid(format!("{path}: {inner}")),
-            _ => ApiError::bad_request("invalid_json", format!("body is not valid JSON: {inner}")),
+    parsed.map_err(|(path, inner)| match inner.classify() {
+        serde_json::error::Category::Data if path == "." || path.is_empty() => {
+            ApiError::invalid(inner.to_string())
         }
+        serde_json::error::Category::Data => ApiError::invalid(format!("{path}: {inner}")),
+        _ => ApiError::bad_request("invalid_json", format!("body is not valid JSON: {inner}")),
     })
 }

@@ -256,7 +256,11 @@ mod tests {
     fn patterns_that_match_no_event_type_are_named() {
         let f = Filter {
             global: false,
-            event_types: vec!["node.*".into(), "failure_group.open".into(), "nope.*".into()],
+            event_types: vec![
+                "node.*".into(),
+                "failure_group.open".into(),
+                "nope.*".into(),
+            ],
         };
         assert_eq!(f.unknown_patterns(), vec!["failure_group.open", "nope.*"]);
     }

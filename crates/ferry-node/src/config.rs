@@ -622,7 +622,10 @@ fn parse_env_value(key: &str, value: &str) -> Result<toml::Value, String> {
             _ => Err(format!("{value:?} is not true or false")),
         };
     }
-    if key == "roles" || key == "security.secret_keys_extra" || key == "events.auto_pause_off_tenants" {
+    if key == "roles"
+        || key == "security.secret_keys_extra"
+        || key == "events.auto_pause_off_tenants"
+    {
         return Ok(toml::Value::Array(
             value
                 .split(',')

@@ -169,7 +169,10 @@ impl StoreEvents {
     }
 
     /// Rereads the endpoints (revisions already known are not decrypted again).
-    async fn refresh(&self, known: &HashMap<Uuid, Known>) -> ferry_store::Result<HashMap<Uuid, Known>> {
+    async fn refresh(
+        &self,
+        known: &HashMap<Uuid, Known>,
+    ) -> ferry_store::Result<HashMap<Uuid, Known>> {
         let mut out = HashMap::new();
         for e in self.queue.endpoints().await? {
             if !e.filter.global {
@@ -182,8 +185,13 @@ impl StoreEvents {
                     ..k.clone()
                 },
                 _ => {
-                    let rev = ferry_store::integrations::revision(&self.queue.db, &self.key, e.id, e.revision)
-                        .await?;
+                    let rev = ferry_store::integrations::revision(
+                        &self.queue.db,
+                        &self.key,
+                        e.id,
+                        e.revision,
+                    )
+                    .await?;
                     Known {
                         endpoint: e.clone(),
                         connector_version: rev.connector_version,
@@ -198,7 +206,12 @@ impl StoreEvents {
     }
 
     /// Puts an event in the outbox for every endpoint that takes it.
-    fn post(&self, outbox: &mut Vec<(PathBuf, Pending)>, known: &HashMap<Uuid, Known>, event: Event) {
+    fn post(
+        &self,
+        outbox: &mut Vec<(PathBuf, Pending)>,
+        known: &HashMap<Uuid, Known>,
+        event: Event,
+    ) {
         let endpoints: Vec<Uuid> = known
             .values()
             .filter(|k| k.endpoint.accepts(&event))
@@ -252,7 +265,10 @@ impl StoreEvents {
                     Ok(()) => {
                         self.metrics.inc(
                             "ferry_store_events_total",
-                            ferry_core::metrics::labels(&[("type", event.kind.as_str()), ("path", "direct")]),
+                            ferry_core::metrics::labels(&[
+                                ("type", event.kind.as_str()),
+                                ("path", "direct"),
+                            ]),
                             1,
                         );
                     }
@@ -291,7 +307,12 @@ impl StoreEvents {
     }
 
     /// Runs the `events` connector for one endpoint, here and now.
-    async fn send(&self, k: &Known, event: &Event, cancel: &CancellationToken) -> Result<(), String> {
+    async fn send(
+        &self,
+        k: &Known,
+        event: &Event,
+        cancel: &CancellationToken,
+    ) -> Result<(), String> {
         let registered = self
             .registry
             .resolve(CONNECTOR, Some(&k.connector_version))
@@ -339,7 +360,10 @@ impl StoreEvents {
             Ok(_) => {
                 self.metrics.inc(
                     "ferry_store_events_total",
-                    ferry_core::metrics::labels(&[("type", event.kind.as_str()), ("path", "queued")]),
+                    ferry_core::metrics::labels(&[
+                        ("type", event.kind.as_str()),
+                        ("path", "queued"),
+                    ]),
                     endpoints.len() as u64,
                 );
                 Vec::new()
@@ -365,7 +389,10 @@ impl StoreEvents {
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         if !out.is_empty() {
-            tracing::info!(pending = out.len(), "store events left in the outbox; sending them");
+            tracing::info!(
+                pending = out.len(),
+                "store events left in the outbox; sending them"
+            );
         }
         out
     }

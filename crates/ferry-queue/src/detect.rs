@@ -139,9 +139,10 @@ impl Queue {
             tx.commit().await?;
         }
         // Failing integrations whose runs in the window are now mostly fine.
-        let failing = sqlx::query("SELECT id, tenant FROM integrations WHERE failing_since IS NOT NULL")
-            .fetch_all(&self.db.pool)
-            .await?;
+        let failing =
+            sqlx::query("SELECT id, tenant FROM integrations WHERE failing_since IS NOT NULL")
+                .fetch_all(&self.db.pool)
+                .await?;
         for r in &failing {
             let id = uuid_col(r, "id")?;
             if !under.contains(&id) {

@@ -108,8 +108,8 @@ const MAX_SAMPLE: usize = 1000;
 /// What counting a failure did to its group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Counted {
-    /// Counted into a group that was already open (or acknowledged).
-    Counted,
+    /// Counted into a group already open (or acknowledged).
+    Again,
     /// This failure opened the group.
     Opened,
     /// This failure reopened a resolved group.
@@ -150,7 +150,7 @@ pub(crate) async fn record_in(tx: &mut Tx<'_>, s: &Struck<'_>, now: i64) -> Resu
     let counted = match opened_by {
         Some(t) if t == token && reopened == 0 => Counted::Opened,
         Some(t) if t == token => Counted::Reopened,
-        _ => Counted::Counted,
+        _ => Counted::Again,
     };
     sqlx::query(
         "INSERT INTO failure_group_members (group_id, integration_id, tenant, attempts, dead_letters, last_seen) \
@@ -181,7 +181,7 @@ impl Queue {
         now: i64,
     ) -> Result<()> {
         let kind = match record_in(tx, s, now).await? {
-            Counted::Counted => return Ok(()),
+            Counted::Again => return Ok(()),
             Counted::Opened => EventType::FailureGroupOpened,
             Counted::Reopened => EventType::FailureGroupReopened,
         };

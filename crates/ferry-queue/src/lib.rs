@@ -17,8 +17,8 @@
 //! This crate never decides *when* to retry (that is `ferry_core::retry`)
 //! nor what a job does (connectors): it moves rows.
 
-pub mod events;
 pub mod detect;
+pub mod events;
 pub mod failures;
 pub mod forward;
 pub mod history;

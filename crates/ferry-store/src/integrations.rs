@@ -64,7 +64,9 @@ pub struct Integration {
 
 /// Auto-pause for one integration; each field left out takes the node's
 /// default (`[events]` in the node config).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct AutoPauseSetting {
     /// `false` turns auto-pause off for this integration.

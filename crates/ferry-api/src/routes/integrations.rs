@@ -504,7 +504,10 @@ pub async fn auto_pause(
     JsonBody(setting): JsonBody<integrations::AutoPauseSetting>,
 ) -> ApiResult<Json<IntegrationView>> {
     who.require(Role::Operator)?;
-    if setting.after_s.is_some_and(|s| !(60..=30 * 86_400).contains(&s)) {
+    if setting
+        .after_s
+        .is_some_and(|s| !(60..=30 * 86_400).contains(&s))
+    {
         return Err(ApiError::invalid(
             "after_s: must be 60 to 2592000 seconds (one minute to 30 days)",
         ));

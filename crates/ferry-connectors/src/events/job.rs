@@ -86,7 +86,9 @@ pub async fn send(
         Channel::Email => {
             let parse = |field: &str, v: &str| {
                 v.parse::<Mailbox>().map_err(|e| {
-                    ConnectorError::InvalidConfig(format!("config.{field}: {v:?} is not an address: {e}"))
+                    ConnectorError::InvalidConfig(format!(
+                        "config.{field}: {v:?} is not an address: {e}"
+                    ))
                 })
             };
             let from = config.from.as_deref().ok_or_else(|| {

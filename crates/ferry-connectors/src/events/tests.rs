@@ -100,7 +100,10 @@ async fn the_webhook_channel_posts_the_event_signed_under_its_id() {
 async fn the_slack_channel_posts_text_a_person_reads() {
     let (url, seen) = receiver(200).await;
     EventsConnector::new()
-        .run(ctx(json!({"channel": "slack", "url": url}), Some(&opened())))
+        .run(ctx(
+            json!({"channel": "slack", "url": url}),
+            Some(&opened()),
+        ))
         .await
         .unwrap();
     let seen = seen.lock().unwrap();
@@ -128,13 +131,19 @@ async fn a_run_by_hand_sends_a_test_event() {
 async fn a_gone_receiver_is_permanent_and_a_busy_one_is_retried() {
     let (gone, _) = receiver(410).await;
     let err = EventsConnector::new()
-        .run(ctx(json!({"channel": "webhook", "url": gone}), Some(&opened())))
+        .run(ctx(
+            json!({"channel": "webhook", "url": gone}),
+            Some(&opened()),
+        ))
         .await
         .unwrap_err();
     assert!(matches!(err, ConnectorError::Permanent(_)), "{err:?}");
     let (busy, _) = receiver(503).await;
     let err = EventsConnector::new()
-        .run(ctx(json!({"channel": "slack", "url": busy}), Some(&opened())))
+        .run(ctx(
+            json!({"channel": "slack", "url": busy}),
+            Some(&opened()),
+        ))
         .await
         .unwrap_err();
     assert!(matches!(err, ConnectorError::Transient(_)), "{err:?}");
@@ -160,10 +169,59 @@ fn the_schema_requires_what_each_channel_needs() {
     registry.register(EventsConnector::new()).unwrap();
     let r = registry.resolve("events", None).unwrap();
     let valid = |config: Value| r.validate(&config, &BTreeMap::new()).is_ok();
-    assert!(valid(json!({"channel": "webhook", "url": "https://x.example/h"})));
+    assert!(valid(
+        json!({"channel": "webhook", "url": "https://x.example/h"})
+    ));
     assert!(!valid(json!({"channel": "webhook"})));
     assert!(!valid(json!({"channel": "email", "to": ["a@b.example"]})));
-    assert!(valid(json!({"channel": "email", "to": ["a@b.example"], "from": "f@b.example", "smtp_host": "mx"})));
-    assert!(valid(json!({"channel": "slack", "url": "https://x.example/h", "event_types": ["node.*", "run.dead_lettered"]})));
-    assert!(!valid(json!({"channel": "slack", "url": "https://x.example/h", "event_types": ["run.dead"]})));
+    assert!(valid(
+        json!({"channel": "email", "to": ["a@b.example"], "from": "f@b.example", "smtp_host": "mx"})
+    ));
+    assert!(valid(
+        json!({"channel": "slack", "url": "https://x.example/h", "event_types": ["node.*", "run.dead_lettered"]})
+    ));
+    assert!(!valid(
+        json!({"channel": "slack", "url": "https://x.example/h", "event_types": ["run.dead"]})
+    ));
+}
+
+#[tokio::test]
+async fn the_email_channel_sends_one_message_to_every_address_at_a_real_smtp_server() {
+    let Some((_server, port, dir)) = crate::sms_email::tests::smtp_server(
+        "the_email_channel_sends_one_message_to_every_address_at_a_real_smtp_server",
+    )
+    .await
+    else {
+        return;
+    };
+    let ev = opened();
+    let config = json!({
+        "channel": "email", "to": ["oncall@example.com", "lead@example.com"],
+        "from": "ferry@example.com", "smtp_host": "127.0.0.1", "smtp_port": port,
+        "smtp_security": "none"
+    });
+    EventsConnector::new()
+        .run(ctx(config, Some(&ev)))
+        .await
+        .expect("sent");
+    let files: Vec<_> = std::fs::read_dir(dir.join("new"))
+        .expect("maildir")
+        .filter_map(Result::ok)
+        .collect();
+    assert_eq!(files.len(), 1, "one message for both addresses");
+    let text = std::fs::read_to_string(files[0].path()).expect("message");
+    assert!(
+        text.contains("To: oncall@example.com, lead@example.com"),
+        "{text}"
+    );
+    assert!(text.contains("Subject: Ferry: new failure ab12"), "{text}");
+    assert!(
+        text.contains(&format!("Message-ID: <{}@events.ferry>", ev.id)),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"type\": \"failure_group.opened\""),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

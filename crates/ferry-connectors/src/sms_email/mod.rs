@@ -7,7 +7,7 @@ pub(crate) mod client;
 mod config;
 mod job;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod verify;
 
 use ferry_core::{

@@ -229,7 +229,7 @@ fn aiosmtpd_python() -> Option<String> {
     ok.then(|| "python3".to_string())
 }
 
-struct Kill(std::process::Child);
+pub(crate) struct Kill(std::process::Child);
 impl Drop for Kill {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -237,16 +237,18 @@ impl Drop for Kill {
     }
 }
 
-#[tokio::test]
-async fn an_sms_arrives_as_email_at_a_real_smtp_server() {
+/// A real SMTP server process (aiosmtpd) writing a maildir: the server
+/// (stopped on drop), its port and the maildir; `None` after saying the
+/// test `name` is skipped.
+pub(crate) async fn smtp_server(name: &str) -> Option<(Kill, u16, std::path::PathBuf)> {
     let Some(python) = aiosmtpd_python() else {
         // Past the harness's capture, so the run says what it did not test.
         use std::io::Write;
         let _ = writeln!(
             std::io::stderr(),
-            "SKIPPED an_sms_arrives_as_email_at_a_real_smtp_server: aiosmtpd is not installed (pip install aiosmtpd, or set FERRY_TEST_SMTP_PYTHON)"
+            "SKIPPED {name}: aiosmtpd is not installed (pip install aiosmtpd, or set FERRY_TEST_SMTP_PYTHON)"
         );
-        return;
+        return None;
     };
     let dir = std::env::temp_dir().join(format!("ferry-smtp-{}", Uuid::now_v7()));
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -269,7 +271,7 @@ async fn an_sms_arrives_as_email_at_a_real_smtp_server() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("starting {python} -m aiosmtpd: {e}"));
-    let _server = Kill(child);
+    let server = Kill(child);
     // Readiness: the server accepts connections.
     let mut ready = false;
     for _ in 0..200 {
@@ -283,6 +285,16 @@ async fn an_sms_arrives_as_email_at_a_real_smtp_server() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(ready, "aiosmtpd did not start on port {port}");
+    Some((server, port, dir))
+}
+
+#[tokio::test]
+async fn an_sms_arrives_as_email_at_a_real_smtp_server() {
+    let Some((_server, port, dir)) =
+        smtp_server("an_sms_arrives_as_email_at_a_real_smtp_server").await
+    else {
+        return;
+    };
     let c = SmsEmailConnector::new();
     let report = c
         .run(context(
