@@ -7,6 +7,7 @@
 //! endpoint, so it accepts no webhooks. Run by hand ("run now"), it sends
 //! a `ferry.test` event, to check the endpoint.
 
+mod client;
 mod config;
 mod job;
 #[cfg(test)]
@@ -14,8 +15,8 @@ mod tests;
 
 use ferry_core::{Connector, ConnectorError, Manifest, RunContext, RunReport};
 
+pub use client::send;
 pub use config::{Channel, EventsConfig};
-pub use job::send;
 
 pub struct EventsConnector {
     manifest: Manifest,
