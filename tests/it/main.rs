@@ -17,4 +17,5 @@ mod operational;
 mod operations;
 mod operator;
 mod outage;
+mod rollouts;
 mod scheduler;

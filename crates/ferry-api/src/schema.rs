@@ -197,7 +197,7 @@ impl Modify for BearerAuth {
     security(("bearer" = [])),
     components(schemas(ErrorBody, ErrorDetail)),
     tags(
-        (name = "integrations"), (name = "runs"), (name = "dead-letters"), (name = "failure-groups"),
+        (name = "integrations"), (name = "runs"), (name = "dead-letters"), (name = "failure-groups"), (name = "rollouts"),
         (name = "operations"), (name = "hooks"), (name = "tokens"),
         (name = "connectors"), (name = "audit"), (name = "health"),
     ),

@@ -24,12 +24,14 @@ pub enum EventType {
     RunDeadLettered,
     NodeStoreDegraded,
     NodeStoreRecovered,
+    RolloutRolledBack,
+    RolloutPromoted,
     /// Sent by running an endpoint by hand ("run now"), to check it.
     Test,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 9] = [
+    pub const ALL: [EventType; 11] = [
         EventType::FailureGroupOpened,
         EventType::FailureGroupReopened,
         EventType::IntegrationFailing,
@@ -38,6 +40,8 @@ impl EventType {
         EventType::RunDeadLettered,
         EventType::NodeStoreDegraded,
         EventType::NodeStoreRecovered,
+        EventType::RolloutRolledBack,
+        EventType::RolloutPromoted,
         EventType::Test,
     ];
 
@@ -51,6 +55,8 @@ impl EventType {
             EventType::RunDeadLettered => "run.dead_lettered",
             EventType::NodeStoreDegraded => "node.store_degraded",
             EventType::NodeStoreRecovered => "node.store_recovered",
+            EventType::RolloutRolledBack => "rollout.rolled_back",
+            EventType::RolloutPromoted => "rollout.promoted",
             EventType::Test => "ferry.test",
         }
     }
@@ -164,6 +170,19 @@ impl Event {
                 "Ferry: node {} has its store back after {} s",
                 s("node"),
                 d["outage_s"]
+            ),
+            EventType::RolloutRolledBack => format!(
+                "Ferry: rollout {} of {} {} rolled back: {}",
+                s("rollout_id"),
+                s("connector"),
+                s("candidate_version"),
+                s("reason")
+            ),
+            EventType::RolloutPromoted => format!(
+                "Ferry: rollout {} promoted {} {}",
+                s("rollout_id"),
+                s("connector"),
+                s("candidate_version")
             ),
             EventType::Test => "Ferry: a test event".to_string(),
         }

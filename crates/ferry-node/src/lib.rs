@@ -339,9 +339,18 @@ pub async fn start(
         }
         .run(cancel.clone()),
     );
+    let routes: Arc<ferry_queue::rollouts::Routes> = Arc::default();
+    if config.has_role("worker") {
+        tracker.spawn(follow_routes(
+            queue.clone(),
+            routes.clone(),
+            health.clone(),
+            cancel.clone(),
+        ));
+    }
     let worker = config.has_role("worker").then(|| {
         new_worker(
-            config, &node_id, &queue, &key, &registry, &clock, &liveness, &metrics, http,
+            config, &node_id, &queue, &key, &registry, &clock, &liveness, &metrics, http, &routes,
         )
     });
 
@@ -539,6 +548,13 @@ impl AfterMigrations {
         tracker.spawn(ferry_api::operations::Operations::clone(&operations).sweep());
         if let Some(s) = scheduler {
             tracker.spawn(s.run(cancel.clone()));
+            tracker.spawn(advance_rollouts(
+                queue.clone(),
+                metrics.clone(),
+                health.clone(),
+                clock.clone(),
+                cancel.clone(),
+            ));
             tracker.spawn(detect(
                 queue,
                 config.events.thresholds(),
@@ -613,6 +629,7 @@ fn new_worker(
     liveness: &Arc<ferry_core::liveness::Liveness>,
     metrics: &Arc<Metrics>,
     http: ferry_core::http::HttpClient,
+    routes: &Arc<ferry_queue::rollouts::Routes>,
 ) -> Arc<Worker> {
     Worker::new(
         node_id.to_string(),
@@ -633,9 +650,84 @@ fn new_worker(
             node_dead_after: config.worker.node_dead_after,
             liveness: Some(liveness.clone()),
             http,
+            routes: routes.clone(),
         },
         metrics.clone(),
     )
+}
+
+/// Keeps this node's rollout routes current (what the worker asks per run).
+async fn follow_routes(
+    queue: Queue,
+    routes: Arc<ferry_queue::rollouts::Routes>,
+    health: Arc<StoreHealth>,
+    cancel: CancellationToken,
+) {
+    loop {
+        if health.is_up() && health.is_schema_ready() {
+            match queue.live_routes().await {
+                Ok(r) => routes.set(r),
+                Err(e) => tracing::debug!(error = %e, "cannot read the rollout routes yet"),
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(ROUTES_EVERY) => {}
+        }
+    }
+}
+
+/// How often routes are reread, and rollouts' windows looked at.
+const ROUTES_EVERY: Duration = Duration::from_secs(1);
+
+/// Advances rollouts (`ferry_queue::rollouts`) on a node with the
+/// `scheduler` role, and shows their steps in the metrics.
+async fn advance_rollouts(
+    queue: Queue,
+    metrics: Arc<Metrics>,
+    health: Arc<StoreHealth>,
+    clock: Arc<dyn Clock>,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(ROUTES_EVERY) => {}
+        }
+        if !health.is_up() {
+            continue;
+        }
+        match queue.advance_rollouts(clock.now_ms()).await {
+            Ok(moved) => {
+                for (id, t) in moved {
+                    tracing::warn!(rollout = %id, transition = ?t, "rollout moved");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot advance rollouts now"),
+        }
+        if let Ok((live, _)) = queue.list_rollouts(None, 100, None).await {
+            for r in live
+                .iter()
+                .filter(|r| r.state.is_live() || r.ended_at.is_some())
+            {
+                let labels = ferry_core::metrics::labels(&[
+                    ("rollout", &r.id.to_string()),
+                    ("connector", &r.connector),
+                ]);
+                let step = if r.state.is_live() { r.step + 1 } else { 0 };
+                metrics.set("ferry_rollout_step", labels.clone(), step as f64);
+                metrics.set(
+                    "ferry_rollout_share",
+                    labels,
+                    if r.state.is_live() {
+                        r.share as f64
+                    } else {
+                        0.0
+                    },
+                );
+            }
+        }
+    }
 }
 
 /// The config cache follows changes made anywhere (once a second, while

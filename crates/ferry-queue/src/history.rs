@@ -457,6 +457,22 @@ impl Queue {
         dead_letter_from_row(&row)
     }
 
+    /// As `get_dead_letter`, inside the caller's transaction.
+    pub(crate) async fn get_dead_letter_in(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        id: Uuid,
+    ) -> Result<DeadLetter> {
+        let row = sqlx::query(&format!(
+            "SELECT {DL_COLUMNS} FROM dead_letters WHERE id = $1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(Error::NotFound)?;
+        dead_letter_from_row(&row)
+    }
+
     /// How many dead letters a bulk replay with this filter would replay.
     pub async fn count_replayable(&self, f: &DeadLetterFilter) -> Result<i64> {
         let w = dl_where(f, true);

@@ -26,6 +26,7 @@ pub mod jobs;
 pub mod keys;
 pub mod ops;
 pub mod parked;
+pub mod rollouts;
 mod row;
 pub mod spool;
 pub mod wake;

@@ -202,6 +202,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0010_operational_events.sql"),
         postgres: include_str!("../../../migrations/postgres/0010_operational_events.sql"),
     },
+    Migration {
+        version: 11,
+        name: "rollouts",
+        sqlite: include_str!("../../../migrations/sqlite/0011_rollouts.sql"),
+        postgres: include_str!("../../../migrations/postgres/0011_rollouts.sql"),
+    },
 ];
 
 impl Db {

@@ -333,6 +333,65 @@ pub async fn set_enabled_in(
     Ok(())
 }
 
+/// Every live integration of `connector` (of `tenant`, when given),
+/// oldest first.
+pub async fn of_connector(
+    db: &Db,
+    connector: &str,
+    tenant: Option<&str>,
+) -> Result<Vec<Integration>> {
+    let rows = sqlx::query(&format!(
+        "{SELECT} WHERE i.connector = $1 AND ($2 IS NULL OR i.tenant = $2) AND i.deleted_at IS NULL ORDER BY i.id"
+    ))
+    .bind(connector)
+    .bind(tenant)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Moves the integration's pin to `connector_version` as a new revision
+/// that copies the current one (secrets stay sealed as they are), inside
+/// the caller's transaction (a rollout's promotion or rollback). Returns
+/// the new revision, or `None` if the integration is deleted or already
+/// pinned there.
+pub async fn repin_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: Uuid,
+    connector_version: &str,
+    now: i64,
+    actor: &str,
+) -> Result<Option<i64>> {
+    let row = sqlx::query(
+        "UPDATE integrations SET revision = revision + 1, updated_at = $1 \
+         WHERE id = $2 AND deleted_at IS NULL AND EXISTS (SELECT 1 FROM integration_revisions r \
+           WHERE r.integration_id = integrations.id AND r.revision = integrations.revision AND r.connector_version <> $3) \
+         RETURNING revision",
+    )
+    .bind(now)
+    .bind(id.to_string())
+    .bind(connector_version)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let revision: i64 = row.try_get("revision")?;
+    sqlx::query(
+        "INSERT INTO integration_revisions (integration_id, revision, connector_version, config, secrets_enc, \
+         secret_names, schedule, retry, created_at, created_by) \
+         SELECT integration_id, $1, $2, config, secrets_enc, secret_names, schedule, retry, $3, $4 \
+         FROM integration_revisions WHERE integration_id = $5 AND revision = $6",
+    )
+    .bind(revision)
+    .bind(connector_version)
+    .bind(now)
+    .bind(actor)
+    .bind(id.to_string())
+    .bind(revision - 1)
+    .execute(&mut **tx)
+    .await?;
+    Ok(Some(revision))
+}
+
 /// Sets the integration's auto-pause overrides (all three at once).
 pub async fn set_auto_pause(
     db: &Db,

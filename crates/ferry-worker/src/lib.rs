@@ -71,6 +71,10 @@ pub struct WorkerConfig {
     /// The client every run reaches HTTP through (`ferry_core::http`);
     /// each run gets it fenced by `liveness`.
     pub http: HttpClient,
+    /// Live rollouts' routes (`ferry_queue::rollouts`), refreshed by the
+    /// node: a member's run takes the version its bucket and the step's
+    /// share say.
+    pub routes: Arc<ferry_queue::rollouts::Routes>,
 }
 
 impl Default for WorkerConfig {
@@ -88,6 +92,7 @@ impl Default for WorkerConfig {
             node_dead_after: Duration::from_secs(3),
             liveness: None,
             http: HttpClient::unconnected(),
+            routes: Arc::default(),
         }
     }
 }
@@ -490,10 +495,12 @@ impl Worker {
                 return Outcome::Failed(f);
             }
         };
-        let registered = match self
-            .registry
-            .resolve(&job.connector, Some(&rev.connector_version))
-        {
+        // A member of a live rollout runs the version its route says.
+        let routed = self.config.routes.pick(job.integration_id);
+        let pinned = routed
+            .as_ref()
+            .map_or(rev.connector_version.as_str(), |r| r.version.as_str());
+        let registered = match self.registry.resolve(&job.connector, Some(pinned)) {
             Ok(r) => r.clone(),
             Err(e) => {
                 // Another node (another release) may have it: retry, then dead-letter.
@@ -566,6 +573,15 @@ impl Worker {
         }
         match result {
             Ok(report) => {
+                // A candidate's run that rejected records is kept so a
+                // rollback can run it again on the stable version.
+                if let Some(r) = routed.as_ref().filter(|r| r.candidate) {
+                    if report.records_rejected > 0 {
+                        if let Err(e) = self.queue.keep_candidate_run(r.rollout, &job, now).await {
+                            tracing::warn!(error = %e, run_id = %job.id, "cannot keep a candidate run for a rollback");
+                        }
+                    }
+                }
                 self.metrics.run_finished(
                     &job.connector,
                     &version,

@@ -10,6 +10,7 @@ mod misc;
 mod operations;
 mod parked;
 mod revisions;
+mod rollouts;
 mod runs;
 
 use std::sync::OnceLock;
@@ -62,6 +63,12 @@ fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(dead_letters::replay_bulk))
         .routes(routes!(dead_letters::show, dead_letters::discard))
         .routes(routes!(dead_letters::replay))
+        .routes(routes!(rollouts::start, rollouts::list))
+        .routes(routes!(rollouts::show))
+        .routes(routes!(rollouts::pause))
+        .routes(routes!(rollouts::resume))
+        .routes(routes!(rollouts::promote))
+        .routes(routes!(rollouts::rollback))
         .routes(routes!(failures::list))
         .routes(routes!(failures::show))
         .routes(routes!(failures::ack))
