@@ -71,6 +71,14 @@ pub enum RemoteCommand {
         #[command(subcommand)]
         command: FailureCommand,
     },
+    /// Rollouts (a connector version moved in canary steps, with automatic
+    /// rollback): start, list, show, pause, resume, promote, rollback.
+    Rollouts {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
     /// Connectors: list.
     Connectors {
         #[command(flatten)]
@@ -126,6 +134,55 @@ pub enum FailureCommand {
     },
     /// Fixed: the next failure of this cause reopens it.
     Resolve {
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum RolloutCommand {
+    /// Start moving integrations to a candidate version (admin).
+    Start {
+        connector: String,
+        /// The version to move to (2, 2.1 or 2.1.0).
+        #[arg(long)]
+        candidate: String,
+        /// The version moved from (default: the one the scope is pinned to).
+        #[arg(long)]
+        stable: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only these integrations (repeat, or comma-separated).
+        #[arg(long = "integration", value_delimiter = ',')]
+        integrations: Vec<String>,
+        /// The candidate's share per step, percent (default 10,50,100).
+        #[arg(long, value_delimiter = ',')]
+        steps: Vec<i64>,
+        /// Each step's analysis window (e.g. 5m).
+        #[arg(long, value_parser = parse_span_s)]
+        window: Option<u64>,
+    },
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// State, step, the last analysis and the current window's figures.
+    Show {
+        id: String,
+    },
+    Pause {
+        id: String,
+    },
+    Resume {
+        id: String,
+    },
+    /// Move every member's pin to the candidate now.
+    Promote {
+        id: String,
+    },
+    /// Every member back on the stable version; the candidate's failures run again.
+    Rollback {
         id: String,
     },
 }
@@ -414,6 +471,81 @@ fn print_table(value: &Value, columns: &[&str]) {
     }
 }
 
+/// A rollout as a person reads it: where it stands, and both versions'
+/// figures side by side.
+fn rollout_summary(remote: &Remote, r: &Value) -> anyhow::Result<()> {
+    if remote.output == "json" {
+        println!("{}", serde_json::to_string_pretty(r)?);
+        return Ok(());
+    }
+    let t = |v: &Value| {
+        v.as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| v.to_string())
+    };
+    println!(
+        "rollout {}  {} {} → {}  {}",
+        t(&r["id"]),
+        t(&r["connector"]),
+        t(&r["stable_version"]),
+        t(&r["candidate_version"]),
+        t(&r["state"])
+    );
+    let steps: Vec<String> = r["steps"]
+        .as_array()
+        .map(|a| a.iter().map(|s| format!("{s}%")).collect())
+        .unwrap_or_default();
+    println!(
+        "  step {} of {} ({}), {} members, {} on the candidate, window {} s",
+        r["step"].as_i64().unwrap_or(0) + 1,
+        steps.len(),
+        steps.join(" → "),
+        r["members"],
+        r["on_candidate"],
+        r["window_s"]
+    );
+    if let Some(reason) = r["reason"].as_str() {
+        println!("  {reason}");
+    }
+    for (title, a) in [
+        ("current window", &r["current"]),
+        ("last analysis", &r["last_analysis"]),
+    ] {
+        if a.is_null() {
+            continue;
+        }
+        println!("  {title} ({} to {}):", t(&a["from"]), t(&a["to"]));
+        println!(
+            "    {:<10} {:>6} {:>9} {:>8} {:>9} {:>8}",
+            "", "runs", "failed %", "dead", "rejected", "p95 ms"
+        );
+        for side in ["stable", "candidate"] {
+            let f = &a[side];
+            let pct = |n: &str, of: &str| {
+                let of = f[of].as_f64().unwrap_or(0.0);
+                if of == 0.0 {
+                    0.0
+                } else {
+                    100.0 * f[n].as_f64().unwrap_or(0.0) / of
+                }
+            };
+            println!(
+                "    {:<10} {:>6} {:>8.1}% {:>8} {:>8.1}% {:>8}",
+                side,
+                f["runs"],
+                pct("failed_attempts", "attempts"),
+                f["dead_letters"],
+                pct("rejected", "records"),
+                f["p95_ms"]
+            );
+        }
+        for b in a["breaches"].as_array().into_iter().flatten() {
+            println!("    breach: {}", t(b));
+        }
+    }
+    Ok(())
+}
+
 fn show(remote: &Remote, value: &Value, columns: &[&str]) -> anyhow::Result<()> {
     if remote.output == "json" || value.get("items").is_none() {
         println!("{}", serde_json::to_string_pretty(value)?);
@@ -432,6 +564,7 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
         | RemoteCommand::Parked { remote, .. }
         | RemoteCommand::Operations { remote, .. }
         | RemoteCommand::Failures { remote, .. }
+        | RemoteCommand::Rollouts { remote, .. }
         | RemoteCommand::Connectors { remote, .. } => remote.clone(),
     };
     if !matches!(remote.output.as_str(), "table" | "json") {
@@ -857,6 +990,82 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                     )
                     .await?,
                     &[],
+                ),
+            }
+        }
+        RemoteCommand::Rollouts { command, .. } => {
+            let columns = [
+                "id",
+                "state",
+                "connector",
+                "stable_version",
+                "candidate_version",
+                "step",
+                "share",
+                "members",
+                "reason",
+            ];
+            let post = |id: &str, what: &str| format!("/v1/rollouts/{id}/{what}");
+            match command {
+                RolloutCommand::Start {
+                    connector,
+                    candidate,
+                    stable,
+                    tenant,
+                    integrations,
+                    steps,
+                    window,
+                } => {
+                    let mut body = json!({"connector": connector, "candidate_version": candidate});
+                    if let Some(v) = stable {
+                        body["stable_version"] = json!(v);
+                    }
+                    if let Some(t) = tenant {
+                        body["tenant"] = json!(t);
+                    }
+                    if !integrations.is_empty() {
+                        body["integration_ids"] = json!(integrations);
+                    }
+                    if !steps.is_empty() {
+                        body["steps"] = json!(steps);
+                    }
+                    if let Some(w) = window {
+                        body["window_s"] = json!(w);
+                    }
+                    let r = c.call(M::POST, "/v1/rollouts", &[], Some(body)).await?;
+                    rollout_summary(&remote, &r)
+                }
+                RolloutCommand::List { tenant, page } => {
+                    let mut q = page.pairs();
+                    if let Some(t) = tenant {
+                        q.push(("tenant", t));
+                    }
+                    show(
+                        &remote,
+                        &c.call(M::GET, "/v1/rollouts", &q, None).await?,
+                        &columns,
+                    )
+                }
+                RolloutCommand::Show { id } => rollout_summary(
+                    &remote,
+                    &c.call(M::GET, &format!("/v1/rollouts/{id}"), &[], None)
+                        .await?,
+                ),
+                RolloutCommand::Pause { id } => rollout_summary(
+                    &remote,
+                    &c.call(M::POST, &post(&id, "pause"), &[], None).await?,
+                ),
+                RolloutCommand::Resume { id } => rollout_summary(
+                    &remote,
+                    &c.call(M::POST, &post(&id, "resume"), &[], None).await?,
+                ),
+                RolloutCommand::Promote { id } => rollout_summary(
+                    &remote,
+                    &c.call(M::POST, &post(&id, "promote"), &[], None).await?,
+                ),
+                RolloutCommand::Rollback { id } => rollout_summary(
+                    &remote,
+                    &c.call(M::POST, &post(&id, "rollback"), &[], None).await?,
                 ),
             }
         }

@@ -667,7 +667,7 @@ async fn every_endpoint_answers_every_caller_as_its_role_and_tenant_allow() {
 }
 
 /// Runs the `ferry` CLI against `node`; returns (exit ok, stdout, stderr).
-fn cli(node: &Node, args: &[&str]) -> (bool, String, String) {
+pub(crate) fn cli(node: &Node, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args(args)
         .env("FERRY_URL", &node.base)

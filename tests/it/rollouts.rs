@@ -353,3 +353,193 @@ async fn a_healthy_candidate_goes_through_every_step_and_is_promoted_postgres() 
         .expect("a second pool");
     promoted(db, Some(second)).await;
 }
+
+/// Creates a typeform integration pinned to `version` through the API.
+async fn typeform(api: &crate::harness::Api, version: &str, extra: serde_json::Value) -> String {
+    let mut config =
+        serde_json::json!({"form_id": "frm_1", "platform_base_url": "http://127.0.0.1:9/platform"});
+    if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
+        c.extend(e.clone());
+    }
+    let body = serde_json::json!({
+        "name": format!("typeform {version}"), "tenant": "acme", "connector": "typeform",
+        "connector_version": version, "config": config,
+        "secrets": {"webhook_secret": "s3cret", "platform_api_key": "k"}
+    });
+    let (s, v) = api.post("/v1/integrations", &body.to_string()).await;
+    assert_eq!(s, 201, "{v}");
+    v["id"].as_str().expect("id").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollouts_through_the_api_and_the_cli_refuse_bad_input_and_change_nothing() {
+    use crate::harness::ready_node;
+    use reqwest::Method;
+    use serde_json::json;
+    let dir = TempDir::new("ferry-rollouts");
+    let (node, api) = ready_node(&dir.0, &[]).await;
+    let v1: Vec<String> = v1_integrations(&api, 3).await;
+    let v2 = typeform(&api, "2", json!({"carry_hidden": true})).await;
+    let start = |body: serde_json::Value| {
+        let api = api.clone();
+        async move { api.post("/v1/rollouts", &body.to_string()).await }
+    };
+    let cases = [
+        (
+            json!({"connector": "typeform", "candidate_version": "9"}),
+            422,
+            "candidate_version",
+        ),
+        (
+            json!({"connector": "nope", "candidate_version": "2"}),
+            422,
+            "candidate_version",
+        ),
+        (
+            json!({"connector": "typeform", "candidate_version": "2", "integration_ids": v1, "steps": [0, 50]}),
+            422,
+            "outside 0–100",
+        ),
+        (
+            json!({"connector": "typeform", "candidate_version": "2", "integration_ids": v1, "steps": [50, 150]}),
+            422,
+            "outside 0–100",
+        ),
+        (
+            json!({"connector": "typeform", "candidate_version": "2", "integration_ids": v1, "steps": [50, 20]}),
+            422,
+            "must rise",
+        ),
+        (
+            json!({"connector": "typeform", "candidate_version": "2"}),
+            422,
+            "say which one",
+        ),
+        (
+            json!({"connector": "typeform", "candidate_version": "1", "stable_version": "2", "integration_ids": [v2]}),
+            422,
+            &v2,
+        ),
+        (
+            json!({"connector": "typeform", "candidate_version": "2", "integration_ids": v1, "thresholds": {"min_runs": 0}}),
+            422,
+            "thresholds.min_runs",
+        ),
+        (
+            json!({"connector": "typeform", "candidate_version": "2", "integration_ids": ["x"]}),
+            422,
+            "integration_ids",
+        ),
+    ];
+    for (body, status, names) in cases {
+        let (s, v) = start(body.clone()).await;
+        assert_eq!(s, status, "{body}: {v}");
+        assert!(
+            v.to_string().contains(names),
+            "{body}: {v} should name {names}"
+        );
+    }
+    assert_eq!(
+        api.get("/v1/rollouts").await["items"],
+        json!([]),
+        "nothing started"
+    );
+
+    let (s, r) = start(json!({"connector": "typeform", "candidate_version": "2",
+                              "integration_ids": v1, "steps": [50, 100], "window_s": 600}))
+    .await;
+    assert_eq!(s, 201, "{r}");
+    assert_eq!(
+        (r["state"].as_str(), r["members"].as_i64()),
+        (Some("canary"), Some(3))
+    );
+    let id = r["id"].as_str().expect("id").to_string();
+    // The same integrations cannot join another rollout.
+    let (s, v) = start(json!({"connector": "typeform", "candidate_version": "2",
+                              "integration_ids": [v1[0]]}))
+    .await;
+    assert_eq!(s, 409, "{v}");
+    assert!(v.to_string().contains(&v1[0]), "{v}");
+
+    // A viewer reads but cannot act.
+    let (s, t) = api
+        .post("/v1/tokens", &json!({"role": "viewer"}).to_string())
+        .await;
+    assert_eq!(s, 201);
+    let viewer = t["token"].as_str().expect("token");
+    let (s, _) = api
+        .call(
+            Method::GET,
+            &format!("/v1/rollouts/{id}"),
+            Some(viewer),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, _) = api
+        .call(
+            Method::POST,
+            &format!("/v1/rollouts/{id}/rollback"),
+            Some(viewer),
+            None,
+        )
+        .await;
+    assert_eq!(s, 403);
+
+    // Through the CLI: pause, show, resume, promote, rollback.
+    let cli = |args: &[&str]| crate::operator::cli(&node, args);
+    let (ok, out, err) = cli(&["rollouts", "pause", &id]);
+    assert!(ok, "{err}");
+    assert!(out.contains("paused"), "{out}");
+    let (ok, _, err) = cli(&["rollouts", "pause", &id]);
+    assert!(
+        !ok && err.contains("409"),
+        "pausing twice is refused: {err}"
+    );
+    let (ok, out, err) = cli(&["rollouts", "show", &id]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("rollout {id}  typeform 1 → 2  paused")),
+        "{out}"
+    );
+    assert!(out.contains("step 1 of 2 (50% → 100%), 3 members"), "{out}");
+    assert!(out.contains("candidate"), "{out}");
+    assert!(cli(&["rollouts", "resume", &id]).0);
+    let (ok, out, err) = cli(&["rollouts", "promote", &id]);
+    assert!(ok, "{err}");
+    assert!(out.contains("promoted"), "{out}");
+    for i in &v1 {
+        assert_eq!(
+            api.get(&format!("/v1/integrations/{i}")).await["connector_version"],
+            "2"
+        );
+    }
+    let (ok, _, err) = cli(&["rollouts", "rollback", &id]);
+    assert!(ok, "{err}");
+    for i in &v1 {
+        let now = api.get(&format!("/v1/integrations/{i}")).await;
+        assert_eq!(now["connector_version"], "1", "{now}");
+    }
+    let (ok, out, _) = cli(&["rollouts", "list"]);
+    assert!(ok && out.contains("rolled_back"), "{out}");
+    let audit = api.get("/v1/audit?limit=100").await.to_string();
+    for a in [
+        "rollout.start",
+        "rollout.pause",
+        "rollout.resume",
+        "rollout.promote",
+        "rollout.rollback",
+    ] {
+        assert!(audit.contains(a), "audit lacks {a}");
+    }
+    node.stop();
+}
+
+/// `n` typeform integrations on version 1.
+async fn v1_integrations(api: &crate::harness::Api, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(typeform(api, "1", serde_json::json!({})).await);
+    }
+    out
+}

@@ -600,6 +600,7 @@ impl Queue {
         .await?
         .rows_affected();
         if n == 0 {
+            tx.rollback().await?;
             let r = self.get_rollout(id).await?;
             return Err(Error::Conflict(format!(
                 "the rollout is {}; only a {} rollout can be {}",
@@ -929,10 +930,10 @@ impl Queue {
         if previous.is_none() {
             return Ok(None);
         }
-        let mut members = self.end_members(tx, r.id).await?;
+        self.end_members(tx, r.id).await?;
         if r.state == RolloutState::Promoted {
             // Its members left it when it was promoted: every one returns.
-            members = sqlx::query_scalar::<_, String>(
+            let members = sqlx::query_scalar::<_, String>(
                 "SELECT integration_id FROM rollout_members WHERE rollout_id = $1",
             )
             .bind(r.id.to_string())
