@@ -160,6 +160,10 @@ pub enum RolloutCommand {
         /// Each step's analysis window (e.g. 5m).
         #[arg(long, value_parser = parse_span_s)]
         window: Option<u64>,
+        /// Shadow first: the candidate runs beside every real run, writing
+        /// nothing, until `ferry rollouts resume` starts the canary.
+        #[arg(long)]
+        shadow: bool,
     },
     List {
         #[arg(long)]
@@ -506,6 +510,35 @@ fn rollout_summary(remote: &Remote, r: &Value) -> anyhow::Result<()> {
     );
     if let Some(reason) = r["reason"].as_str() {
         println!("  {reason}");
+    }
+    let sh = &r["shadow"];
+    if sh["compared"].as_i64().unwrap_or(0) > 0 {
+        let kinds: Vec<String> = sh["by_kind"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, n)| format!("{k} {n}")).collect())
+            .unwrap_or_default();
+        println!(
+            "  shadow: {} runs compared, {} identical, {} differing ({}), {} could not run",
+            sh["compared"],
+            sh["identical"],
+            sh["differing"],
+            if kinds.is_empty() {
+                "none".to_string()
+            } else {
+                kinds.join(", ")
+            },
+            sh["failed"]
+        );
+        for d in sh["examples"].as_array().into_iter().flatten().take(5) {
+            println!(
+                "    run {}: {} {}: {} → {}",
+                t(&d["run_id"]),
+                t(&d["kind"]),
+                t(&d["field"]),
+                d["control"],
+                d["candidate"]
+            );
+        }
     }
     for (title, a) in [
         ("current window", &r["current"]),
@@ -1015,8 +1048,9 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                     integrations,
                     steps,
                     window,
+                    shadow,
                 } => {
-                    let mut body = json!({"connector": connector, "candidate_version": candidate});
+                    let mut body = json!({"connector": connector, "candidate_version": candidate, "shadow": shadow});
                     if let Some(v) = stable {
                         body["stable_version"] = json!(v);
                     }

@@ -22,6 +22,9 @@ CREATE TABLE rollouts (
     reason             TEXT,
     last_analysis      TEXT,
     reran              BIGINT NOT NULL DEFAULT 0,
+    shadow_runs        BIGINT NOT NULL DEFAULT 0,
+    shadow_identical   BIGINT NOT NULL DEFAULT 0,
+    shadow_failed      BIGINT NOT NULL DEFAULT 0,
     rerun_through      BIGINT,
     created_at         BIGINT NOT NULL,
     created_by         TEXT NOT NULL,
@@ -57,3 +60,18 @@ CREATE TABLE rollout_runs (
     created_at     BIGINT NOT NULL
 );
 CREATE INDEX rollout_runs_rollout ON rollout_runs (rollout_id);
+
+-- What shadow runs found: each difference between the candidate and the
+-- real run that the stable version's own shadow does not also show.
+CREATE TABLE shadow_diffs (
+    id             TEXT PRIMARY KEY,
+    rollout_id     TEXT NOT NULL,
+    run_id         TEXT NOT NULL,
+    integration_id TEXT NOT NULL,
+    kind           TEXT NOT NULL,
+    field          TEXT NOT NULL,
+    control        TEXT NOT NULL,
+    candidate      TEXT NOT NULL,
+    created_at     BIGINT NOT NULL
+);
+CREATE INDEX shadow_diffs_rollout ON shadow_diffs (rollout_id, id);

@@ -131,6 +131,7 @@ fn new_rollout(all: &[Integration], steps: Vec<i64>) -> NewRollout {
             min_runs: 3,
             ..Thresholds::default()
         },
+        shadow: false,
     }
 }
 
@@ -542,4 +543,151 @@ async fn v1_integrations(api: &crate::harness::Api, n: usize) -> Vec<String> {
         out.push(typeform(api, "1", serde_json::json!({})).await);
     }
     out
+}
+
+/// A candidate `webhook` 2.0.0 that silently drops `email.opened` events
+/// (reports them delivered, sends nothing), as the opens change did.
+struct DropsOpens {
+    inner: ferry_connectors::webhook::WebhookConnector,
+    manifest: ferry_core::Manifest,
+}
+
+#[async_trait::async_trait]
+impl ferry_core::Connector for DropsOpens {
+    fn manifest(&self) -> &ferry_core::Manifest {
+        &self.manifest
+    }
+    async fn run(
+        &self,
+        ctx: ferry_core::RunContext,
+    ) -> Result<ferry_core::RunReport, ferry_core::ConnectorError> {
+        if ctx
+            .payload
+            .as_deref()
+            .is_some_and(|p| p.contains("\"type\":\"email.opened\""))
+        {
+            return Ok(ferry_core::RunReport {
+                records_ok: 1,
+                ..Default::default()
+            });
+        }
+        self.inner.run(ctx).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_names_exactly_the_events_a_candidate_silently_drops() {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    let (db, _dir) = sqlite_db().await;
+    let q = Queue::new(db.clone());
+    let (receiver, url) = crate::harness::Receiver::start().await;
+    let mut all = Vec::new();
+    for k in 0..10 {
+        let mut s = spec("webhook", "acme", None);
+        s.name = format!("hooks {k}");
+        s.config = serde_json::json!({"url": url});
+        s.secrets = std::collections::BTreeMap::from([(
+            "signing_secret".to_string(),
+            crate::harness::OUT_SECRET.to_string(),
+        )]);
+        all.push(integration(&db, &s, None, T0).await);
+    }
+    let now = ferry_core::Clock::now_ms(&ferry_core::SystemClock);
+    let r = q
+        .start_rollout(
+            &NewRollout {
+                shadow: true,
+                ..new_rollout(&all, vec![50, 100])
+            },
+            "token:ops",
+            now,
+        )
+        .await
+        .expect("start");
+    assert_eq!(r.state, RolloutState::Shadow);
+    let mut registry = ferry_core::Registry::new();
+    registry
+        .register(ferry_connectors::webhook::WebhookConnector::new())
+        .expect("v1");
+    let mut manifest =
+        ferry_core::Connector::manifest(&ferry_connectors::webhook::WebhookConnector::new())
+            .clone();
+    manifest.version = "2.0.0".into();
+    manifest.changelog = "Test candidate: drops email.opened.".into();
+    registry
+        .register(DropsOpens {
+            inner: ferry_connectors::webhook::WebhookConnector::new(),
+            manifest,
+        })
+        .expect("v2");
+    let routes: Arc<Routes> = Arc::default();
+    routes.set(q.live_routes().await.expect("routes"));
+    let kinds = ["email.sent", "email.opened", "email.clicked"];
+    let mut opened = std::collections::BTreeSet::new();
+    let mut jobs = Vec::new();
+    for n in 0..30 {
+        let kind = kinds[n % 3];
+        let j = event_job(
+            &all[n % 10],
+            now,
+            3,
+            &format!(r#"{{"type":"{kind}","n":{n}}}"#),
+        );
+        if kind == "email.opened" {
+            opened.insert(j.id);
+        }
+        jobs.push(j);
+    }
+    q.enqueue(&jobs, now).await.expect("enqueue");
+    let worker = ferry_worker::Worker::new(
+        "node-a".into(),
+        q.clone(),
+        key(),
+        Arc::new(registry),
+        Arc::new(ferry_core::SystemClock),
+        ferry_worker::WorkerConfig {
+            poll: Duration::from_millis(20),
+            http: ferry_connectors::http::client(8),
+            routes: routes.clone(),
+            ..Default::default()
+        },
+        Arc::new(ferry_core::metrics::Metrics::default()),
+    );
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let handle = tokio::spawn(worker.run(cancel.clone()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(&db, "SELECT COUNT(*) FROM runs").await < 30 {
+        assert!(Instant::now() < deadline, "the runs did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cancel.cancel();
+    handle.await.expect("worker");
+
+    // Every event was delivered once, by the stable version; the shadows
+    // sent nothing.
+    assert_eq!(receiver.received().len(), 30);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM runs WHERE connector_version = '1.0.0' AND status = 'succeeded'"
+        )
+        .await,
+        30
+    );
+    let s = q.shadow_summary(r.id).await.expect("summary");
+    assert_eq!(
+        (s.compared, s.identical, s.differing, s.failed),
+        (30, 20, 10, 0),
+        "{s:?}"
+    );
+    assert_eq!(s.by_kind.get("write"), Some(&10), "{s:?}");
+    let (diffs, _) = q.shadow_diffs(r.id, 100, None).await.expect("diffs");
+    let named: std::collections::BTreeSet<_> = diffs.iter().map(|d| d.run_id).collect();
+    assert_eq!(named, opened, "the diffs name exactly the dropped events");
+    for d in &diffs {
+        assert_eq!(d.difference.field, "writes[0]");
+        assert_eq!(d.difference.control["body"]["type"], "email.opened");
+        assert!(d.difference.candidate.is_null());
+    }
 }

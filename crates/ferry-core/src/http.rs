@@ -283,6 +283,9 @@ pub struct HttpClient {
     limits: Arc<Limits>,
     fence: Option<Arc<Liveness>>,
     recording: Option<Recording>,
+    /// A shadow run's client (`crate::shadow`): its fence refuses every
+    /// side effect outside HTTP.
+    shadow: bool,
 }
 
 impl fmt::Debug for HttpClient {
@@ -307,6 +310,7 @@ impl HttpClient {
             }),
             fence: None,
             recording: None,
+            shadow: false,
         }
     }
 
@@ -321,6 +325,14 @@ impl HttpClient {
     pub fn fenced(&self, liveness: Arc<Liveness>) -> HttpClient {
         HttpClient {
             fence: Some(liveness),
+            ..self.clone()
+        }
+    }
+
+    /// This client for a shadow run: nothing outside HTTP may be done.
+    pub fn shadowed(&self) -> HttpClient {
+        HttpClient {
+            shadow: true,
             ..self.clone()
         }
     }
@@ -363,6 +375,16 @@ impl HttpClient {
     /// Every request checks it; a run's side effect outside HTTP (an SMTP
     /// send) checks it itself just before.
     pub fn fence(&self) -> Result<(), ConnectorError> {
+        if self.shadow {
+            return Err(ConnectorError::Permanent(
+                "a shadow run does nothing outside HTTP".into(),
+            ));
+        }
+        self.alive()
+    }
+
+    /// The liveness part of the fence (every request checks it).
+    fn alive(&self) -> Result<(), ConnectorError> {
         match &self.fence {
             Some(l) => l.check(),
             None => Ok(()),
@@ -371,7 +393,7 @@ impl HttpClient {
 
     /// Sends `req`: fence, limit, transport, trace, record.
     pub async fn execute(&self, req: Request) -> Result<Response, ConnectorError> {
-        self.fence()?;
+        self.alive()?;
         let gate = self.limits.gate(&req.host());
         let _permit = gate
             .acquire_owned()

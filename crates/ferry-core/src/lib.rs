@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod model;
 pub mod retry;
 pub mod schedule;
+pub mod shadow;
 pub mod signing;
 pub mod timefmt;
 

@@ -283,6 +283,33 @@ pub struct NewRollout {
     pub steps: Vec<i64>,
     pub window_ms: i64,
     pub thresholds: Thresholds,
+    /// Start in `shadow`: the candidate runs beside every real run, its
+    /// writes kept, never sent, until an operator starts the canary.
+    pub shadow: bool,
+}
+
+/// What the shadow runs found so far.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct ShadowSummary {
+    /// Real runs compared with the candidate's shadow.
+    pub compared: i64,
+    pub identical: i64,
+    pub differing: i64,
+    /// Shadow runs that could not be compared (the shadow itself failed to run).
+    pub failed: i64,
+    /// Differences by kind (`outcome`, `records`, `rejection`, `state`, `write`).
+    pub by_kind: std::collections::BTreeMap<String, i64>,
+    /// Up to ten differences, newest first.
+    pub examples: Vec<ShadowDiff>,
+}
+
+/// One stored difference.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ShadowDiff {
+    pub run_id: Uuid,
+    pub integration_id: Uuid,
+    #[serde(flatten)]
+    pub difference: ferry_core::shadow::Difference,
 }
 
 /// Who moves a rollout, for the audit log.
@@ -343,6 +370,8 @@ fn from_row(r: &AnyRow) -> Result<Rollout> {
 /// current share.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
+    /// The candidate runs only in the shadow of real runs.
+    pub shadow: bool,
     pub rollout: Uuid,
     pub candidate: String,
     pub stable: String,
@@ -360,6 +389,8 @@ pub struct Routed {
     pub rollout: Uuid,
     pub version: String,
     pub candidate: bool,
+    /// While shadowing: the candidate, to run beside this (stable) run.
+    pub shadow: Option<String>,
 }
 
 impl Routes {
@@ -371,7 +402,7 @@ impl Routes {
     pub fn pick(&self, integration: Uuid) -> Option<Routed> {
         let routes = self.0.read().unwrap_or_else(|p| p.into_inner()).clone();
         routes.get(&integration).map(|r| {
-            let candidate = r.bucket < r.share;
+            let candidate = !r.shadow && r.bucket < r.share;
             Routed {
                 rollout: r.rollout,
                 version: if candidate {
@@ -380,6 +411,7 @@ impl Routes {
                     r.stable.clone()
                 },
                 candidate,
+                shadow: r.shadow.then(|| r.candidate.clone()),
             }
         })
     }
@@ -413,7 +445,7 @@ impl Queue {
         sqlx::query(
             "INSERT INTO rollouts (id, connector, stable_version, candidate_version, tenant, state, steps, step, window_ms, \
              thresholds, step_started_at, members, reason, created_at, created_by, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, 'canary', $6, 0, $7, $8, $9, $10, $11, $9, $12, $9)",
+             VALUES ($1, $2, $3, $4, $5, $13, $6, 0, $7, $8, $9, $10, $11, $9, $12, $9)",
         )
         .bind(id.to_string())
         .bind(&r.connector)
@@ -427,6 +459,11 @@ impl Queue {
         .bind(r.members.len() as i64)
         .bind(format!("started by {actor}"))
         .bind(actor)
+        .bind(if r.shadow {
+            RolloutState::Shadow.as_str()
+        } else {
+            RolloutState::Canary.as_str()
+        })
         .execute(&mut *tx)
         .await?;
         for chunk in r.members.chunks(crate::row::CHUNK) {
@@ -544,9 +581,9 @@ impl Queue {
     /// Every live member's route.
     pub async fn live_routes(&self) -> Result<HashMap<Uuid, Route>> {
         let rows = sqlx::query(
-            "SELECT m.integration_id, m.bucket, r.id, r.stable_version, r.candidate_version, r.steps, r.step \
+            "SELECT m.integration_id, m.bucket, r.id, r.state, r.stable_version, r.candidate_version, r.steps, r.step \
              FROM rollout_members m JOIN rollouts r ON r.id = m.rollout_id \
-             WHERE m.live = 1 AND (r.state = 'canary' OR r.state = 'paused')",
+             WHERE m.live = 1 AND (r.state = 'shadow' OR r.state = 'canary' OR r.state = 'paused')",
         )
         .fetch_all(&self.db.pool)
         .await?;
@@ -557,6 +594,7 @@ impl Queue {
             out.insert(
                 uuid_col(r, "integration_id")?,
                 Route {
+                    shadow: r.try_get::<String, _>("state")? == RolloutState::Shadow.as_str(),
                     rollout: uuid_col(r, "id")?,
                     stable: r.try_get("stable_version")?,
                     candidate: r.try_get("candidate_version")?,
@@ -581,12 +619,14 @@ impl Queue {
         } else {
             (RolloutState::Paused, RolloutState::Canary)
         };
+        // Resuming a shadowing rollout starts its canary.
+        let also = if pause { from } else { RolloutState::Shadow };
         let mut tx = self.db.pool.begin().await?;
         // A resumed step gets a fresh window.
         let n = sqlx::query(
             "UPDATE rollouts SET state = $1, reason = $2, updated_at = $3, \
              step_started_at = CASE WHEN $1 = 'canary' THEN $3 ELSE step_started_at END \
-             WHERE id = $4 AND state = $5",
+             WHERE id = $4 AND (state = $5 OR state = $6)",
         )
         .bind(to.as_str())
         .bind(format!(
@@ -596,6 +636,7 @@ impl Queue {
         .bind(now)
         .bind(id.to_string())
         .bind(from.as_str())
+        .bind(also.as_str())
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -863,7 +904,7 @@ impl Queue {
         let n = sqlx::query(
             "UPDATE rollouts SET state = 'promoted', reason = $1, ended_at = $2, updated_at = $2, \
              last_analysis = COALESCE($3, last_analysis) \
-             WHERE id = $4 AND (state = 'canary' OR state = 'paused') AND ($5 IS NULL OR step = $5)",
+             WHERE id = $4 AND (state = 'shadow' OR state = 'canary' OR state = 'paused') AND ($5 IS NULL OR step = $5)",
         )
         .bind(reason)
         .bind(now)
@@ -917,7 +958,7 @@ impl Queue {
         let previous: Option<String> = sqlx::query_scalar(
             "UPDATE rollouts SET state = 'rolled_back', reason = $1, ended_at = $2, updated_at = $2, rerun_through = $2, \
              last_analysis = COALESCE($3, last_analysis) \
-             WHERE id = $4 AND (state = 'canary' OR state = 'paused' OR state = 'promoted') AND ($5 IS NULL OR step = $5) \
+             WHERE id = $4 AND (state = 'shadow' OR state = 'canary' OR state = 'paused' OR state = 'promoted') AND ($5 IS NULL OR step = $5) \
              RETURNING id",
         )
         .bind(reason)
@@ -1110,6 +1151,142 @@ impl Queue {
         );
         self.emit_in(tx, &event, now).await?;
         Ok(())
+    }
+
+    /// Records one shadow comparison: its differences (at most 50 kept per
+    /// run), and the rollout's counts. `failed`: the shadow could not run.
+    pub async fn record_shadow(
+        &self,
+        rollout: Uuid,
+        run_id: Uuid,
+        integration: Uuid,
+        diffs: &[ferry_core::shadow::Difference],
+        failed: bool,
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.db.pool.begin().await?;
+        for d in diffs.iter().take(50) {
+            sqlx::query(
+                "INSERT INTO shadow_diffs (id, rollout_id, run_id, integration_id, kind, field, control, candidate, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(ferry_core::new_id().to_string())
+            .bind(rollout.to_string())
+            .bind(run_id.to_string())
+            .bind(integration.to_string())
+            .bind(&d.kind)
+            .bind(&d.field)
+            .bind(d.control.to_string())
+            .bind(d.candidate.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "UPDATE rollouts SET shadow_runs = shadow_runs + 1, shadow_identical = shadow_identical + $1, \
+             shadow_failed = shadow_failed + $2 WHERE id = $3",
+        )
+        .bind(i64::from(diffs.is_empty() && !failed))
+        .bind(i64::from(failed))
+        .bind(rollout.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// What a rollout's shadow runs found.
+    pub async fn shadow_summary(&self, rollout: Uuid) -> Result<ShadowSummary> {
+        let row = sqlx::query(
+            "SELECT shadow_runs, shadow_identical, shadow_failed FROM rollouts WHERE id = $1",
+        )
+        .bind(rollout.to_string())
+        .fetch_optional(&self.db.pool)
+        .await?
+        .ok_or(Error::NotFound)?;
+        let (compared, identical, failed): (i64, i64, i64) = (
+            row.try_get("shadow_runs")?,
+            row.try_get("shadow_identical")?,
+            row.try_get("shadow_failed")?,
+        );
+        let kinds = sqlx::query(
+            "SELECT kind, COUNT(*) AS n FROM shadow_diffs WHERE rollout_id = $1 GROUP BY kind",
+        )
+        .bind(rollout.to_string())
+        .fetch_all(&self.db.pool)
+        .await?;
+        let mut by_kind = std::collections::BTreeMap::new();
+        for k in &kinds {
+            by_kind.insert(k.try_get::<String, _>("kind")?, k.try_get::<i64, _>("n")?);
+        }
+        let rows = sqlx::query(
+            "SELECT run_id, integration_id, kind, field, control, candidate FROM shadow_diffs \
+             WHERE rollout_id = $1 ORDER BY id DESC LIMIT 10",
+        )
+        .bind(rollout.to_string())
+        .fetch_all(&self.db.pool)
+        .await?;
+        let mut examples = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let json = |c: &str| -> Result<serde_json::Value> {
+                Ok(serde_json::from_str(&r.try_get::<String, _>(c)?)?)
+            };
+            examples.push(ShadowDiff {
+                run_id: uuid_col(r, "run_id")?,
+                integration_id: uuid_col(r, "integration_id")?,
+                difference: ferry_core::shadow::Difference {
+                    kind: r.try_get("kind")?,
+                    field: r.try_get("field")?,
+                    control: json("control")?,
+                    candidate: json("candidate")?,
+                },
+            });
+        }
+        Ok(ShadowSummary {
+            compared,
+            identical,
+            differing: compared - identical - failed,
+            failed,
+            by_kind,
+            examples,
+        })
+    }
+
+    /// The differences shadow runs found, newest first.
+    pub async fn shadow_diffs(
+        &self,
+        rollout: Uuid,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<ShadowDiff>, Option<String>)> {
+        let rows = sqlx::query(
+            "SELECT id, run_id, integration_id, kind, field, control, candidate FROM shadow_diffs \
+             WHERE rollout_id = $1 AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
+        )
+        .bind(rollout.to_string())
+        .bind(cursor)
+        .bind(limit as i64 + 1)
+        .fetch_all(&self.db.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        let mut last = None;
+        for r in rows.iter().take(limit) {
+            let json = |c: &str| -> Result<serde_json::Value> {
+                Ok(serde_json::from_str(&r.try_get::<String, _>(c)?)?)
+            };
+            last = Some(r.try_get::<String, _>("id")?);
+            out.push(ShadowDiff {
+                run_id: uuid_col(r, "run_id")?,
+                integration_id: uuid_col(r, "integration_id")?,
+                difference: ferry_core::shadow::Difference {
+                    kind: r.try_get("kind")?,
+                    field: r.try_get("field")?,
+                    control: json("control")?,
+                    candidate: json("candidate")?,
+                },
+            });
+        }
+        Ok((out, if rows.len() > limit { last } else { None }))
     }
 
     /// Keeps what a candidate run with rejected records needs to run again

@@ -422,6 +422,94 @@ impl Worker {
         }
     }
 
+    /// Runs the stable version and the candidate in the shadow of a real
+    /// run (same input, reads answered from its recording, writes kept),
+    /// and records what the candidate does differently that the stable
+    /// version's own shadow does not (`ferry_core::shadow::signal`).
+    #[allow(clippy::too_many_arguments)] // each is a distinct part of the comparison
+    async fn shadow(
+        &self,
+        job: &ClaimedJob,
+        rollout: Uuid,
+        stable: &str,
+        candidate: &str,
+        real: &Result<RunReport, ConnectorError>,
+        recording: &ferry_core::http::Recording,
+        ctx_with: &(dyn Fn(ferry_core::http::HttpClient, CancellationToken) -> RunContext + Sync),
+    ) {
+        use ferry_core::shadow::{signal, Observed, Replay};
+        let exchanges = recording.exchanges();
+        let observe = |r: &Result<RunReport, ConnectorError>,
+                       writes: Vec<ferry_core::http::Request>| Observed {
+            outcome: match r {
+                Ok(_) => "succeeded".into(),
+                Err(e) => e.class().to_string(),
+            },
+            records_ok: r.as_ref().map_or(0, |x| x.records_ok),
+            records_rejected: r.as_ref().map_or(0, |x| x.records_rejected),
+            rejections: r
+                .as_ref()
+                .map(|x| {
+                    x.rejections
+                        .iter()
+                        .map(|j| (j.record.clone(), j.reason.clone()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            state: r
+                .as_ref()
+                .ok()
+                .and_then(|x| x.state.clone())
+                .unwrap_or(serde_json::Value::Null),
+            writes: Observed::writes_of(writes),
+        };
+        let real_seen = observe(real, exchanges.iter().map(|e| e.request.clone()).collect());
+        let mut seen = Vec::with_capacity(2);
+        for version in [stable, candidate] {
+            let Ok(registered) = self.registry.resolve(&job.connector, Some(version)) else {
+                seen.push(None);
+                continue;
+            };
+            let replay = Replay::new(exchanges.clone());
+            let cancel = CancellationToken::new();
+            let run = registered
+                .connector
+                .run(ctx_with(replay.client(), cancel.clone()));
+            let r = match tokio::time::timeout(self.config.job_timeout, run).await {
+                Ok(r) => r,
+                Err(_) => {
+                    cancel.cancel();
+                    Err(ConnectorError::Transient("the shadow run timed out".into()))
+                }
+            };
+            seen.push(Some(observe(&r, replay.writes())));
+        }
+        let now = self.clock.now_ms();
+        let (diffs, failed) = match (&seen[0], &seen[1]) {
+            (Some(control), Some(cand)) => (signal(&real_seen, control, cand), false),
+            _ => (Vec::new(), true),
+        };
+        let result = if failed {
+            "failed"
+        } else if diffs.is_empty() {
+            "identical"
+        } else {
+            "differing"
+        };
+        self.metrics.inc(
+            "ferry_shadow_runs_total",
+            ferry_core::metrics::labels(&[("connector", &job.connector), ("result", result)]),
+            1,
+        );
+        if let Err(e) = self
+            .queue
+            .record_shadow(rollout, job.id, job.integration_id, &diffs, failed, now)
+            .await
+        {
+            tracing::warn!(error = %e, run_id = %job.id, "cannot record a shadow comparison");
+        }
+    }
+
     fn failure(
         &self,
         job: &ClaimedJob,
@@ -526,7 +614,17 @@ impl Worker {
             return Outcome::Release { hold: false };
         };
         let span = tracing::info_span!("run", run_id = %job.id, integration_id = %job.integration_id, tenant = %job.tenant, connector = %job.connector, attempt = job.attempt);
-        let ctx = RunContext {
+        let live_http = match &self.config.liveness {
+            Some(l) => self.config.http.fenced(l.clone()),
+            None => self.config.http.clone(),
+        };
+        // While a rollout shadows this integration, the real run's
+        // exchanges are kept for the shadow runs to be answered from.
+        let recording = routed
+            .as_ref()
+            .and_then(|r| r.shadow.as_ref())
+            .map(|_| ferry_core::http::Recording::new());
+        let ctx_with = |http: ferry_core::http::HttpClient, cancel: CancellationToken| RunContext {
             run_id: job.id,
             integration_id: job.integration_id,
             tenant: job.tenant.clone(),
@@ -538,13 +636,17 @@ impl Worker {
             config: rev.config.clone(),
             secrets: rev.secrets.clone(),
             state: state.state.clone(),
-            cancel: cancel.clone(),
+            cancel,
             now_ms: started,
-            http: match &self.config.liveness {
-                Some(l) => self.config.http.fenced(l.clone()),
-                None => self.config.http.clone(),
-            },
+            http,
         };
+        let ctx = ctx_with(
+            match &recording {
+                Some(rec) => live_http.recorded(rec),
+                None => live_http.clone(),
+            },
+            cancel.clone(),
+        );
         let clock_start = Instant::now();
         let result: Result<RunReport, ConnectorError> = {
             use tracing::Instrument;
@@ -561,6 +663,20 @@ impl Worker {
             }
         };
         let elapsed = clock_start.elapsed().as_secs_f64();
+        if let (Some(r), Some(rec)) = (routed.as_ref(), recording.as_ref()) {
+            if let Some(candidate) = &r.shadow {
+                self.shadow(
+                    &job,
+                    r.rollout,
+                    &rev.connector_version,
+                    candidate,
+                    &result,
+                    rec,
+                    &ctx_with,
+                )
+                .await;
+            }
+        }
         let now = self.clock.now_ms();
         match reason.load(Ordering::SeqCst) {
             REASON_LEASE_LOST => {

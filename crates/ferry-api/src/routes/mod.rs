@@ -65,6 +65,7 @@ fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(dead_letters::replay))
         .routes(routes!(rollouts::start, rollouts::list))
         .routes(routes!(rollouts::show))
+        .routes(routes!(rollouts::diffs))
         .routes(routes!(rollouts::pause))
         .routes(routes!(rollouts::resume))
         .routes(routes!(rollouts::promote))

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use ferry_queue::rollouts::{Analysis, NewRollout, Rollout, Thresholds};
+use ferry_queue::rollouts::{Analysis, NewRollout, Rollout, ShadowDiff, ShadowSummary, Thresholds};
 use ferry_store::integrations;
 use ferry_store::tokens::Role;
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,11 @@ pub struct StartRollout {
     /// Each step's analysis window, seconds (default 300).
     pub window_s: Option<i64>,
     pub thresholds: Option<Thresholds>,
+    /// Start in shadow: the candidate runs beside every real run (its
+    /// reads answered from the real run's, its writes kept, never sent)
+    /// until `resume` starts the canary. Default false.
+    #[serde(default)]
+    pub shadow: bool,
 }
 
 /// A rollout with the figures of its current window so far.
@@ -49,6 +54,9 @@ pub struct RolloutView {
     pub current: Option<Analysis>,
     /// How many members take the candidate now.
     pub on_candidate: i64,
+    /// What its shadow runs found (runs compared, identical, differing by
+    /// kind, examples).
+    pub shadow: ShadowSummary,
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
@@ -219,6 +227,7 @@ pub async fn start(
                 steps,
                 window_ms: window_s * 1000,
                 thresholds,
+                shadow: body.shadow,
             },
             &who.actor,
             now,
@@ -234,7 +243,10 @@ async fn view(state: &AppState, r: Rollout) -> ApiResult<RolloutView> {
     } else {
         None
     };
-    let on_candidate = if r.state.is_live() {
+    let on_candidate = if matches!(
+        r.state,
+        ferry_queue::rollouts::RolloutState::Canary | ferry_queue::rollouts::RolloutState::Paused
+    ) {
         state
             .queue
             .rollout_members(r.id)
@@ -245,10 +257,12 @@ async fn view(state: &AppState, r: Rollout) -> ApiResult<RolloutView> {
     } else {
         0
     };
+    let shadow = state.queue.shadow_summary(r.id).await?;
     Ok(RolloutView {
         rollout: r,
         current,
         on_candidate,
+        shadow,
     })
 }
 
@@ -318,6 +332,41 @@ pub async fn show(
     Ok(Json(view(&state, r).await?))
 }
 
+#[derive(Debug, Deserialize)]
+pub struct DiffQuery {
+    #[serde(flatten)]
+    page: Page,
+}
+
+/// The differences the candidate's shadow runs showed, newest first: which
+/// run, which field, both values (noise already taken out).
+#[utoipa::path(get, path = "/v1/rollouts/{id}/diffs", tag = "rollouts",
+    params(
+        ("id" = String, Path, description = "Rollout id"),
+        ("limit" = Option<u32>, Query, description = "1 to 1000, default 50"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of differences", body = ListOf<ShadowDiff>),
+        (status = 400, description = "Malformed query", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "No such rollout (or another tenant's)", body = ErrorBody),
+        (status = 422, description = "A parameter is invalid; the message names it", body = ErrorBody),
+    ))]
+pub async fn diffs(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    Query(q): Query<DiffQuery>,
+) -> ApiResult<Json<ListOf<ShadowDiff>>> {
+    let r = load(&state, &who, &id).await?;
+    let (items, next) = state
+        .queue
+        .shadow_diffs(r.id, q.page.limit()?, q.page.cursor.as_deref())
+        .await?;
+    Ok(list_body(items, next))
+}
+
 #[derive(Clone, Copy)]
 enum Act {
     Pause,
@@ -361,7 +410,8 @@ pub async fn pause(
     act(&state, &who, &id, Act::Pause).await
 }
 
-/// Resumes a paused rollout (operator); its step gets a fresh window.
+/// Resumes a paused rollout, or starts the canary of a shadowing one
+/// (operator); the step gets a fresh window.
 #[utoipa::path(post, path = "/v1/rollouts/{id}/resume", tag = "rollouts",
     params(("id" = String, Path, description = "Rollout id")),
     responses(
