@@ -246,6 +246,7 @@ pub fn failed(
             error: Some(error),
             class: Some(class.into()),
             worker: Some("w".into()),
+            role: None,
         },
         retry_at,
     }

@@ -27,6 +27,7 @@ fn entry(attempt: i64, outcome: &str, error: Option<&str>) -> AttemptEntry {
         error: error.map(str::to_string),
         class: None,
         worker: Some("w".into()),
+        role: None,
     }
 }
 

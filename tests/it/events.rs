@@ -79,6 +79,7 @@ async fn run_once(q: &Queue, i: &Integration, at: i64, ok: bool) {
                     error: None,
                     class: None,
                     worker: None,
+                    role: None,
                 },
                 state: None,
             }],

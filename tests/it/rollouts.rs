@@ -105,6 +105,7 @@ async fn run_all(
                                 error: None,
                                 class: None,
                                 worker: None,
+                                role: None,
                             },
                             state: None,
                         }],
@@ -673,6 +674,11 @@ async fn shadow_names_exactly_the_events_a_candidate_silently_drops() {
             "SELECT COUNT(*) FROM runs WHERE connector_version = '1.0.0' AND status = 'succeeded'"
         )
         .await,
+        30
+    );
+    // The run view says each was a real run with the candidate in its shadow.
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM runs WHERE attempt_log LIKE '%\"role\":\"shadowed\"%'").await,
         30
     );
     let s = q.shadow_summary(r.id).await.expect("summary");

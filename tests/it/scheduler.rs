@@ -75,6 +75,7 @@ async fn finish(q: &Queue, job: &ferry_queue::ClaimedJob, at: i64) {
             error: None,
             class: None,
             worker: None,
+            role: None,
         },
         state: None,
     };

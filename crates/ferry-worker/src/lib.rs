@@ -532,6 +532,7 @@ impl Worker {
                 error: Some(why.error),
                 class: Some(why.class.into()),
                 worker: Some(self.id.clone()),
+                role: None,
             },
             retry_at: why.retry_at,
         }
@@ -663,6 +664,16 @@ impl Worker {
             }
         };
         let elapsed = clock_start.elapsed().as_secs_f64();
+        let role = routed.as_ref().map(|r| {
+            if r.candidate {
+                "canary"
+            } else if r.shadow.is_some() {
+                "shadowed"
+            } else {
+                "stable"
+            }
+            .to_string()
+        });
         if let (Some(r), Some(rec)) = (routed.as_ref(), recording.as_ref()) {
             if let Some(candidate) = &r.shadow {
                 self.shadow(
@@ -729,6 +740,7 @@ impl Worker {
                         error: None,
                         class: None,
                         worker: Some(self.id.clone()),
+                        role: role.clone(),
                     },
                     state: report.state.map(|s| (state.version, s)),
                 })
@@ -768,7 +780,7 @@ impl Worker {
                 self.metrics
                     .run_finished(&job.connector, &version, outcome, elapsed);
                 span.in_scope(|| tracing::info!(error = %err, class, outcome, "run failed"));
-                Outcome::Failed(self.failure(
+                let mut f = self.failure(
                     &job,
                     &version,
                     started,
@@ -778,7 +790,9 @@ impl Worker {
                         class,
                         retry_at,
                     },
-                ))
+                );
+                f.attempt.role = role;
+                Outcome::Failed(f)
             }
         }
     }

@@ -45,6 +45,10 @@ pub struct AttemptEntry {
     pub class: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
+    /// In a rollout: `stable`, `canary`, or `shadowed` (a real run the
+    /// candidate ran beside, in its shadow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -100,6 +100,7 @@ impl Queue {
                 error: Some(why(worker.as_deref().unwrap_or("?"))),
                 class: Some("transient".into()),
                 worker,
+                role: None,
             };
             if job.row.attempt >= job.row.max_attempts {
                 let token = job.row.lease_token.clone();
