@@ -86,6 +86,55 @@ async fn start_receiver(r: Arc<Receiver>) -> anyhow::Result<String> {
     Ok(format!("http://{addr}/hook"))
 }
 
+/// The demo's candidate `webhook` 2.0.0, shaped like a bad release: it
+/// silently drops `demo.opened` events (reports them delivered, sends
+/// nothing) and its new envelope is refused by the receiver, so every
+/// scheduled run fails. Shadow runs catch the first; the canary's
+/// analysis, the second.
+struct DemoCandidate {
+    inner: ferry_connectors::webhook::WebhookConnector,
+    manifest: ferry_core::Manifest,
+}
+
+impl DemoCandidate {
+    fn new() -> DemoCandidate {
+        let inner = ferry_connectors::webhook::WebhookConnector::new();
+        let mut manifest = ferry_core::Connector::manifest(&inner).clone();
+        manifest.version = "2.0.0".into();
+        manifest.changelog = "Demo candidate: a new envelope (which the receiver refuses), and a silent loss of opens.".into();
+        DemoCandidate { inner, manifest }
+    }
+}
+
+#[async_trait::async_trait]
+impl ferry_core::Connector for DemoCandidate {
+    fn manifest(&self) -> &ferry_core::Manifest {
+        &self.manifest
+    }
+
+    async fn run(
+        &self,
+        ctx: ferry_core::RunContext,
+    ) -> Result<ferry_core::RunReport, ferry_core::ConnectorError> {
+        if ctx
+            .payload
+            .as_deref()
+            .is_some_and(|p| p.contains("\"type\":\"demo.opened\""))
+        {
+            return Ok(ferry_core::RunReport {
+                records_ok: 1,
+                ..Default::default()
+            });
+        }
+        if ctx.trigger == ferry_core::Trigger::Schedule {
+            return Err(ferry_core::ConnectorError::Permanent(
+                "HTTP 422: the receiver refused envelope v2".into(),
+            ));
+        }
+        self.inner.run(ctx).await
+    }
+}
+
 /// The operational events the receiver got, counted by type.
 fn events_summary(sandbox: &ferry_sandbox::Sandbox) -> String {
     let w = sandbox.world();
@@ -214,7 +263,8 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
     config.database.outage = Some(outage.clone());
     let token = format!("demo-{}", uuid::Uuid::new_v4().simple());
     config.security.admin_token = Some(token.clone());
-    let registry = ferry_connectors::builtin()?;
+    let mut registry = ferry_connectors::builtin()?;
+    registry.register(DemoCandidate::new())?;
     let mut connectors: Vec<String> = registry.all().map(|r| r.manifest().id.clone()).collect();
     connectors.dedup();
     let node_connectors = ferry_node::Connectors {
@@ -239,7 +289,7 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
 
     let mk = |name: &str, cron: Option<&str>, overlap: &str, attempts: u32| {
         let mut v = json!({
-            "name": name, "tenant": "demo", "connector": "webhook",
+            "name": name, "tenant": "demo", "connector": "webhook", "connector_version": "1",
             "config": {"url": url},
             "secrets": {"signing_secret": OUT_SECRET, "inbound_secret": IN_SECRET},
             "retry": {"max_attempts": attempts, "initial_backoff_ms": 200, "max_backoff_ms": 2000}
@@ -369,6 +419,39 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
     .await?;
     println!("  malformed body      -> {s}");
 
+    // A safe release: twelve more integrations on webhook 1 and the three
+    // above, moved to the demo's candidate 2 in shadow first, then canary.
+    let mut fleet = ids.clone();
+    for k in 0..12 {
+        let (s, v) = api
+            .send(
+                reqwest::Method::POST,
+                "/v1/integrations",
+                Some(mk(&format!("fleet {k}"), Some("*/2 * * * * *"), "allow", 3)),
+            )
+            .await?;
+        anyhow::ensure!(s == 201, "creating a fleet integration failed: {v}");
+        fleet.push(v["id"].as_str().unwrap_or_default().to_string());
+    }
+    let (s, rollout) = api
+        .send(
+            reqwest::Method::POST,
+            "/v1/rollouts",
+            Some(json!({
+                "connector": "webhook", "candidate_version": "2", "stable_version": "1",
+                "integration_ids": fleet, "steps": [50, 100], "window_s": 3, "shadow": true,
+                "thresholds": {"min_runs": 3}
+            })),
+        )
+        .await?;
+    anyhow::ensure!(s == 201, "starting the rollout failed: {rollout}");
+    let rollout_id = rollout["id"].as_str().unwrap_or_default().to_string();
+    println!(
+        "  started rollout {rollout_id}: webhook 1 → 2 over {} integrations, in shadow (the candidate runs beside each real run, sending nothing)",
+        rollout["members"]
+    );
+    let mut canary_started = false;
+
     let started = Instant::now();
     let mut storm_sent = false;
     let mut fault_started = false;
@@ -389,7 +472,12 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
                 let http = api.http.clone();
                 let u = hook_url(n % 3);
                 tasks.spawn(async move {
-                    let body = format!(r#"{{"type":"demo.event","n":{n}}}"#);
+                    let kind = if n % 5 == 0 {
+                        "demo.opened"
+                    } else {
+                        "demo.event"
+                    };
+                    let body = format!(r#"{{"type":"{kind}","n":{n}}}"#);
                     let first = hook(&http, &u, &format!("evt-{n}"), &body, IN_SECRET)
                         .await
                         .unwrap_or(0);
@@ -421,6 +509,29 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
                 println!("-> provider webhooks (Zoom, Eventbrite, SMS), good and bad:");
                 providers::webhooks(&prov, &api.http, &base, &sandbox_base).await?;
             }
+        }
+        if storm_sent && !canary_started && t > 0.2 {
+            canary_started = true;
+            let (_, r) = api
+                .send(
+                    reqwest::Method::GET,
+                    &format!("/v1/rollouts/{rollout_id}"),
+                    None,
+                )
+                .await?;
+            println!(
+                "-> rollout shadow: {} runs compared, {} differing (e.g. {} {}); the canary starts at 50%",
+                r["shadow"]["compared"],
+                r["shadow"]["differing"],
+                r["shadow"]["examples"][0]["field"].as_str().unwrap_or("-"),
+                r["shadow"]["examples"][0]["control"]["body"]["type"].as_str().unwrap_or(""),
+            );
+            api.send(
+                reqwest::Method::POST,
+                &format!("/v1/rollouts/{rollout_id}/resume"),
+                None,
+            )
+            .await?;
         }
         if !fault_started && t > 0.35 {
             fault_started = true;
@@ -637,6 +748,21 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
     }
     println!("  dead letters (all time)  {dead}, replayed by the operator: {replayed}");
     println!("  operational events       {}", events_summary(&sandbox));
+    let (_, r) = api
+        .send(
+            reqwest::Method::GET,
+            &format!("/v1/rollouts/{rollout_id}"),
+            None,
+        )
+        .await?;
+    println!(
+        "  rollout webhook 1 → 2    {}: shadow compared {} runs, {} differing; {}; {} runs run again on the stable version",
+        r["state"].as_str().unwrap_or("?"),
+        r["shadow"]["compared"],
+        r["shadow"]["differing"],
+        r["reason"].as_str().unwrap_or(""),
+        r["reran"]
+    );
     running.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

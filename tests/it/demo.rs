@@ -62,6 +62,22 @@ fn the_demo_runs_every_phase_and_delivers_what_it_accepted() {
     assert!(events.contains("node.store_recovered ×1"), "{events}");
     assert!(events.contains("failure_group.opened"), "{events}");
 
+    // A safe release: shadow diffs, then a canary that rolls itself back.
+    let rollout = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("rollout webhook 1 → 2"))
+        .unwrap_or_else(|| panic!("no rollout line:\n{stdout}"));
+    assert!(
+        rollout.contains("rolled_back: shadow compared"),
+        "{rollout}"
+    );
+    assert!(
+        rollout.contains("rolled back by analysis of step 1"),
+        "{rollout}"
+    );
+    assert!(!rollout.contains(", 0 differing"), "{rollout}");
+    assert!(stdout.contains("-> rollout shadow:"), "{stdout}");
+
     // Every connector ran against the sandbox.
     assert!(figure(&stdout, "platform contacts") > 0, "{stdout}");
     let registry = ferry_connectors::builtin().expect("the built-in connectors");

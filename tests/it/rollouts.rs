@@ -678,7 +678,11 @@ async fn shadow_names_exactly_the_events_a_candidate_silently_drops() {
     );
     // The run view says each was a real run with the candidate in its shadow.
     assert_eq!(
-        count(&db, "SELECT COUNT(*) FROM runs WHERE attempt_log LIKE '%\"role\":\"shadowed\"%'").await,
+        count(
+            &db,
+            "SELECT COUNT(*) FROM runs WHERE attempt_log LIKE '%\"role\":\"shadowed\"%'"
+        )
+        .await,
         30
     );
     let s = q.shadow_summary(r.id).await.expect("summary");
