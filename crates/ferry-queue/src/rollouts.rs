@@ -312,6 +312,16 @@ pub struct ShadowDiff {
     pub difference: ferry_core::shadow::Difference,
 }
 
+/// One shadow comparison to record.
+#[derive(Debug, Clone)]
+pub struct ShadowRecord {
+    pub rollout: Uuid,
+    pub run_id: Uuid,
+    pub integration: Uuid,
+    pub diffs: Vec<ferry_core::shadow::Difference>,
+    pub failed: bool,
+}
+
 /// Who moves a rollout, for the audit log.
 pub const ANALYSIS_ACTOR: &str = "ferry:rollout-analysis";
 
@@ -1153,44 +1163,61 @@ impl Queue {
         Ok(())
     }
 
-    /// Records one shadow comparison: its differences (at most 50 kept per
-    /// run), and the rollout's counts. `failed`: the shadow could not run.
-    pub async fn record_shadow(
-        &self,
-        rollout: Uuid,
-        run_id: Uuid,
-        integration: Uuid,
-        diffs: &[ferry_core::shadow::Difference],
-        failed: bool,
-        now: i64,
-    ) -> Result<()> {
+    /// Records shadow comparisons in one transaction: their differences
+    /// (at most 50 kept per run) and each rollout's counts. A comparison
+    /// is `failed` when the shadow itself could not run.
+    pub async fn record_shadows(&self, batch: &[ShadowRecord], now: i64) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
         let mut tx = self.db.pool.begin().await?;
-        for d in diffs.iter().take(50) {
+        let rows: Vec<(&ShadowRecord, &ferry_core::shadow::Difference)> = batch
+            .iter()
+            .flat_map(|r| r.diffs.iter().take(50).map(move |d| (r, d)))
+            .collect();
+        for chunk in rows.chunks(crate::row::CHUNK / 9) {
+            let mut sql = String::from(
+                "INSERT INTO shadow_diffs (id, rollout_id, run_id, integration_id, kind, field, control, candidate, created_at) VALUES ",
+            );
+            for k in 0..chunk.len() {
+                sql.push_str(if k > 0 { ", (" } else { "(" });
+                sql.push_str(&self.db.placeholders(k * 9 + 1, 9));
+                sql.push(')');
+            }
+            let mut q = sqlx::query(&sql);
+            for (r, d) in chunk {
+                q = q
+                    .bind(ferry_core::new_id().to_string())
+                    .bind(r.rollout.to_string())
+                    .bind(r.run_id.to_string())
+                    .bind(r.integration.to_string())
+                    .bind(d.kind.clone())
+                    .bind(d.field.clone())
+                    .bind(d.control.to_string())
+                    .bind(d.candidate.to_string())
+                    .bind(now);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        let mut tally: HashMap<Uuid, (i64, i64, i64)> = HashMap::new();
+        for r in batch {
+            let t = tally.entry(r.rollout).or_default();
+            t.0 += 1;
+            t.1 += i64::from(r.diffs.is_empty() && !r.failed);
+            t.2 += i64::from(r.failed);
+        }
+        for (rollout, (runs, identical, failed)) in tally {
             sqlx::query(
-                "INSERT INTO shadow_diffs (id, rollout_id, run_id, integration_id, kind, field, control, candidate, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                "UPDATE rollouts SET shadow_runs = shadow_runs + $1, shadow_identical = shadow_identical + $2, \
+                 shadow_failed = shadow_failed + $3 WHERE id = $4",
             )
-            .bind(ferry_core::new_id().to_string())
+            .bind(runs)
+            .bind(identical)
+            .bind(failed)
             .bind(rollout.to_string())
-            .bind(run_id.to_string())
-            .bind(integration.to_string())
-            .bind(&d.kind)
-            .bind(&d.field)
-            .bind(d.control.to_string())
-            .bind(d.candidate.to_string())
-            .bind(now)
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query(
-            "UPDATE rollouts SET shadow_runs = shadow_runs + 1, shadow_identical = shadow_identical + $1, \
-             shadow_failed = shadow_failed + $2 WHERE id = $3",
-        )
-        .bind(i64::from(diffs.is_empty() && !failed))
-        .bind(i64::from(failed))
-        .bind(rollout.to_string())
-        .execute(&mut *tx)
-        .await?;
         tx.commit().await?;
         Ok(())
     }

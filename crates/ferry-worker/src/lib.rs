@@ -122,6 +122,8 @@ pub struct Worker {
     revisions: Mutex<HashMap<(Uuid, i64), Arc<Loaded>>>,
     inflight: Mutex<HashMap<Uuid, InFlight>>,
     slot_freed: Notify,
+    /// Shadow comparisons not yet recorded, and when they last were.
+    shadows: Mutex<(Vec<ferry_queue::rollouts::ShadowRecord>, Instant)>,
 }
 
 /// Why an attempt failed and when (if ever) to try again.
@@ -159,6 +161,7 @@ impl Worker {
             revisions: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
             slot_freed: Notify::new(),
+            shadows: Mutex::new((Vec::new(), Instant::now())),
         })
     }
 
@@ -290,6 +293,8 @@ impl Worker {
         }
         drop(done_tx);
         let _ = completer.await;
+        let left = std::mem::take(&mut self.shadows.lock().unwrap_or_else(|p| p.into_inner()).0);
+        self.flush_shadows(left, self.clock.now_ms()).await;
         background.cancel();
         let _ = heartbeat.await;
         let _ = rescue.await;
@@ -501,12 +506,38 @@ impl Worker {
             ferry_core::metrics::labels(&[("connector", &job.connector), ("result", result)]),
             1,
         );
-        if let Err(e) = self
-            .queue
-            .record_shadow(rollout, job.id, job.integration_id, &diffs, failed, now)
-            .await
-        {
-            tracing::warn!(error = %e, run_id = %job.id, "cannot record a shadow comparison");
+        // Comparisons are recorded in batches (one transaction a second,
+        // or per 256): one per run would make the rollout's row the
+        // bottleneck of every shadowed run.
+        let due = {
+            let mut pending = self.shadows.lock().unwrap_or_else(|p| p.into_inner());
+            pending.0.push(ferry_queue::rollouts::ShadowRecord {
+                rollout,
+                run_id: job.id,
+                integration: job.integration_id,
+                diffs,
+                failed,
+            });
+            if pending.0.len() >= 256 || pending.1.elapsed() >= Duration::from_secs(1) {
+                pending.1 = Instant::now();
+                std::mem::take(&mut pending.0)
+            } else {
+                Vec::new()
+            }
+        };
+        self.flush_shadows(due, now).await;
+    }
+
+    /// Records shadow comparisons; kept for the next flush if the store
+    /// is away.
+    async fn flush_shadows(&self, batch: Vec<ferry_queue::rollouts::ShadowRecord>, now: i64) {
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(e) = self.queue.record_shadows(&batch, now).await {
+            tracing::warn!(error = %e, comparisons = batch.len(), "cannot record shadow comparisons yet");
+            let mut pending = self.shadows.lock().unwrap_or_else(|p| p.into_inner());
+            pending.0.extend(batch);
         }
     }
 
