@@ -88,24 +88,27 @@ async fn run(db: Db, mode: Mode, n: usize) -> (f64, f64) {
         ids.push((i.id, i.tenant));
     }
     let q = Queue::new(db.clone());
+    let mut rollout = None;
     if mode != Mode::None {
-        q.start_rollout(
-            &NewRollout {
-                connector: "noop".into(),
-                stable_version: "1".into(),
-                candidate_version: "2".into(),
-                tenant: None,
-                members: ids.iter().map(|(i, _)| *i).collect(),
-                steps: vec![50, 100],
-                window_ms: 3_600_000,
-                thresholds: Thresholds::default(),
-                shadow: mode == Mode::Shadow,
-            },
-            "bench",
-            now,
-        )
-        .await
-        .expect("rollout");
+        let r = q
+            .start_rollout(
+                &NewRollout {
+                    connector: "noop".into(),
+                    stable_version: "1".into(),
+                    candidate_version: "2".into(),
+                    tenant: None,
+                    members: ids.iter().map(|(i, _)| *i).collect(),
+                    steps: vec![50, 100],
+                    window_ms: 3_600_000,
+                    thresholds: Thresholds::default(),
+                    shadow: mode == Mode::Shadow,
+                },
+                "bench",
+                now,
+            )
+            .await
+            .expect("rollout");
+        rollout = Some(r.id);
     }
     let routes: Arc<Routes> = Arc::default();
     routes.set(q.live_routes().await.expect("routes"));
@@ -151,6 +154,32 @@ async fn run(db: Db, mode: Mode, n: usize) -> (f64, f64) {
     };
     cancel.cancel();
     let _ = task.await;
+    // What was measured is what was meant: every run shadowed, or about
+    // half on the candidate.
+    let on_candidate: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE connector_version = '2.0.0'")
+            .fetch_one(&db.pool)
+            .await
+            .expect("count");
+    match (mode, rollout) {
+        (Mode::Shadow, Some(id)) => {
+            let s = q.shadow_summary(id).await.expect("summary");
+            assert_eq!(
+                (s.compared, s.identical),
+                (n as i64, n as i64),
+                "every run shadowed"
+            );
+            assert_eq!(on_candidate, 0);
+        }
+        (Mode::Canary, Some(_)) => {
+            let share = on_candidate as f64 / n as f64;
+            assert!(
+                (0.3..0.7).contains(&share),
+                "{share} of the runs on the candidate"
+            );
+        }
+        _ => assert_eq!(on_candidate, 0),
+    }
     (rate, cpu)
 }
 

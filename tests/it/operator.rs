@@ -301,6 +301,14 @@ async fn every_endpoint_answers_every_caller_as_its_role_and_tenant_allow() {
             ),
             case(
                 Method::GET,
+                "/v1/rollouts".into(),
+                None,
+                N::Viewer,
+                S::List,
+                200,
+            ),
+            case(
+                Method::GET,
                 format!("/v1/integrations/{shared}"),
                 None,
                 N::Viewer,
