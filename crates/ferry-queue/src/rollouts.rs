@@ -376,6 +376,22 @@ fn from_row(r: &AnyRow) -> Result<Rollout> {
     })
 }
 
+fn shadow_diff_from(r: &AnyRow) -> Result<ShadowDiff> {
+    let json = |c: &str| -> Result<serde_json::Value> {
+        Ok(serde_json::from_str(&r.try_get::<String, _>(c)?)?)
+    };
+    Ok(ShadowDiff {
+        run_id: uuid_col(r, "run_id")?,
+        integration_id: uuid_col(r, "integration_id")?,
+        difference: ferry_core::shadow::Difference {
+            kind: r.try_get("kind")?,
+            field: r.try_get("field")?,
+            control: json("control")?,
+            candidate: json("candidate")?,
+        },
+    })
+}
+
 /// What routes a member's run: the candidate when its bucket is below the
 /// current share.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1253,22 +1269,10 @@ impl Queue {
         .bind(rollout.to_string())
         .fetch_all(&self.db.pool)
         .await?;
-        let mut examples = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let json = |c: &str| -> Result<serde_json::Value> {
-                Ok(serde_json::from_str(&r.try_get::<String, _>(c)?)?)
-            };
-            examples.push(ShadowDiff {
-                run_id: uuid_col(r, "run_id")?,
-                integration_id: uuid_col(r, "integration_id")?,
-                difference: ferry_core::shadow::Difference {
-                    kind: r.try_get("kind")?,
-                    field: r.try_get("field")?,
-                    control: json("control")?,
-                    candidate: json("candidate")?,
-                },
-            });
-        }
+        let examples = rows
+            .iter()
+            .map(shadow_diff_from)
+            .collect::<Result<Vec<_>>>()?;
         Ok(ShadowSummary {
             compared,
             identical,
@@ -1298,20 +1302,8 @@ impl Queue {
         let mut out = Vec::with_capacity(rows.len());
         let mut last = None;
         for r in rows.iter().take(limit) {
-            let json = |c: &str| -> Result<serde_json::Value> {
-                Ok(serde_json::from_str(&r.try_get::<String, _>(c)?)?)
-            };
             last = Some(r.try_get::<String, _>("id")?);
-            out.push(ShadowDiff {
-                run_id: uuid_col(r, "run_id")?,
-                integration_id: uuid_col(r, "integration_id")?,
-                difference: ferry_core::shadow::Difference {
-                    kind: r.try_get("kind")?,
-                    field: r.try_get("field")?,
-                    control: json("control")?,
-                    candidate: json("candidate")?,
-                },
-            });
+            out.push(shadow_diff_from(r)?);
         }
         Ok((out, if rows.len() > limit { last } else { None }))
     }
